@@ -1,0 +1,153 @@
+"""Model registry: methods register themselves by name; users look them up by string."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import torch
+from torch import nn
+
+from vidlight.errors import VidlightError, WeightsError
+
+
+@dataclass(frozen=True)
+class KeyMap:
+    """Renames official checkpoint tensors to ours by prefix (official -> ours)."""
+
+    prefixes: Mapping[str, str] = field(default_factory=dict)
+
+    def convert(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if not self.prefixes:
+            return dict(state)
+        out = {}
+        for key, value in state.items():
+            for official, ours in self.prefixes.items():
+                if key.startswith(official):
+                    out[ours + key[len(official):]] = value
+                    break
+        return out
+
+    def official_name(self, ours: str) -> str:
+        for official, mine in self.prefixes.items():
+            if ours.startswith(mine):
+                return official + ours[len(mine):]
+        return ours
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    builder: Callable[..., nn.Module]
+    default_weights: str
+    keymap: KeyMap
+    summary: str
+    options: Mapping[str, str]
+
+    def option_defaults(self) -> dict[str, object]:
+        params = inspect.signature(self.builder).parameters
+        return {k: p.default for k, p in params.items()}
+
+
+_MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    default_weights: str,
+    summary: str,
+    keymap: KeyMap | None = None,
+    options: Mapping[str, str] | None = None,
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a model builder under ``name`` (a duplicate name is an error).
+
+    Args:
+        name: the name users pass to :func:`load_model` and ``--model``.
+        default_weights: catalogue name of the weights used when none are given.
+        summary: one line for ``vidlight models``.
+        keymap: how official checkpoint tensor names map to ours.
+        options: keyword options of the builder, with help text.
+    """
+
+    def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _MODELS:
+            raise RuntimeError(f"model {name!r} is registered twice")
+        _MODELS[name] = ModelSpec(
+            name, builder, default_weights, keymap or KeyMap(), summary, dict(options or {})
+        )
+        return builder
+
+    return decorate
+
+
+def list_models() -> list[str]:
+    """Names of every registered model, sorted."""
+    return sorted(_MODELS)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise VidlightError(
+            f"unknown model {name!r}; choose one of: {', '.join(list_models())}"
+        ) from None
+
+
+def load_state_into(model: nn.Module, state: Mapping[str, torch.Tensor], keymap: KeyMap, origin: str) -> None:
+    """Load ``state`` (official or our naming) into ``model``, naming the first bad tensor."""
+    converted = keymap.convert(state)
+    expected = model.state_dict()
+    if not any(k in converted for k in expected):
+        converted = dict(state)  # already in our own naming
+    for key, target in expected.items():
+        official = keymap.official_name(key)
+        if key not in converted:
+            raise WeightsError(
+                f"{origin} has no tensor {official!r}: it is not a checkpoint for this model"
+            )
+        value = torch.as_tensor(converted[key])
+        if tuple(value.shape) != tuple(target.shape):
+            raise WeightsError(
+                f"{origin}: tensor {official!r} has shape {tuple(value.shape)}, "
+                f"expected {tuple(target.shape)}: it is not a checkpoint for this model"
+            )
+        converted[key] = value.to(target.dtype)
+    model.load_state_dict({k: converted[k] for k in expected})
+
+
+def load_model(
+    name: str,
+    *,
+    weights: str | None = None,
+    device: str | torch.device = "cpu",
+    **options: object,
+) -> nn.Module:
+    """Build a registered model with its weights, in eval mode, on ``device``.
+
+    Args:
+        name: a name from :func:`list_models`, e.g. ``"sci"``.
+        weights: ``None`` for the model's default, a catalogue name (``"sci-medium"``),
+            a path to an official checkpoint, or a path to an ``.npz`` keyed by the
+            official tensor names.
+        device: where the model runs (``"cpu"``, ``"cuda"``, ...).
+        **options: model options (see ``vidlight models``), e.g. ``scale_factor=12``.
+
+    Returns:
+        The model. ``model(x)`` maps an N x 3 x H x W float RGB batch in [0, 1] to the
+        enhanced batch of the same shape.
+    """
+    from vidlight.weights import load_state  # weights imports the registry's users
+
+    spec = get_model_spec(name)
+    unknown = sorted(set(options) - set(spec.option_defaults()))
+    if unknown:
+        valid = ", ".join(spec.option_defaults()) or "none"
+        raise VidlightError(f"model {name!r} has no option {unknown[0]!r}; its options: {valid}")
+    model = spec.builder(**options)
+    state, origin = load_state(weights or spec.default_weights, model=name)
+    load_state_into(model, state, spec.keymap, origin)
+    model.weights_name = weights or spec.default_weights
+    return model.eval().requires_grad_(False).to(device)

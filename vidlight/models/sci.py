@@ -1,0 +1,142 @@
+"""SCI: Self-Calibrated Illumination (Ma et al., CVPR 2022).
+
+At inference SCI is a single tiny illumination estimator: three 3x3 convolutions
+(the self-calibration module and the extra stages exist only during training).
+The enhanced image is the input divided by the estimated illumination.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vidlight.models.registry import KeyMap, register_model
+from vidlight.weights import Weights, register_weights
+
+
+class _ResidualConvBN(nn.Sequential):
+    """conv3x3 -> BatchNorm -> ReLU, used as ``x + block(x)``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class IlluminationEstimator(nn.Module):
+    """SCI's weight-shared illumination learning block (the official ``EnhanceNetwork``).
+
+    Args:
+        layers: number of residual conv-BN-ReLU applications. The official code
+            appends the *same* block ``layers`` times, so the weights are shared.
+        channels: feature width (3 in every released checkpoint).
+    """
+
+    def __init__(self, layers: int = 1, channels: int = 3) -> None:
+        super().__init__()
+        self.layers = layers
+        self.in_conv = nn.Conv2d(3, channels, 3, padding=1)
+        self.block = _ResidualConvBN(channels)
+        self.out_conv = nn.Conv2d(channels, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feat = torch.relu(self.in_conv(x))
+        for _ in range(self.layers):
+            feat = feat + self.block(feat)
+        return torch.clamp(torch.sigmoid(self.out_conv(feat)) + x, 1e-4, 1.0)
+
+
+class CalibrationNet(nn.Module):
+    """SCI's self-calibration module (training only; the official ``CalibrateNetwork``)."""
+
+    def __init__(self, layers: int = 3, channels: int = 16) -> None:
+        super().__init__()
+        self.layers = layers
+        self.in_conv = nn.Sequential(
+            nn.Conv2d(3, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU()
+        )
+        self.block = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+        )
+        self.out_conv = nn.Conv2d(channels, 3, 3, padding=1)
+
+    def forward(self, reflectance: torch.Tensor) -> torch.Tensor:
+        feat = self.in_conv(reflectance)
+        for _ in range(self.layers):
+            feat = feat + self.block(feat)
+        return reflectance - torch.sigmoid(self.out_conv(feat))
+
+
+class SCI(nn.Module):
+    """SCI inference network (the official ``Finetunemodel``).
+
+    ``forward(x)`` returns ``clamp(x / illumination, 0, 1)``; the illumination is
+    available through :meth:`estimate_illumination` and can be applied separately
+    with :meth:`apply_illumination` (used by temporal smoothing).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.illumination = IlluminationEstimator()
+
+    def estimate_illumination(self, x: torch.Tensor) -> torch.Tensor:
+        return self.illumination(x)
+
+    @staticmethod
+    def apply_illumination(x: torch.Tensor, illumination: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(x / illumination, 0.0, 1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.apply_illumination(x, self.estimate_illumination(x))
+
+
+# Official `enhance.*` names -> ours. The official state dict stores the shared block
+# twice (`conv.*` and `blocks.0.*`, identical tensors); we read `conv.*`.
+OFFICIAL_KEYMAP = KeyMap(
+    {
+        "enhance.in_conv.0.": "illumination.in_conv.",
+        "enhance.conv.0.": "illumination.block.0.",
+        "enhance.conv.1.": "illumination.block.1.",
+        "enhance.out_conv.0.": "illumination.out_conv.",
+    }
+)
+
+
+@register_model(
+    "sci",
+    default_weights="sci-vidlight",
+    keymap=OFFICIAL_KEYMAP,
+    summary="SCI (CVPR 2022): 3-conv illumination estimator, fastest method",
+)
+def sci() -> SCI:
+    return SCI()
+
+
+_SCI_COMMIT = "9d28a3f1237df248bb765e7fee16f7c4ac7dbeee"
+for _level, _sha, _psnr, _ssim, _trained_on in (
+    ("easy", "b17326a26a93bf187ecbab217f9d3c57467a8b56020d4d9ff600ba257bbffb36", 9.580, 0.3668, "MIT-Adobe FiveK"),
+    ("medium", "4ff1e7e66e8f18114f790e5085ca4c936f0858e329e7ad1cb65b8aa09a9c6916", 14.784, 0.5254, "LOL + LSRW"),
+    ("difficult", "657fa1f280cae1035df0d5cbe628e91f2d0f28660df608a3fa3f7e9a71da5a13", 13.806, 0.5283, "DARK FACE"),
+):
+    register_weights(
+        Weights(
+            name=f"sci-{_level}",
+            model="sci",
+            relpath=f"sci/{_level}.pt",
+            url=f"https://raw.githubusercontent.com/vis-opt-group/SCI/{_SCI_COMMIT}/weights/{_level}.pt",
+            sha256=_sha,
+            size_bytes=43967,
+            license="MIT",
+            source="https://github.com/vis-opt-group/SCI",
+            num_params=258,
+            metrics={"lol_eval15": {"psnr": _psnr, "ssim": _ssim}},
+            note=f"official checkpoint, trained mainly on {_trained_on}",
+        )
+    )

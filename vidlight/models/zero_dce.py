@@ -1,0 +1,182 @@
+"""Zero-DCE (Guo et al., CVPR 2020) and Zero-DCE++ (Li et al., TPAMI 2021).
+
+Both estimate pixel-wise quadratic light-enhancement curves ``LE(x) = x + a * (x^2 - x)``
+and apply them 8 times. Zero-DCE predicts a separate curve map per iteration at full
+resolution; Zero-DCE++ predicts one map, optionally at 1/scale_factor resolution, with
+depthwise-separable convolutions.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidlight.models.registry import KeyMap, register_model
+
+# Official tensors are top-level (`e_conv1.weight`); ours live under `curves.`.
+OFFICIAL_KEYMAP = KeyMap({"": "curves."})
+from vidlight.weights import Weights, register_weights
+
+CURVE_ITERATIONS = 8
+
+
+def apply_curve(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """One light-enhancement curve step, ``x + alpha * (x^2 - x)``."""
+    return x + alpha * (x * x - x)
+
+
+class _CurveEstimator(nn.Module):
+    """The 7-layer symmetric skip CNN shared by both methods (``DCE-Net``)."""
+
+    def __init__(self, conv: type[nn.Module], out_channels: int, width: int = 32) -> None:
+        super().__init__()
+        self.e_conv1 = conv(3, width)
+        self.e_conv2 = conv(width, width)
+        self.e_conv3 = conv(width, width)
+        self.e_conv4 = conv(width, width)
+        self.e_conv5 = conv(width * 2, width)
+        self.e_conv6 = conv(width * 2, width)
+        self.e_conv7 = conv(width * 2, out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = torch.relu(self.e_conv1(x))
+        x2 = torch.relu(self.e_conv2(x1))
+        x3 = torch.relu(self.e_conv3(x2))
+        x4 = torch.relu(self.e_conv4(x3))
+        x5 = torch.relu(self.e_conv5(torch.cat([x3, x4], 1)))
+        x6 = torch.relu(self.e_conv6(torch.cat([x2, x5], 1)))
+        return torch.tanh(self.e_conv7(torch.cat([x1, x6], 1)))
+
+
+def _conv3x3(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, padding=1)
+
+
+class _SeparableConv(nn.Module):
+    """Depthwise 3x3 then pointwise 1x1 (the official ``CSDN_Tem``)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.depth_conv = nn.Conv2d(cin, cin, 3, padding=1, groups=cin)
+        self.point_conv = nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.point_conv(self.depth_conv(x))
+
+
+class ZeroDCE(nn.Module):
+    """Zero-DCE: 8 per-iteration RGB curve maps (24 channels) at full resolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.curves = _CurveEstimator(_conv3x3, 3 * CURVE_ITERATIONS)
+
+    def estimate_curves(self, x: torch.Tensor) -> torch.Tensor:
+        """Curve maps, N x 24 x H x W in [-1, 1]; channels 3k..3k+2 drive iteration k+1."""
+        return self.curves(x)
+
+    @staticmethod
+    def apply_curves(x: torch.Tensor, curves: torch.Tensor) -> torch.Tensor:
+        for alpha in torch.split(curves, 3, dim=1):
+            x = apply_curve(x, alpha)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.apply_curves(x, self.estimate_curves(x))
+
+
+class ZeroDCEPlusPlus(nn.Module):
+    """Zero-DCE++: one RGB curve map, estimated on a 1/scale_factor downsampled input.
+
+    Args:
+        scale_factor: downsampling of the curve estimator's input (official test: 12;
+            training: 1). Frames whose sides are not multiples of it are padded by edge
+            replication and cropped back; sides that are multiples give exactly the
+            official result.
+    """
+
+    def __init__(self, scale_factor: int = 12) -> None:
+        super().__init__()
+        if int(scale_factor) != scale_factor or scale_factor < 1:
+            raise ValueError(f"scale_factor must be a positive integer, got {scale_factor!r}")
+        self.scale_factor = int(scale_factor)
+        self.curves = _CurveEstimator(_SeparableConv, 3)
+
+    def estimate_curves(self, x: torch.Tensor) -> torch.Tensor:
+        """The curve map at full resolution, N x 3 x H x W in [-1, 1]."""
+        s = self.scale_factor
+        h, w = x.shape[-2:]
+        pad_h, pad_w = -h % s, -w % s
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        if s == 1:
+            return self.curves(x)
+        low = self.curves(F.interpolate(x, scale_factor=1 / s, mode="bilinear"))
+        # nn.UpsamplingBilinear2d in the official code: align_corners=True.
+        up = F.interpolate(low, scale_factor=s, mode="bilinear", align_corners=True)
+        return up[..., :h, :w]
+
+    @staticmethod
+    def apply_curves(x: torch.Tensor, curves: torch.Tensor) -> torch.Tensor:
+        for _ in range(CURVE_ITERATIONS):
+            x = apply_curve(x, curves)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.apply_curves(x, self.estimate_curves(x))
+
+
+@register_model(
+    "zero-dce",
+    default_weights="zero-dce",
+    keymap=OFFICIAL_KEYMAP,
+    summary="Zero-DCE (CVPR 2020): 8 full-resolution pixel-wise curves",
+)
+def zero_dce() -> ZeroDCE:
+    return ZeroDCE()
+
+
+@register_model(
+    "zero-dce++",
+    default_weights="zero-dce++",
+    keymap=OFFICIAL_KEYMAP,
+    summary="Zero-DCE++ (TPAMI 2021): one curve map estimated at 1/scale_factor resolution",
+    options={"scale_factor": "downsampling of the curve estimator's input (default 12, as the official test)"},
+)
+def zero_dce_plus_plus(scale_factor: int = 12) -> ZeroDCEPlusPlus:
+    return ZeroDCEPlusPlus(scale_factor)
+
+
+register_weights(
+    Weights(
+        name="zero-dce",
+        model="zero-dce",
+        relpath="zero_dce/Epoch99.pth",
+        url="https://raw.githubusercontent.com/Li-Chongyi/Zero-DCE/"
+        "e0f4adc54d0f23348c4a9b84acc08fe8778d5bfd/Zero-DCE_code/snapshots/Epoch99.pth",
+        sha256="a4395acb874f320375d9704997cef874eaaaaa26a1777ceb29a92b70f74c3612",
+        size_bytes=320017,
+        license="CC BY-NC 4.0 (research only)",
+        source="https://github.com/Li-Chongyi/Zero-DCE",
+        num_params=79416,
+        metrics={"lol_eval15": {"psnr": 14.861, "ssim": 0.5624}},
+        note="official checkpoint (legacy torch format)",
+    )
+)
+register_weights(
+    Weights(
+        name="zero-dce++",
+        model="zero-dce++",
+        relpath="zero_dce_pp/Epoch99.pth",
+        url="https://raw.githubusercontent.com/Li-Chongyi/Zero-DCE_extension/"
+        "09f202b690f82da939b8e6ec8535960ae97ad8bd/Zero-DCE%2B%2B/snapshots_Zero_DCE%2B%2B/Epoch99.pth",
+        sha256="ca8855b90df9a80fa4195a831f33d3476b1964f787eb70602797c773067f3b84",
+        size_bytes=52395,
+        license="CC BY-NC 4.0 (research only)",
+        source="https://github.com/Li-Chongyi/Zero-DCE_extension",
+        num_params=10561,
+        metrics={"lol_eval15": {"psnr": 15.345, "ssim": 0.5731}},
+        note="official checkpoint; LOL scored at scale_factor 12 on the 396x600 crop",
+    )
+)
