@@ -177,8 +177,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             with np.load(path, allow_pickle=False) as data:
                 return {k: torch.from_numpy(np.array(data[k])) for k in data.files}
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch and numpy raise many types for a bad file
-        raise WeightsError(f"cannot read weights file {path}: {type(exc).__name__}: {exc}".split("\n")[0]) from None
+    except Exception:  # torch and numpy raise many types for a bad file
+        raise WeightsError(
+            f"cannot read weights file {path}: it is not a PyTorch checkpoint or .npz (corrupt or truncated?)"
+        ) from None
     for wrapper in ("state_dict", "model", "params"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]

@@ -146,7 +146,10 @@ def load_model(
     if unknown:
         valid = ", ".join(spec.option_defaults()) or "none"
         raise VidlightError(f"model {name!r} has no option {unknown[0]!r}; its options: {valid}")
-    model = spec.builder(**options)
+    try:
+        model = spec.builder(**options)
+    except (TypeError, ValueError) as exc:
+        raise VidlightError(f"model {name!r}: {exc}") from None
     state, origin = load_state(weights or spec.default_weights, model=name)
     load_state_into(model, state, spec.keymap, origin)
     model.weights_name = weights or spec.default_weights

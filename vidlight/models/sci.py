@@ -82,6 +82,8 @@ class SCI(nn.Module):
     with :meth:`apply_illumination` (used by temporal smoothing).
     """
 
+    receptive_halo = 3  # rows of context each output row needs: three 3x3 convolutions
+
     def __init__(self) -> None:
         super().__init__()
         self.illumination = IlluminationEstimator()

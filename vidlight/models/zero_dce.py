@@ -68,6 +68,8 @@ class _SeparableConv(nn.Module):
 class ZeroDCE(nn.Module):
     """Zero-DCE: 8 per-iteration RGB curve maps (24 channels) at full resolution."""
 
+    receptive_halo = 7  # rows of context each output row needs: seven 3x3 convolutions
+
     def __init__(self) -> None:
         super().__init__()
         self.curves = _CurveEstimator(_conv3x3, 3 * CURVE_ITERATIONS)

@@ -1,0 +1,189 @@
+"""Our ports against the official implementations' outputs (../shared/reference/<method>/).
+
+Every reference file was produced by the official code with the official weights (see each
+folder's README.md); with the same weights we must agree within 1e-5 max-abs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import vidlight
+from vidlight import load_model
+from vidlight.train.data import read_rgb, to_tensor
+
+ATOL = 1e-5
+
+SCI_LEVELS = ("easy", "medium", "difficult")
+SCI_CASES = [(level, case) for level in SCI_LEVELS for case in ("lol1", "lol1_crop")]
+ZERO_DCE_CASES = ["lol1", "lol1_crop"]
+# (file tag, scale_factor, input case): the official test crops to multiples of the scale.
+ZERO_DCE_PP_CASES = [("s12_lol1_396", 12, "lol1_396"), ("s1_lol1_crop", 1, "lol1_crop")]
+
+
+def _image(ref: Path, case: str) -> torch.Tensor:
+    return to_tensor(read_rgb(ref / f"in_{case}.png"))
+
+
+def _hwc(t: torch.Tensor) -> np.ndarray:
+    return t[0].permute(1, 2, 0).numpy()
+
+
+def _assert_close(ours: np.ndarray, official: np.ndarray, what: str) -> None:
+    assert ours.shape == official.shape, f"{what}: shape {ours.shape}, official {official.shape}"
+    diff = float(np.abs(ours.astype(np.float64) - official).max())
+    assert diff <= ATOL, f"{what}: max abs diff {diff:.3g} > {ATOL}"
+
+
+def test_every_reference_file_is_covered(shared_dir: Path) -> None:
+    """A reference file added later must not sit there untested."""
+    ref = shared_dir / "reference"
+    covered = (
+        {f"sci/out_{w}_{c}.npy" for w, c in SCI_CASES}
+        | {f"sci/illum_{w}_lol1_crop.npy" for w in SCI_LEVELS}
+        | {f"zero_dce/out_{c}.npy" for c in ZERO_DCE_CASES}
+        | {"zero_dce/r_lol1_crop.npy", "zero_dce/enhance1_lol1_crop.npy"}
+        | {f"zero_dce_pp/{kind}_{tag}.npy" for tag, _, _ in ZERO_DCE_PP_CASES for kind in ("out", "xr")}
+        | {"zero_dce_pp/xdown_s12_lol1_396.npy", "zero_dce_pp/xrlow_s12_lol1_396.npy"}
+    )
+    present = {
+        f"{method}/{p.name}" for method in ("sci", "zero_dce", "zero_dce_pp") for p in (ref / method).glob("*.npy")
+    }
+    assert present == covered
+
+
+def test_list_models_has_the_ported_methods() -> None:
+    assert {"sci", "zero-dce", "zero-dce++"} <= set(vidlight.list_models())
+
+
+# --- SCI ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("level", "case"), SCI_CASES)
+def test_sci_output(level: str, case: str, shared_dir: Path, official_weights_dir: Path) -> None:
+    ref = shared_dir / "reference" / "sci"
+    model = load_model("sci", weights=f"sci-{level}")
+    with torch.no_grad():
+        out = model(_image(ref, case))
+    _assert_close(_hwc(out), np.load(ref / f"out_{level}_{case}.npy"), f"sci-{level} {case}")
+
+
+@pytest.mark.parametrize("level", SCI_LEVELS)
+def test_sci_illumination(level: str, shared_dir: Path, official_weights_dir: Path) -> None:
+    ref = shared_dir / "reference" / "sci"
+    model = load_model("sci", weights=f"sci-{level}")
+    with torch.no_grad():
+        illum = model.estimate_illumination(_image(ref, "lol1_crop"))
+    _assert_close(_hwc(illum), np.load(ref / f"illum_{level}_lol1_crop.npy"), f"sci-{level} illumination")
+
+
+def test_sci_from_explicit_path_and_npz(shared_dir: Path, tmp_path: Path) -> None:
+    """A checkpoint path and an .npz keyed by the official tensor names load the same weights."""
+    ref = shared_dir / "reference" / "sci"
+    pt = shared_dir / "weights" / "sci" / "medium.pt"
+    official = torch.load(pt, map_location="cpu", weights_only=True)
+    npz = tmp_path / "medium.npz"
+    np.savez(npz, **{name: tensor.numpy() for name, tensor in official.items()})
+
+    x = _image(ref, "lol1_crop")
+    expected = np.load(ref / "out_medium_lol1_crop.npy")
+    outputs = {}
+    for label, weights in (("path", str(pt)), ("npz", str(npz))):
+        with torch.no_grad():
+            outputs[label] = _hwc(load_model("sci", weights=weights)(x))
+        _assert_close(outputs[label], expected, f"sci medium from {label}")
+    np.testing.assert_array_equal(outputs["path"], outputs["npz"])
+
+
+# --- Zero-DCE ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ZERO_DCE_CASES)
+def test_zero_dce_output(case: str, shared_dir: Path, official_weights_dir: Path) -> None:
+    ref = shared_dir / "reference" / "zero_dce"
+    model = load_model("zero-dce", weights="zero-dce")
+    with torch.no_grad():
+        out = model(_image(ref, case))
+    _assert_close(_hwc(out), np.load(ref / f"out_{case}.npy"), f"zero-dce {case}")
+
+
+def test_zero_dce_curves(shared_dir: Path, official_weights_dir: Path) -> None:
+    ref = shared_dir / "reference" / "zero_dce"
+    model = load_model("zero-dce", weights="zero-dce")
+    x = _image(ref, "lol1_crop")
+    with torch.no_grad():
+        curves = model.estimate_curves(x)
+        after_four = model.apply_curves(x, curves[:, :12])  # the official enhance_image_1
+    _assert_close(_hwc(curves), np.load(ref / "r_lol1_crop.npy"), "zero-dce curve maps")
+    _assert_close(_hwc(after_four), np.load(ref / "enhance1_lol1_crop.npy"), "zero-dce after 4 iterations")
+
+
+def test_zero_dce_from_npz(shared_dir: Path, tmp_path: Path) -> None:
+    ref = shared_dir / "reference" / "zero_dce"
+    official = torch.load(shared_dir / "weights" / "zero_dce" / "Epoch99.pth", map_location="cpu", weights_only=True)
+    npz = tmp_path / "zero_dce.npz"
+    np.savez(npz, **{name: tensor.numpy() for name, tensor in official.items()})
+    with torch.no_grad():
+        out = load_model("zero-dce", weights=str(npz))(_image(ref, "lol1_crop"))
+    _assert_close(_hwc(out), np.load(ref / "out_lol1_crop.npy"), "zero-dce from npz")
+
+
+# --- Zero-DCE++ --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("tag", "scale", "case"), ZERO_DCE_PP_CASES)
+def test_zero_dce_pp_output_and_curves(
+    tag: str, scale: int, case: str, shared_dir: Path, official_weights_dir: Path
+) -> None:
+    ref = shared_dir / "reference" / "zero_dce_pp"
+    model = load_model("zero-dce++", weights="zero-dce++", scale_factor=scale)
+    x = _image(ref, case)
+    with torch.no_grad():
+        out = model(x)
+        curves = model.estimate_curves(x)
+    _assert_close(_hwc(out), np.load(ref / f"out_{tag}.npy"), f"zero-dce++ {tag}")
+    _assert_close(_hwc(curves), np.load(ref / f"xr_{tag}.npy"), f"zero-dce++ {tag} curve map")
+
+
+def test_zero_dce_pp_low_resolution_estimator(shared_dir: Path, official_weights_dir: Path) -> None:
+    """The CNN alone, on the official downsampled input (isolates resampling from the network)."""
+    ref = shared_dir / "reference" / "zero_dce_pp"
+    model = load_model("zero-dce++", weights="zero-dce++")
+    x_down = torch.from_numpy(np.load(ref / "xdown_s12_lol1_396.npy")).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        low = model.curves(x_down)
+    _assert_close(_hwc(low), np.load(ref / "xrlow_s12_lol1_396.npy"), "zero-dce++ estimator at 33x50")
+
+
+def test_zero_dce_pp_default_scale_on_multiple_of_12(shared_dir: Path, official_weights_dir: Path) -> None:
+    """396x600 needs no padding: the default model gives exactly the official s=12 result."""
+    ref = shared_dir / "reference" / "zero_dce_pp"
+    model = load_model("zero-dce++", weights="zero-dce++")
+    assert model.scale_factor == 12
+    with torch.no_grad():
+        out = model(_image(ref, "lol1_396"))
+    _assert_close(_hwc(out), np.load(ref / "out_s12_lol1_396.npy"), "zero-dce++ default scale, 396x600")
+
+
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (13, 7), (37, 53), (400, 600)])
+def test_zero_dce_pp_any_frame_size(height: int, width: int, official_weights_dir: Path) -> None:
+    model = load_model("zero-dce++", weights="zero-dce++")
+    rng = np.random.default_rng(height * 1000 + width)
+    x = torch.from_numpy(rng.uniform(0, 0.3, (1, 3, height, width)).astype(np.float32))
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == x.shape
+    assert torch.isfinite(out).all()
+
+
+def test_zero_dce_pp_from_explicit_path(shared_dir: Path) -> None:
+    ref = shared_dir / "reference" / "zero_dce_pp"
+    path = shared_dir / "weights" / "zero_dce_pp" / "Epoch99.pth"
+    model = load_model("zero-dce++", weights=str(path), scale_factor=1)
+    with torch.no_grad():
+        out = model(_image(ref, "lol1_crop"))
+    _assert_close(_hwc(out), np.load(ref / "out_s1_lol1_crop.npy"), "zero-dce++ from path")

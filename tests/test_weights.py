@@ -1,0 +1,260 @@
+"""The weights catalogue: honest metadata, lookup order, verified downloads, clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import http.server
+import shutil
+import socket
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+import vidlight
+import vidlight.weights
+from vidlight import VidlightError, WeightsError, load_model
+from vidlight.weights import download, get_weights, list_weights, resolve
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- catalogue metadata (torchvision's test_schema_meta_validation) ----------------
+
+
+def test_catalogue_is_not_empty() -> None:
+    names = {w.name for w in list_weights()}
+    assert {"sci-easy", "sci-medium", "sci-difficult", "zero-dce", "zero-dce++"} <= names
+
+
+@pytest.mark.parametrize("name", [w.name for w in list_weights()])
+def test_catalogue_metadata_matches_file(name: str, shared_dir: Path, official_weights_dir: Path) -> None:
+    record = get_weights(name)
+    path = official_weights_dir / record.relpath
+    if not path.is_file():
+        pytest.skip(f"{record.relpath} is not in the test material")
+    assert record.size_bytes == path.stat().st_size
+    assert record.sha256 == _sha256(path)
+    assert record.model in vidlight.list_models()
+    model = load_model(record.model, weights=record.name)
+    assert record.num_params == sum(p.numel() for p in model.parameters())
+
+
+# --- resolution order -----------------------------------------------------------------
+
+
+def test_weights_dir_with_method_subfolders(official_weights_dir: Path) -> None:
+    assert resolve("sci-medium") == official_weights_dir / "sci" / "medium.pt"
+
+
+def test_flat_weights_dir(shared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    shutil.copyfile(shared_dir / "weights" / "sci" / "medium.pt", flat / "medium.pt")
+    monkeypatch.setenv("VIDLIGHT_WEIGHTS_DIR", str(flat))
+    assert resolve("sci-medium") == flat / "medium.pt"
+
+
+def test_cache_is_used_after_weights_dir(
+    shared_dir: Path, official_weights_dir: Path, offline_isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cached = offline_isolated_cache / "weights" / "sci" / "medium.pt"
+    cached.parent.mkdir(parents=True)
+    shutil.copyfile(shared_dir / "weights" / "sci" / "medium.pt", cached)
+    assert resolve("sci-medium") == official_weights_dir / "sci" / "medium.pt"
+    monkeypatch.delenv("VIDLIGHT_WEIGHTS_DIR")
+    assert resolve("sci-medium") == cached
+
+
+def test_offline_and_missing_says_where_to_put_it(offline_isolated_cache: Path) -> None:
+    with pytest.raises(WeightsError) as info:
+        resolve("sci-medium")
+    message = str(info.value)
+    assert "medium.pt" in message
+    assert "put" in message
+    assert str(offline_isolated_cache) in message
+    assert "\n" not in message
+    assert not offline_isolated_cache.exists() or not any(offline_isolated_cache.rglob("*"))
+
+
+# --- downloads, from a local HTTP server --------------------------------------------------
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # keep test output clean
+        pass
+
+
+@pytest.fixture
+def served(shared_dir: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A local HTTP server over a folder holding a copy of sci/medium.pt: (base URL, file)."""
+    root = tmp_path / "served"
+    root.mkdir()
+    source = root / "medium.pt"
+    shutil.copyfile(shared_dir / "weights" / "sci" / "medium.pt", source)
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", source
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_download_writes_verified_file(served: tuple[str, Path], tmp_path: Path) -> None:
+    base, source = served
+    dest = tmp_path / "out" / "sub" / "medium.pt"
+    result = download(f"{base}/medium.pt", dest, sha256=_sha256(source), progress=False)
+    assert result == dest
+    assert dest.read_bytes() == source.read_bytes()
+    assert not dest.with_name("medium.pt.tmp").exists()
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["medium.pt"]
+
+
+def test_download_with_wrong_sha256_leaves_nothing(served: tuple[str, Path], tmp_path: Path) -> None:
+    base, _ = served
+    dest = tmp_path / "out" / "medium.pt"
+    with pytest.raises(WeightsError, match="sha256"):
+        download(f"{base}/medium.pt", dest, sha256="0" * 64, progress=False)
+    assert not dest.exists()
+    assert not dest.with_name("medium.pt.tmp").exists()
+
+
+def test_download_missing_file_raises(served: tuple[str, Path], tmp_path: Path) -> None:
+    base, _ = served
+    dest = tmp_path / "out" / "nope.pt"
+    with pytest.raises(WeightsError, match="could not download"):
+        download(f"{base}/nope.pt", dest, sha256="0" * 64, progress=False)
+    assert not dest.exists()
+    assert not dest.with_name("nope.pt.tmp").exists()
+
+
+def test_download_unreachable_raises(tmp_path: Path) -> None:
+    dest = tmp_path / "x.pt"
+    with pytest.raises(WeightsError, match="could not download"):
+        download(f"http://127.0.0.1:{_closed_port()}/x", dest, sha256="0" * 64, progress=False, timeout_seconds=5)
+    assert not dest.exists()
+    assert not dest.with_name("x.pt.tmp").exists()
+
+
+def test_resolve_downloads_into_cache(
+    served: tuple[str, Path], offline_isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, source = served
+    record = dataclasses.replace(get_weights("sci-medium"), url=f"{base}/medium.pt")
+    monkeypatch.setitem(vidlight.weights._CATALOGUE, "sci-medium", record)
+
+    # VIDLIGHT_OFFLINE=1 (set for every test) must win over an available URL.
+    with pytest.raises(WeightsError, match="offline"):
+        resolve("sci-medium")
+
+    path = resolve("sci-medium", allow_download=True, progress=False)
+    assert path == offline_isolated_cache / "weights" / "sci" / "medium.pt"
+    assert _sha256(path) == record.sha256 == _sha256(source)
+    assert not path.with_name("medium.pt.tmp").exists()
+    # Now cached: found without downloading, even offline, and loadable by name.
+    assert resolve("sci-medium") == path
+    assert sum(p.numel() for p in load_model("sci", weights="sci-medium").parameters()) == record.num_params
+
+
+def test_resolve_refuses_a_changed_upstream_file(
+    served: tuple[str, Path], offline_isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, _ = served
+    record = dataclasses.replace(get_weights("sci-easy"), url=f"{base}/medium.pt")  # wrong bytes for sci-easy
+    monkeypatch.setitem(vidlight.weights._CATALOGUE, "sci-easy", record)
+    with pytest.raises(WeightsError, match="sha256"):
+        resolve("sci-easy", allow_download=True, progress=False)
+    assert not (offline_isolated_cache / "weights" / "sci" / "easy.pt").exists()
+    assert not (offline_isolated_cache / "weights" / "sci" / "easy.pt.tmp").exists()
+
+
+# --- wrong weights -----------------------------------------------------------------------
+
+
+def test_zero_dce_checkpoint_into_sci(shared_dir: Path) -> None:
+    path = shared_dir / "weights" / "zero_dce" / "Epoch99.pth"
+    with pytest.raises(WeightsError, match=r"'enhance\.in_conv\.0\.weight'") as info:
+        load_model("sci", weights=str(path))
+    assert "\n" not in str(info.value)
+
+
+def test_misshaped_tensor_is_named_with_both_shapes(shared_dir: Path, tmp_path: Path) -> None:
+    official = torch.load(shared_dir / "weights" / "sci" / "medium.pt", map_location="cpu", weights_only=True)
+    arrays = {name: tensor.numpy() for name, tensor in official.items()}
+    arrays["enhance.in_conv.0.weight"] = np.zeros((4, 3, 3, 3), np.float32)
+    npz = tmp_path / "bad.npz"
+    np.savez(npz, **arrays)
+    with pytest.raises(WeightsError) as info:
+        load_model("sci", weights=str(npz))
+    message = str(info.value)
+    assert "'enhance.in_conv.0.weight'" in message
+    assert "(4, 3, 3, 3)" in message
+    assert "(3, 3, 3, 3)" in message
+    assert "\n" not in message
+
+
+def test_garbage_file(tmp_path: Path) -> None:
+    path = tmp_path / "x.pt"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(WeightsError) as info:
+        load_model("sci", weights=str(path))
+    message = str(info.value)
+    assert str(path) in message
+    assert "\n" not in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_model("sci", weights=str(tmp_path / "absent.pt"))
+
+
+def test_unknown_catalogue_name_lists_valid_ones() -> None:
+    with pytest.raises(WeightsError) as info:
+        load_model("sci", weights="sci-nope")
+    message = str(info.value)
+    assert "sci-nope" in message
+    for name in ("sci-easy", "sci-medium", "sci-difficult"):
+        assert name in message
+
+    with pytest.raises(WeightsError) as info:
+        get_weights("nope")
+    assert all(w.name in str(info.value) for w in list_weights())
+
+
+def test_catalogue_weights_of_another_model() -> None:
+    with pytest.raises(WeightsError, match="zero-dce"):
+        load_model("sci", weights="zero-dce")
+
+
+# --- model lookup ------------------------------------------------------------------------
+
+
+def test_unknown_model_lists_valid_ones() -> None:
+    with pytest.raises(VidlightError) as info:
+        load_model("nope")
+    message = str(info.value)
+    assert "nope" in message
+    for name in vidlight.list_models():
+        assert name in message
+
+
+def test_unknown_option() -> None:
+    with pytest.raises(VidlightError, match="foo"):
+        load_model("sci", foo=1)

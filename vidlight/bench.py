@@ -1,0 +1,175 @@
+"""Throughput figures measured in one run, on one clip, with one encoder setting.
+
+* I/O floor: vidlight's pipeline with the model replaced by nothing (decode -> RGB -> encode).
+* naive loop: decode one frame -> model -> encode, in one thread, no batching.
+* vidlight: :func:`vidlight.pipeline.runner.enhance_video` end to end.
+* model alone: the enhancement stage on frames already in memory (uint8 in, uint8 out),
+  and the bare ``model(x)`` call on a float batch.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from vidlight.io.files import FileSink, FileSource, Frame
+from vidlight.models import load_model
+from vidlight.pipeline import runner
+from vidlight.pipeline.enhancer import FrameEnhancer, resolve_device
+
+
+@dataclass
+class Figure:
+    name: str
+    frames: int
+    seconds: float
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds
+
+
+def machine_summary(device: torch.device) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), PyAV {av.__version__}"
+    if device.type == "cuda":
+        text += f", GPU {torch.cuda.get_device_name(device)}"
+    return text
+
+
+def make_clip(source: Path, dest: Path, height: int, max_frames: int | None) -> Path:
+    """Scale ``source`` to ``height`` lines (keeping aspect) into a near-lossless H.264 clip."""
+    src = FileSource(source)
+    width = round(src.info.width * height / src.info.height / 2) * 2
+    out = av.open(str(dest), "w")
+    stream = out.add_stream("libx264", rate=src.info.average_rate)
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    stream.time_base = stream.codec_context.time_base = src.info.time_base
+    stream.codec_context.colorspace, stream.codec_context.color_range = 1, 1
+    stream.options = {"crf": "10", "preset": "veryfast"}
+    n = 0
+    for packet in src.container.demux(src.stream):
+        for frame in packet.decode():
+            scaled = frame.reformat(width=width, height=height, format="yuv420p", src_colorspace=src.info.matrix,
+                                    dst_colorspace=1, interpolation="AREA")
+            scaled.pts = frame.pts
+            out.mux(stream.encode(scaled))
+            n += 1
+            if max_frames and n >= max_frames:
+                break
+        if max_frames and n >= max_frames:
+            break
+    out.mux(stream.encode(None))
+    out.close()
+    src.close()
+    return dest
+
+
+class _NoModel:
+    """Stands in for the enhancer to measure the pipeline's I/O alone."""
+
+    def __call__(self, frames):
+        return frames
+
+
+def _timed_run(clip: Path, out: Path, enhancer, batch_size: int, codec: str, crf: int, preset: str) -> Figure:
+    source = FileSource(clip)
+    sink = FileSink(out, source.info, codec=codec, crf=crf, preset=preset)
+    start = time.perf_counter()
+    stats = runner._run(source, sink, enhancer, batch_size, progress=False)
+    return Figure("", stats.frames, time.perf_counter() - start)
+
+
+@torch.inference_mode()
+def _naive(clip: Path, out: Path, model: torch.nn.Module, device: torch.device, codec: str, crf: int, preset: str) -> Figure:
+    source = FileSource(clip, threads="NONE")
+    sink = FileSink(out, source.info, codec=codec, crf=crf, preset=preset)
+    start = time.perf_counter()
+    n = 0
+    for item in source:
+        if isinstance(item, Frame):
+            x = torch.from_numpy(item.rgb).to(device).permute(2, 0, 1)[None].float() / 255.0
+            y = (model(x).clamp(0, 1) * 255.0 + 0.5).to(torch.uint8)[0].permute(1, 2, 0).cpu().numpy()
+            sink.write(y, item.pts)
+            n += 1
+    sink.close()
+    source.close()
+    return Figure("", n, time.perf_counter() - start)
+
+
+def run_bench(
+    video: Path,
+    *,
+    model_name: str = "sci",
+    weights: str | None = None,
+    device: str = "auto",
+    height: int = 720,
+    max_frames: int | None = 180,
+    batch_size: int | None = None,
+    fp16: bool | None = None,
+    codec: str = "libx264",
+    crf: int = 18,
+    preset: str = "veryfast",
+    log=print,
+) -> dict[str, Figure]:
+    dev = resolve_device(device)
+    model = load_model(model_name, weights=weights)
+    batch_size = batch_size or runner.default_batch_size(dev)
+    enhancer = FrameEnhancer(model, device=dev, fp16=dev.type == "cuda" if fp16 is None else fp16)
+    figures: dict[str, Figure] = {}
+    with tempfile.TemporaryDirectory(prefix="vidlight-bench-") as tmp:
+        tmp = Path(tmp)
+        clip = make_clip(video, tmp / "clip.mp4", height, max_frames)
+        info = FileSource(clip).info
+        log(f"clip: {video.name} scaled to {info.width}x{info.height}, {info.frames} frames; "
+            f"encoder {codec} preset {preset} crf {crf}; model {model_name} on {dev} "
+            f"(batch {batch_size}{', fp16' if enhancer.fp16 else ''})")
+        log(f"machine: {machine_summary(dev)}")
+        frames = [f.rgb for f in FileSource(clip) if isinstance(f, Frame)]
+
+        figures["I/O floor (decode+encode)"] = _timed_run(clip, tmp / "io.mp4", _NoModel(), batch_size, codec, crf, preset)
+        figures["naive per-frame loop"] = _naive(clip, tmp / "naive.mp4", model.to(dev), dev, codec, crf, preset)
+        figures["vidlight end to end"] = _timed_run(clip, tmp / "vl.mp4", enhancer, batch_size, codec, crf, preset)
+
+        enhancer(frames[:batch_size])  # warm-up
+        start = time.perf_counter()
+        for i in range(0, len(frames), batch_size):
+            enhancer(frames[i : i + batch_size])
+        figures["model alone (uint8 frames in/out)"] = Figure("", len(frames), time.perf_counter() - start)
+
+        x = torch.rand(batch_size, 3, info.height, info.width, device=dev, dtype=enhancer.dtype)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            enhancer.model(x)
+            reps = max(1, len(frames) // batch_size)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(reps):
+                enhancer.model(x)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+        figures["model forward (float batch)"] = Figure("", reps * batch_size, time.perf_counter() - start)
+
+    for name, fig in figures.items():
+        fig.name = name
+    floor, naive, ours = (figures[k].fps for k in ("I/O floor (decode+encode)", "naive per-frame loop", "vidlight end to end"))
+    for fig in figures.values():
+        log(f"  {fig.name:<36} {fig.fps:8.1f} fps  ({fig.frames} frames, {fig.seconds:.2f} s)")
+    log(f"  vidlight / naive loop = {ours / naive:.2f}x;  vidlight / I/O floor = {ours / floor:.2f}x")
+    return figures

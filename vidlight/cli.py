@@ -1,0 +1,150 @@
+"""The ``vidlight`` command line. Thin: parse, call the library, report."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from vidlight.errors import VidlightError
+from vidlight.models import get_model_spec, list_models
+from vidlight.weights import find_local, get_weights, list_weights
+
+
+class _OneLineErrors(click.Group):
+    """Turns user-fixable errors into one line on stderr and exit status 1 (no traceback)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except VidlightError as exc:
+            from vidlight.pipeline.runner import Interrupted
+
+            click.echo(f"vidlight: {exc}", err=True)
+            sys.exit(130 if isinstance(exc, Interrupted) else 1)
+        except KeyboardInterrupt:
+            click.echo("vidlight: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vidlight")
+@click.option("-q", "--quiet", is_flag=True, help="Only print errors.")
+def main(quiet: bool) -> None:
+    """Enhance dark video with published low-light methods."""
+    logging.basicConfig(level=logging.ERROR if quiet else logging.INFO, format="vidlight: %(message)s")
+
+
+@main.command()
+@click.argument("input", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("-m", "--model", type=click.Choice(list_models()), default="sci", show_default=True,
+              help="Enhancement method.")
+@click.option("-w", "--weights", help="Catalogue name (see `vidlight models`) or checkpoint path. [default: the model's]")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where the model runs; auto uses CUDA when available.")
+@click.option("-b", "--batch-size", type=click.IntRange(min=1), help="Frames per model call. [default: 4 on CPU, 8 on CUDA]")
+@click.option("--fp16/--fp32", default=None, help="Half precision on CUDA. [default: fp16 on CUDA, fp32 on CPU]")
+@click.option("--codec", default="libx264", show_default=True, help="FFmpeg video encoder.")
+@click.option("--crf", type=click.IntRange(0, 63), default=18, show_default=True, help="Encoder quality (lower is better).")
+@click.option("--preset", default="medium", show_default=True, help="Encoder speed preset (e.g. veryfast, slow).")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Model option, e.g. -o scale_factor=12 (see `vidlight models`).")
+@click.option("-y", "--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def process(input, output, model, weights, device, batch_size, fp16, codec, crf, preset, options, overwrite, no_progress):
+    """Enhance the video INPUT into OUTPUT (audio, subtitles, timestamps and colour tags kept)."""
+    from vidlight.pipeline.runner import enhance_video
+
+    stats = enhance_video(
+        input, output, model=model, weights=weights, device=device, batch_size=batch_size, fp16=fp16,
+        codec=codec, crf=crf, preset=preset, overwrite=overwrite, progress=not no_progress,
+        model_options=_parse_options(options),
+    )
+    logging.getLogger("vidlight").info("wrote %s: %d frames in %.1f s (%.1f fps)", output, stats.frames, stats.seconds, stats.fps)
+
+
+def _parse_options(pairs: tuple[str, ...]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="-o/--option")
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                continue
+        out[key] = value
+    return out
+
+
+@main.command()
+def models():
+    """List the models, their weights, licenses, and whether the weights are here."""
+    for name in list_models():
+        spec = get_model_spec(name)
+        click.echo(f"{name}: {spec.summary}")
+        for key, text in spec.options.items():
+            click.echo(f"    option {key}: {text}")
+        for w in list_weights(name):
+            default = " (default)" if w.name == spec.default_weights else ""
+            where = find_local(w)
+            status = f"available: {where}" if where else ("downloadable" if w.url else "not available")
+            lol = w.metrics.get("lol_eval15")
+            score = f", LOL eval15 {lol['psnr']:.2f} dB / SSIM {lol['ssim']:.3f}" if lol else ""
+            click.echo(f"  - {w.name}{default}: {w.license}{score}; {status}")
+
+
+@main.group()
+def train():
+    """Train a model with vidlight's own code."""
+
+
+@train.command("sci")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder with low/ (training images) and high/ (used only for held-out checkpoint selection).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Weights file to write.")
+@click.option("--iterations", type=click.IntRange(min=1), default=20000, show_default=True)
+@click.option("--crop", type=click.IntRange(min=16), default=128, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--lr", type=float, default=3e-4, show_default=True)
+@click.option("--eval-every", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Torch threads (results are bit-identical for a given seed and thread count).")
+def train_sci_command(data, out, iterations, crop, batch_size, lr, eval_every, seed, threads):
+    """Zero-reference SCI training (fidelity + smoothness losses, self-calibrated stages)."""
+    from vidlight.train.sci import SCITrainConfig, train_sci
+
+    cfg = SCITrainConfig(str(data), str(out), iterations=iterations, crop=crop, batch_size=batch_size, lr=lr,
+                         eval_every=eval_every, seed=seed, threads=threads)
+    report = train_sci(cfg, log=click.echo)
+    click.echo(f"best held-out PSNR {report['best']['psnr']:.3f} dB at iteration {report['best']['iteration']}; wrote {out}")
+
+
+@main.command()
+@click.argument("video", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-m", "--model", type=click.Choice(list_models()), default="sci", show_default=True)
+@click.option("-w", "--weights", help="Catalogue name or checkpoint path. [default: the model's]")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--height", type=click.IntRange(min=16), default=720, show_default=True, help="Scale the clip to this many lines first.")
+@click.option("--frames", "max_frames", type=click.IntRange(min=1), default=180, show_default=True, help="Use at most this many frames.")
+@click.option("-b", "--batch-size", type=click.IntRange(min=1))
+@click.option("--fp16/--fp32", default=None)
+@click.option("--codec", default="libx264", show_default=True)
+@click.option("--crf", type=click.IntRange(0, 63), default=18, show_default=True)
+@click.option("--preset", default="veryfast", show_default=True)
+def bench(video, model, weights, device, height, max_frames, batch_size, fp16, codec, crf, preset):
+    """Measure fps of the I/O floor, a naive loop, vidlight and the model alone, in one run."""
+    from vidlight.bench import run_bench
+
+    run_bench(video, model_name=model, weights=weights, device=device, height=height, max_frames=max_frames,
+              batch_size=batch_size, fp16=fp16, codec=codec, crf=crf, preset=preset, log=click.echo)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+"""Video files in and out, with PyAV (FFmpeg's container -> stream -> packet -> frame).
+
+:class:`FileSource` demuxes and decodes the video stream to RGB arrays, converting with the
+stream's real YUV matrix and range, and hands every other stream's packets along untouched.
+:class:`FileSink` encodes RGB arrays back with the same colour tags, timestamps and rotation,
+remuxes those packets, writes to a temporary file and renames it only when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+from av.video.reformatter import ColorRange, Colorspace
+
+from vidlight.errors import MediaError
+
+log = logging.getLogger("vidlight")
+
+# FFmpeg AVCOL_SPC tag -> the swscale matrix that implements it (SMPTE 170M is BT.601's
+# matrix, BT.2020 constant luminance is approximated by its non-constant matrix).
+_MATRIX_OF_TAG = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
+
+
+@dataclass
+class VideoInfo:
+    """What a sink needs to reproduce the input's video stream."""
+
+    width: int
+    height: int
+    time_base: Fraction
+    average_rate: Fraction | None
+    frames: int  # container's count, for progress only (0 when unknown)
+    duration_seconds: float | None
+    colorspace: int  # AVCOL_SPC_* tag for the output (the input's, or the guess for untagged input)
+    matrix: int  # the swscale matrix that implements it
+    color_range: int  # AVCOL_RANGE_* (1 limited, 2 full)
+    color_primaries: int
+    color_trc: int
+    bit_depth: int
+    rotation: int
+    codec: str
+
+
+@dataclass
+class Frame:
+    """One decoded picture: RGB samples (uint8, or uint16 for >8-bit input) and its timestamp."""
+
+    rgb: np.ndarray
+    pts: int | None
+    time_seconds: float | None
+
+
+def _bit_depth(stream: av.video.stream.VideoStream) -> int:
+    fmt = stream.codec_context.format
+    return max((c.bits for c in fmt.components), default=8) if fmt is not None else 8
+
+
+def open_input(path: str | os.PathLike) -> av.container.InputContainer:
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"input {path} does not exist")
+    if path.is_dir():
+        raise MediaError(f"input {path} is a directory, not a video file")
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        raise MediaError(f"cannot read {path}: not a video file, or it is corrupt ({exc.strerror})") from None
+    if not container.streams.video:
+        container.close()
+        raise MediaError(f"{path} has no video stream")
+    return container
+
+
+class FileSource:
+    """Decodes a video file's first video stream; iterate to get :class:`Frame` and packet events.
+
+    Iteration yields ``Frame`` objects for pictures and ``av.Packet`` objects for streams that
+    are copied (audio, subtitles), in demux order.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, threads: str = "AUTO") -> None:
+        self.path = Path(path)
+        self.container = open_input(path)
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = threads  # frame threading for files
+        self.copy_streams = [s for s in self.container.streams if s.type in ("audio", "subtitle")]
+        self.corrupt_packets = 0
+        self.info = self._probe()
+
+    def _probe(self) -> VideoInfo:
+        s, cc = self.stream, self.stream.codec_context
+        if not cc.width or not cc.height:
+            raise MediaError(f"cannot read {self.path}: the video stream has no frame size (corrupt header?)")
+        first = self._first_frame()
+        colorspace = first.colorspace if first is not None else cc.colorspace
+        if colorspace not in _MATRIX_OF_TAG:
+            # Untagged: what players assume, BT.709 for HD and BT.601 for SD.
+            colorspace = int(Colorspace.ITU709) if cc.height >= 720 else int(Colorspace.ITU601)
+        color_range = first.color_range if first is not None else cc.color_range
+        if color_range not in (int(ColorRange.MPEG), int(ColorRange.JPEG)):
+            color_range = int(ColorRange.MPEG)
+        duration = float(s.duration * s.time_base) if s.duration else (
+            self.container.duration / 1e6 if self.container.duration else None
+        )
+        return VideoInfo(
+            width=cc.width,
+            height=cc.height,
+            time_base=s.time_base,
+            average_rate=s.average_rate or s.guessed_rate,
+            frames=s.frames or 0,
+            duration_seconds=duration,
+            colorspace=colorspace,
+            matrix=_MATRIX_OF_TAG[colorspace],
+            color_range=color_range,
+            color_primaries=first.color_primaries if first is not None else cc.color_primaries,
+            color_trc=first.color_trc if first is not None else cc.color_trc,
+            bit_depth=_bit_depth(self.stream) if first is None else max(c.bits for c in first.format.components),
+            rotation=int(first.rotation) if first is not None else 0,
+            codec=cc.name,
+        )
+
+    def _first_frame(self) -> av.VideoFrame | None:
+        """Decode the first picture to learn its real tags, then rewind."""
+        try:
+            for frame in self.container.decode(self.stream):
+                return frame
+        except av.error.FFmpegError:
+            return None
+        finally:
+            try:
+                self.container.seek(0, backward=True, any_frame=False, stream=self.stream)
+            except av.error.FFmpegError:
+                self.container.close()
+                self.container = open_input(self.path)
+                self.stream = self.container.streams.video[0]
+            self.stream.codec_context.flush_buffers()
+        return None
+
+    def to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        fmt = "rgb48le" if self.info.bit_depth > 8 else "rgb24"
+        return frame.to_ndarray(
+            format=fmt,
+            src_colorspace=self.info.matrix,
+            src_color_range=self.info.color_range,
+            dst_color_range=ColorRange.JPEG,
+        )
+
+    def __iter__(self) -> Iterator[Frame | av.Packet]:
+        for packet in self.container.demux(self.stream, *self.copy_streams):
+            if packet.stream is not self.stream:
+                if packet.dts is not None and packet.size:
+                    yield packet
+                continue
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                self.corrupt_packets += 1  # skip it and go on, as players do
+                continue
+            for frame in frames:
+                yield Frame(self.to_rgb(frame), frame.pts, frame.time)
+
+    def close(self) -> None:
+        self.container.close()
+
+
+def partial_path(output: Path) -> Path:
+    """Where an output is written until it is complete (same folder, same suffix)."""
+    return output.with_name(f".{output.stem}.partial{output.suffix}")
+
+
+class FileSink:
+    """Encodes RGB frames into a new file, copying the source's other streams.
+
+    Args:
+        output: final path; the file is written to :func:`partial_path` and renamed by
+            :meth:`close` (``complete=True``) or removed (``complete=False``).
+        info: the source's :class:`VideoInfo` (size, time base, colour tags, rotation).
+        copy_streams: input streams whose packets will be passed to :meth:`mux_packet`.
+        codec, crf, preset, options: encoder settings.
+    """
+
+    def __init__(
+        self,
+        output: str | os.PathLike,
+        info: VideoInfo,
+        *,
+        copy_streams: list = (),
+        codec: str = "libx264",
+        crf: int | None = 18,
+        preset: str | None = "medium",
+        options: dict[str, str] | None = None,
+    ) -> None:
+        self.output = Path(output)
+        self.tmp = partial_path(self.output)
+        self.info = info
+        self.frames_written = 0
+        self._last_pts: int | None = None
+        try:
+            self.container = av.open(str(self.tmp), mode="w")
+        except (av.error.FFmpegError, ValueError, OSError) as exc:
+            raise MediaError(f"cannot write {self.output}: {getattr(exc, 'strerror', None) or exc}") from None
+        try:
+            self._add_video_stream(codec, crf, preset, options or {})
+            self.stream_map = {}
+            for s in copy_streams:
+                try:
+                    self.stream_map[s.index] = self.container.add_stream_from_template(s)
+                except (av.error.FFmpegError, ValueError) as exc:
+                    log.warning("dropping %s stream #%d (%s): %s cannot hold it (%s)",
+                                s.type, s.index, s.codec_context.name, self.output.suffix, exc)
+        except BaseException:
+            self.close(complete=False)
+            raise
+
+    def _add_video_stream(self, codec: str, crf: int | None, preset: str | None, options: dict[str, str]) -> None:
+        info = self.info
+        try:
+            stream = self.container.add_stream(codec, rate=info.average_rate)
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise MediaError(f"unknown or unavailable encoder {codec!r} ({exc})") from None
+        formats = [f.name for f in (stream.codec_context.codec.video_formats or [])]
+        want = "yuv420p10le" if info.bit_depth > 8 else "yuv420p"
+        if formats and want not in formats:
+            fallback = "yuv420p" if "yuv420p" in formats else formats[0]
+            log.warning("%s cannot encode %s; writing %s", codec, want, fallback)
+            want = fallback
+        self.pix_fmt = want
+        self.subsampled = want.startswith(("yuv420", "nv12", "yuv422"))
+        # 4:2:0 encoders need even sides: pad by one edge row/column rather than lose pixels.
+        self.width = info.width + (info.width % 2 if self.subsampled else 0)
+        self.height = info.height + (info.height % 2 if self.subsampled else 0)
+        if (self.width, self.height) != (info.width, info.height):
+            log.warning(
+                "%s with %s needs even frame sides: padding %dx%d to %dx%d by repeating the last row/column",
+                codec, want, info.width, info.height, self.width, self.height,
+            )
+        stream.width, stream.height, stream.pix_fmt = self.width, self.height, want
+        stream.time_base = info.time_base
+        stream.codec_context.time_base = info.time_base
+        cc = stream.codec_context
+        cc.colorspace, cc.color_range = info.colorspace, info.color_range
+        cc.color_primaries, cc.color_trc = info.color_primaries, info.color_trc
+        opts = dict(options)
+        if crf is not None and codec in ("libx264", "libx265", "libvpx-vp9", "libaom-av1", "libsvtav1"):
+            opts.setdefault("crf", str(crf))
+        if preset is not None and codec in ("libx264", "libx265", "libsvtav1"):
+            opts.setdefault("preset", str(preset))
+        stream.options = opts
+        if info.rotation:
+            stream.set_display_rotation(info.rotation)
+        self.stream = stream
+
+    def write(self, rgb: np.ndarray, pts: int | None) -> None:
+        """Encode one RGB frame (uint8, or uint16 for >8-bit) at ``pts`` (input time base)."""
+        if rgb.shape[0] != self.height or rgb.shape[1] != self.width:
+            rgb = np.pad(rgb, ((0, self.height - rgb.shape[0]), (0, self.width - rgb.shape[1]), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb48le" if rgb.dtype == np.uint16 else "rgb24")
+        frame = frame.reformat(
+            format=self.pix_fmt,
+            src_color_range=ColorRange.JPEG,
+            dst_colorspace=self.info.matrix,
+            dst_color_range=self.info.color_range,
+        )
+        if pts is None or (self._last_pts is not None and pts <= self._last_pts):
+            pts = 0 if self._last_pts is None else self._last_pts + 1  # encoders need increasing pts
+        frame.pts, frame.time_base = pts, self.info.time_base
+        self._last_pts = pts
+        self.container.mux(self.stream.encode(frame))
+        self.frames_written += 1
+
+    def mux_packet(self, packet: av.Packet) -> None:
+        """Copy a packet of an audio/subtitle stream, untouched."""
+        out = self.stream_map.get(packet.stream.index)
+        if out is not None:
+            packet.stream = out
+            self.container.mux(packet)
+
+    def close(self, *, complete: bool = True) -> None:
+        """Flush and finalise; rename into place if ``complete`` and anything was written."""
+        container, self.container = getattr(self, "container", None), None
+        if container is None:
+            return
+        try:
+            if complete and hasattr(self, "stream"):
+                container.mux(self.stream.encode(None))
+            container.close()
+        except av.error.FFmpegError as exc:
+            complete = False
+            log.error("could not finalise %s: %s", self.output, exc)
+            try:
+                container.close()
+            except av.error.FFmpegError:
+                pass
+        if complete and self.frames_written:
+            os.replace(self.tmp, self.output)
+        else:
+            self.tmp.unlink(missing_ok=True)

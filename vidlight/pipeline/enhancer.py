@@ -1,0 +1,91 @@
+"""Runs a model on batches of 8/16-bit RGB frames and returns quantised frames.
+
+On CUDA the batch is staged in pinned host memory, copied asynchronously, optionally run
+in fp16, quantised on the device and copied back once per batch. On the CPU, models with a
+bounded receptive field run in horizontal strips (with enough overlap that the result is
+the whole-frame result): a strip's intermediates stay in cache, which on a 2-core machine is
+worth about 2x for SCI.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+# Strip height is chosen so that one strip of the whole batch holds about this many pixels.
+_STRIP_PIXELS = 160_000
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        from vidlight.errors import VidlightError
+
+        raise VidlightError("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
+    return device
+
+
+class FrameEnhancer:
+    """Callable mapping N x H x W x 3 uint8 (or uint16) RGB frames to enhanced frames of the same dtype.
+
+    Args:
+        model: a vidlight model (``forward`` maps N x 3 x H x W float in [0, 1] to the same).
+        device: where the model runs.
+        fp16: run the model in half precision (CUDA only).
+    """
+
+    def __init__(self, model: nn.Module, *, device: torch.device, fp16: bool = False) -> None:
+        self.device = device
+        self.fp16 = fp16 and device.type == "cuda"
+        self.dtype = torch.float16 if self.fp16 else torch.float32
+        self.model = model.to(device=device, dtype=self.dtype).eval()
+        self.halo = getattr(model, "receptive_halo", None)
+        self._pinned: dict[tuple, torch.Tensor] = {}
+
+    def _buffer(self, key: str, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+        k = (key, shape, dtype)
+        if k not in self._pinned:
+            self._pinned[k] = torch.empty(shape, dtype=dtype, pin_memory=True)
+        return self._pinned[k]
+
+    def _run(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8/uint16 N x H x W x 3 on the device -> same dtype, enhanced."""
+        peak = 255.0 if frames.dtype == torch.uint8 else 65535.0
+        x = frames.permute(0, 3, 1, 2).to(self.dtype, memory_format=torch.channels_last).mul_(1.0 / peak)
+        y = self.model(x)
+        y = y.float().clamp_(0.0, 1.0).mul_(peak).add_(0.5)
+        if frames.dtype == torch.uint8:
+            return y.to(torch.uint8).permute(0, 2, 3, 1)
+        return y.to(torch.int32).to(torch.uint16).permute(0, 2, 3, 1)
+
+    def _run_strips(self, frames: torch.Tensor) -> torch.Tensor:
+        n, h, w, _ = frames.shape
+        rows = max(8, _STRIP_PIXELS // (n * w))
+        if self.halo is None or rows >= h:
+            return self._run(frames)
+        out = torch.empty_like(frames)
+        for y0 in range(0, h, rows):
+            y1 = min(h, y0 + rows)
+            a, b = max(0, y0 - self.halo), min(h, y1 + self.halo)
+            out[:, y0:y1] = self._run(frames[:, a:b])[:, y0 - a : y1 - a]
+        return out
+
+    @torch.inference_mode()
+    def __call__(self, frames: list[np.ndarray] | np.ndarray) -> np.ndarray:
+        if self.device.type == "cpu":
+            batch = torch.from_numpy(np.stack(frames) if isinstance(frames, list) else frames)
+            return self._run_strips(batch).numpy()
+        first = frames[0]
+        shape = (len(frames), *first.shape)
+        dtype = torch.uint8 if first.dtype == np.uint8 else torch.uint16
+        host_in = self._buffer("in", shape, dtype)
+        for i, f in enumerate(frames):
+            host_in[i].copy_(torch.from_numpy(f))
+        result = self._run(host_in.to(self.device, non_blocking=True))
+        host_out = self._buffer("out", shape, dtype)
+        host_out.copy_(result, non_blocking=True)
+        torch.cuda.current_stream(self.device).synchronize()  # once per batch, not per frame
+        return host_out.numpy().copy()

@@ -1,0 +1,230 @@
+"""The streaming pipeline: decode -> batch -> enhance -> encode, in concurrent stages.
+
+Three threads joined by bounded queues, so memory does not grow with the video's length:
+the reader decodes (FFmpeg releases the GIL), the caller's thread batches and runs the
+model, the writer encodes and muxes. Packets of copied streams travel with the batch that
+follows them, which keeps the output interleaved.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import torch
+
+from vidlight.errors import MediaError, VidlightError
+from vidlight.io.files import FileSink, FileSource, Frame
+from vidlight.models import load_model
+from vidlight.pipeline.enhancer import FrameEnhancer, resolve_device
+
+log = logging.getLogger("vidlight")
+
+_END = object()
+
+
+class Interrupted(VidlightError):
+    """The run was stopped by the user; the output holds what was done."""
+
+
+@dataclass
+class RunStats:
+    """What a run did."""
+
+    frames: int
+    seconds: float
+    corrupt_packets: int
+    interrupted: bool = False
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Failure:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Blocking put that gives up once ``stop`` is set (so no thread waits forever)."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _read(source: FileSource, q: queue.Queue, stop: threading.Event) -> None:
+    try:
+        for item in source:
+            if not _put(q, item, stop):
+                return
+    except BaseException as exc:  # handed to the main thread
+        _put(q, _Failure(exc), stop)
+    finally:
+        _put(q, _END, stop)
+
+
+def _write(sink: FileSink, q: queue.Queue, errors: list, bar) -> None:
+    while True:
+        item = q.get()
+        if item is _END:
+            return
+        if errors:
+            continue  # drain after a failure so the producer never blocks
+        frames, pts, packets = item
+        try:
+            for rgb, p in zip(frames, pts):
+                sink.write(rgb, p)
+            for packet in packets:
+                sink.mux_packet(packet)
+        except BaseException as exc:
+            errors.append(exc)
+        if bar is not None:
+            bar.update(len(frames))
+
+
+def default_batch_size(device: torch.device) -> int:
+    return 8 if device.type == "cuda" else 4
+
+
+def enhance_video(
+    input: str | Path,
+    output: str | Path,
+    *,
+    model: str | torch.nn.Module = "sci",
+    weights: str | None = None,
+    device: str | torch.device = "auto",
+    batch_size: int | None = None,
+    fp16: bool | None = None,
+    codec: str = "libx264",
+    crf: int | None = 18,
+    preset: str | None = "medium",
+    overwrite: bool = False,
+    progress: bool = True,
+    model_options: dict | None = None,
+) -> RunStats:
+    """Enhance a video file into a new file, keeping timestamps, audio, colour tags and rotation.
+
+    Args:
+        input: the video to enhance.
+        output: where to write; the container format follows its suffix.
+        model: a model name (see :func:`vidlight.list_models`) or a loaded model.
+        weights: weights for a model given by name (catalogue name or file path).
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        batch_size: frames per model call (default 4 on CPU, 8 on CUDA).
+        fp16: half precision on CUDA (default: on for CUDA).
+        codec, crf, preset: encoder settings.
+        overwrite: replace an existing output.
+        progress: show a progress bar.
+        model_options: options for :func:`vidlight.load_model`.
+
+    Returns:
+        :class:`RunStats`. If interrupted (Ctrl-C), the output is finalised with the frames
+        done so far and :class:`Interrupted` is raised.
+    """
+    input, output = Path(input), Path(output)
+    if output.exists() and not overwrite:
+        raise VidlightError(f"{output} already exists; pass -y/--overwrite to replace it")
+    if input.resolve() == output.resolve():
+        raise VidlightError("the output must be a different file from the input")
+    dev = resolve_device(device)
+    if isinstance(model, str):
+        model = load_model(model, weights=weights, **(model_options or {}))
+    enhancer = FrameEnhancer(model, device=dev, fp16=dev.type == "cuda" if fp16 is None else fp16)
+    batch_size = batch_size or default_batch_size(dev)
+    if batch_size < 1:
+        raise VidlightError(f"batch size must be at least 1, got {batch_size}")
+
+    source = FileSource(input)
+    try:
+        sink = FileSink(output, source.info, copy_streams=source.copy_streams, codec=codec, crf=crf, preset=preset)
+    except BaseException:
+        source.close()
+        raise
+    return _run(source, sink, enhancer, batch_size, progress)
+
+
+def _run(source: FileSource, sink: FileSink, enhancer: FrameEnhancer, batch_size: int, progress: bool) -> RunStats:
+    from tqdm.auto import tqdm
+
+    stop = threading.Event()
+    decoded: queue.Queue = queue.Queue(maxsize=2 * batch_size)
+    encoded: queue.Queue = queue.Queue(maxsize=2)
+    errors: list[BaseException] = []
+    bar = tqdm(total=source.info.frames or None, unit="frame", desc=source.path.name, disable=not progress,
+               dynamic_ncols=True)
+    reader = threading.Thread(target=_read, args=(source, decoded, stop), daemon=True, name="vidlight-read")
+    writer = threading.Thread(target=_write, args=(sink, encoded, errors, bar), daemon=True, name="vidlight-write")
+    start = time.perf_counter()
+    reader.start()
+    writer.start()
+    interrupted = False
+    failure: BaseException | None = None
+    frames: list = []
+    pts: list = []
+    packets: list = []
+
+    def flush() -> None:
+        if frames or packets:
+            out = enhancer(frames) if frames else []
+            encoded.put((list(out), list(pts), list(packets)))
+            frames.clear(), pts.clear(), packets.clear()
+
+    try:
+        while True:
+            item = decoded.get()
+            if item is _END:
+                break
+            if isinstance(item, _Failure):
+                failure = item.exc
+                break
+            if isinstance(item, Frame):
+                if frames and item.rgb.shape != frames[0].shape:
+                    flush()  # a size change mid-stream starts a new batch
+                frames.append(item.rgb)
+                pts.append(item.pts)
+                if len(frames) == batch_size:
+                    flush()
+            elif isinstance(item, av.Packet):
+                packets.append(item)
+            if errors:
+                break
+        if failure is None and not errors:
+            flush()
+    except KeyboardInterrupt:
+        interrupted = True
+    except BaseException as exc:
+        failure = exc
+    finally:
+        stop.set()
+        encoded.put(_END)
+        writer.join()
+        reader.join(timeout=5)
+        bar.close()
+        source.close()
+    failure = failure or (errors[0] if errors else None)
+    # A run that failed part-way leaves nothing behind; an interrupted one keeps a playable file.
+    sink.close(complete=failure is None)
+    stats = RunStats(sink.frames_written, time.perf_counter() - start, source.corrupt_packets, interrupted)
+    if failure is not None:
+        if isinstance(failure, VidlightError):
+            raise failure
+        if isinstance(failure, av.error.FFmpegError):
+            raise MediaError(f"failed on {source.path}: {failure}") from failure
+        raise failure
+    if source.corrupt_packets:
+        log.warning("%s: skipped %d corrupt packet(s)", source.path, source.corrupt_packets)
+    if interrupted:
+        raise Interrupted(f"interrupted: {sink.output} holds the first {stats.frames} frames")
+    if stats.frames == 0:
+        raise MediaError(f"no frame of {source.path} could be decoded")
+    return stats
