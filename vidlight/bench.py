@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import tempfile
@@ -23,7 +24,7 @@ import torch
 from vidlight.io.files import FileSink, FileSource, Frame
 from vidlight.models import load_model
 from vidlight.pipeline import runner
-from vidlight.pipeline.enhancer import FrameEnhancer, resolve_device
+from vidlight.pipeline.enhancer import FrameEnhancer, resolve_device, single_threaded_torch
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Figure:
     name: str
     frames: int
     seconds: float
+    cpu_seconds: float = 0.0
 
     @property
     def fps(self) -> float:
@@ -90,16 +92,16 @@ class _NoModel:
 def _timed_run(clip: Path, out: Path, enhancer, batch_size: int, codec: str, crf: int, preset: str) -> Figure:
     source = FileSource(clip)
     sink = FileSink(out, source.info, codec=codec, crf=crf, preset=preset)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     stats = runner._run(source, sink, enhancer, batch_size, progress=False)
-    return Figure("", stats.frames, time.perf_counter() - start)
+    return Figure("", stats.frames, time.perf_counter() - start, time.process_time() - cpu)
 
 
 @torch.inference_mode()
 def _naive(clip: Path, out: Path, model: torch.nn.Module, device: torch.device, codec: str, crf: int, preset: str) -> Figure:
     source = FileSource(clip, threads="NONE")
     sink = FileSink(out, source.info, codec=codec, crf=crf, preset=preset)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     n = 0
     for item in source:
         if isinstance(item, Frame):
@@ -109,7 +111,7 @@ def _naive(clip: Path, out: Path, model: torch.nn.Module, device: torch.device, 
             n += 1
     sink.close()
     source.close()
-    return Figure("", n, time.perf_counter() - start)
+    return Figure("", n, time.perf_counter() - start, time.process_time() - cpu)
 
 
 def run_bench(
@@ -146,11 +148,14 @@ def run_bench(
         figures["naive per-frame loop"] = _naive(clip, tmp / "naive.mp4", model.to(dev), dev, codec, crf, preset)
         figures["vidlight end to end"] = _timed_run(clip, tmp / "vl.mp4", enhancer, batch_size, codec, crf, preset)
 
-        enhancer(frames[:batch_size])  # warm-up
-        start = time.perf_counter()
-        for i in range(0, len(frames), batch_size):
-            enhancer(frames[i : i + batch_size])
-        figures["model alone (uint8 frames in/out)"] = Figure("", len(frames), time.perf_counter() - start)
+        with single_threaded_torch() if enhancer.workers > 1 else contextlib.nullcontext():
+            enhancer(frames[:batch_size])  # warm-up
+            start, cpu = time.perf_counter(), time.process_time()
+            for i in range(0, len(frames), batch_size):
+                enhancer(frames[i : i + batch_size])
+            figures["model alone (uint8 frames in/out)"] = Figure(
+                "", len(frames), time.perf_counter() - start, time.process_time() - cpu
+            )
 
         x = torch.rand(batch_size, 3, info.height, info.width, device=dev, dtype=enhancer.dtype)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -159,17 +164,20 @@ def run_bench(
             reps = max(1, len(frames) // batch_size)
             if dev.type == "cuda":
                 torch.cuda.synchronize()
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             for _ in range(reps):
                 enhancer.model(x)
             if dev.type == "cuda":
                 torch.cuda.synchronize()
-        figures["model forward (float batch)"] = Figure("", reps * batch_size, time.perf_counter() - start)
+        figures["model forward (float batch)"] = Figure(
+            "", reps * batch_size, time.perf_counter() - start, time.process_time() - cpu
+        )
 
     for name, fig in figures.items():
         fig.name = name
     floor, naive, ours = (figures[k].fps for k in ("I/O floor (decode+encode)", "naive per-frame loop", "vidlight end to end"))
     for fig in figures.values():
-        log(f"  {fig.name:<36} {fig.fps:8.1f} fps  ({fig.frames} frames, {fig.seconds:.2f} s)")
+        log(f"  {fig.name:<36} {fig.fps:8.1f} fps  ({fig.frames} frames, {fig.seconds:.2f} s, "
+            f"{1000 * fig.cpu_seconds / fig.frames:.0f} CPU-ms/frame)")
     log(f"  vidlight / naive loop = {ours / naive:.2f}x;  vidlight / I/O floor = {ours / floor:.2f}x")
     return figures

@@ -150,6 +150,7 @@ class FileSource:
             src_colorspace=self.info.matrix,
             src_color_range=self.info.color_range,
             dst_color_range=ColorRange.JPEG,
+            threads=1,  # the pipeline runs stages in parallel; swscale's own threads only contend
         )
 
     def __iter__(self) -> Iterator[Frame | av.Packet]:
@@ -267,6 +268,7 @@ class FileSink:
             src_color_range=ColorRange.JPEG,
             dst_colorspace=self.info.matrix,
             dst_color_range=self.info.color_range,
+            threads=1,
         )
         if pts is None or (self._last_pts is not None and pts <= self._last_pts):
             pts = 0 if self._last_pts is None else self._last_pts + 1  # encoders need increasing pts

@@ -9,6 +9,10 @@ worth about 2x for SCI.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 from torch import nn
@@ -44,6 +48,10 @@ class FrameEnhancer:
         self.model = model.to(device=device, dtype=self.dtype).eval()
         self.halo = getattr(model, "receptive_halo", None)
         self._pinned: dict[tuple, torch.Tensor] = {}
+        # CPU strips run on a pool of single-threaded workers rather than on torch's OpenMP
+        # threads: an OpenMP barrier stalls whenever the encoder holds a core, a pool does not.
+        self.workers = (os.cpu_count() or 1) if device.type == "cpu" and self.halo is not None else 0
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="vidlight-strip") if self.workers > 1 else None
 
     def _buffer(self, key: str, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
         k = (key, shape, dtype)
@@ -67,10 +75,18 @@ class FrameEnhancer:
         if self.halo is None or rows >= h:
             return self._run(frames)
         out = torch.empty_like(frames)
-        for y0 in range(0, h, rows):
+
+        def strip(y0: int) -> None:
             y1 = min(h, y0 + rows)
             a, b = max(0, y0 - self.halo), min(h, y1 + self.halo)
-            out[:, y0:y1] = self._run(frames[:, a:b])[:, y0 - a : y1 - a]
+            with torch.inference_mode():
+                out[:, y0:y1] = self._run(frames[:, a:b])[:, y0 - a : y1 - a]
+
+        if self._pool is None:
+            for y0 in range(0, h, rows):
+                strip(y0)
+        else:
+            list(self._pool.map(strip, range(0, h, rows)))
         return out
 
     @torch.inference_mode()
@@ -89,3 +105,14 @@ class FrameEnhancer:
         host_out.copy_(result, non_blocking=True)
         torch.cuda.current_stream(self.device).synchronize()  # once per batch, not per frame
         return host_out.numpy().copy()
+
+
+@contextlib.contextmanager
+def single_threaded_torch():
+    """Torch ops run on one thread each inside this block (the strip pool does the parallelism)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -8,6 +8,7 @@ follows them, which keeps the output interleaved.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -21,7 +22,7 @@ import torch
 from vidlight.errors import MediaError, VidlightError
 from vidlight.io.files import FileSink, FileSource, Frame
 from vidlight.models import load_model
-from vidlight.pipeline.enhancer import FrameEnhancer, resolve_device
+from vidlight.pipeline.enhancer import FrameEnhancer, resolve_device, single_threaded_torch
 
 log = logging.getLogger("vidlight")
 
@@ -164,6 +165,8 @@ def _run(source: FileSource, sink: FileSink, enhancer: FrameEnhancer, batch_size
                dynamic_ncols=True)
     reader = threading.Thread(target=_read, args=(source, decoded, stop), daemon=True, name="vidlight-read")
     writer = threading.Thread(target=_write, args=(sink, encoded, errors, bar), daemon=True, name="vidlight-write")
+    threads = single_threaded_torch() if getattr(enhancer, "workers", 0) > 1 else contextlib.nullcontext()
+    threads.__enter__()
     start = time.perf_counter()
     reader.start()
     writer.start()
@@ -211,6 +214,7 @@ def _run(source: FileSource, sink: FileSink, enhancer: FrameEnhancer, batch_size
         reader.join(timeout=5)
         bar.close()
         source.close()
+        threads.__exit__(None, None, None)
     failure = failure or (errors[0] if errors else None)
     # A run that failed part-way leaves nothing behind; an interrupted one keeps a playable file.
     sink.close(complete=failure is None)
