@@ -87,18 +87,33 @@ class FileSource:
 
     def __init__(self, path: str | os.PathLike, *, threads: str = "AUTO") -> None:
         self.path = Path(path)
+        # Learn the real tags from the first decoded picture, then start again from a fresh
+        # open: seeking back can fail (raw streams) or skip packets before the first picture.
+        probe = open_input(path)
+        try:
+            self.info = self._probe(probe)
+        finally:
+            probe.close()
         self.container = open_input(path)
         self.stream = self.container.streams.video[0]
         self.stream.thread_type = threads  # frame threading for files
         self.copy_streams = [s for s in self.container.streams if s.type in ("audio", "subtitle")]
         self.corrupt_packets = 0
-        self.info = self._probe()
+        rate = self.info.average_rate
+        # Frames that arrive without a pts (raw elementary streams) are spaced by the frame rate.
+        self._pts_step = max(1, round(1 / (rate * self.info.time_base))) if rate else 1
+        self._last_pts: int | None = None
 
-    def _probe(self) -> VideoInfo:
-        s, cc = self.stream, self.stream.codec_context
+    def _probe(self, container: av.container.InputContainer) -> VideoInfo:
+        s = container.streams.video[0]
+        cc = s.codec_context
         if not cc.width or not cc.height:
             raise MediaError(f"cannot read {self.path}: the video stream has no frame size (corrupt header?)")
-        first = self._first_frame()
+        first = None
+        try:
+            first = next(container.decode(s), None)
+        except av.error.FFmpegError:
+            pass
         colorspace = first.colorspace if first is not None else cc.colorspace
         if colorspace not in _MATRIX_OF_TAG:
             # Untagged: what players assume, BT.709 for HD and BT.601 for SD.
@@ -107,7 +122,7 @@ class FileSource:
         if color_range not in (int(ColorRange.MPEG), int(ColorRange.JPEG)):
             color_range = int(ColorRange.MPEG)
         duration = float(s.duration * s.time_base) if s.duration else (
-            self.container.duration / 1e6 if self.container.duration else None
+            container.duration / 1e6 if container.duration else None
         )
         return VideoInfo(
             width=cc.width,
@@ -121,27 +136,10 @@ class FileSource:
             color_range=color_range,
             color_primaries=first.color_primaries if first is not None else cc.color_primaries,
             color_trc=first.color_trc if first is not None else cc.color_trc,
-            bit_depth=_bit_depth(self.stream) if first is None else max(c.bits for c in first.format.components),
+            bit_depth=_bit_depth(s) if first is None else max(c.bits for c in first.format.components),
             rotation=int(first.rotation) if first is not None else 0,
             codec=cc.name,
         )
-
-    def _first_frame(self) -> av.VideoFrame | None:
-        """Decode the first picture to learn its real tags, then rewind."""
-        try:
-            for frame in self.container.decode(self.stream):
-                return frame
-        except av.error.FFmpegError:
-            return None
-        finally:
-            try:
-                self.container.seek(0, backward=True, any_frame=False, stream=self.stream)
-            except av.error.FFmpegError:
-                self.container.close()
-                self.container = open_input(self.path)
-                self.stream = self.container.streams.video[0]
-            self.stream.codec_context.flush_buffers()
-        return None
 
     def to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
         fmt = "rgb48le" if self.info.bit_depth > 8 else "rgb24"
@@ -165,7 +163,11 @@ class FileSource:
                 self.corrupt_packets += 1  # skip it and go on, as players do
                 continue
             for frame in frames:
-                yield Frame(self.to_rgb(frame), frame.pts, frame.time)
+                pts = frame.pts
+                if pts is None:
+                    pts = 0 if self._last_pts is None else self._last_pts + self._pts_step
+                self._last_pts = pts
+                yield Frame(self.to_rgb(frame), pts, float(pts * self.info.time_base))
 
     def close(self) -> None:
         self.container.close()
@@ -201,6 +203,11 @@ class FileSink:
         self.output = Path(output)
         self.tmp = partial_path(self.output)
         self.info = info
+        folder = self.output.parent
+        if not folder.is_dir():
+            raise MediaError(f"cannot write {self.output}: folder {folder} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise MediaError(f"cannot write {self.output}: folder {folder} is not writable")
         self.frames_written = 0
         self._last_pts: int | None = None
         try:
@@ -293,13 +300,15 @@ class FileSink:
             if complete and hasattr(self, "stream"):
                 container.mux(self.stream.encode(None))
             container.close()
-        except av.error.FFmpegError as exc:
-            complete = False
-            log.error("could not finalise %s: %s", self.output, exc)
+        except (av.error.FFmpegError, OSError) as exc:
             try:
                 container.close()
-            except av.error.FFmpegError:
+            except (av.error.FFmpegError, OSError):
                 pass
+            self.tmp.unlink(missing_ok=True)
+            if complete:
+                raise MediaError(f"could not finish writing {self.output}: {getattr(exc, 'strerror', None) or exc}") from None
+            return
         if complete and self.frames_written:
             os.replace(self.tmp, self.output)
         else:

@@ -138,15 +138,14 @@ def enhance_video(
     if input.resolve() == output.resolve():
         raise VidlightError("the output must be a different file from the input")
     dev = resolve_device(device)
-    if isinstance(model, str):
-        model = load_model(model, weights=weights, **(model_options or {}))
-    enhancer = FrameEnhancer(model, device=dev, fp16=dev.type == "cuda" if fp16 is None else fp16)
-    batch_size = batch_size or default_batch_size(dev)
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise VidlightError(f"batch size must be at least 1, got {batch_size}")
-
-    source = FileSource(input)
+    batch_size = batch_size or default_batch_size(dev)
+    source = FileSource(input)  # a bad input is reported before any model is loaded
     try:
+        if isinstance(model, str):
+            model = load_model(model, weights=weights, **(model_options or {}))
+        enhancer = FrameEnhancer(model, device=dev, fp16=dev.type == "cuda" if fp16 is None else fp16)
         sink = FileSink(output, source.info, copy_streams=source.copy_streams, codec=codec, crf=crf, preset=preset)
     except BaseException:
         source.close()
@@ -217,17 +216,22 @@ def _run(source: FileSource, sink: FileSink, enhancer: FrameEnhancer, batch_size
         threads.__exit__(None, None, None)
     failure = failure or (errors[0] if errors else None)
     # A run that failed part-way leaves nothing behind; an interrupted one keeps a playable file.
-    sink.close(complete=failure is None)
+    try:
+        sink.close(complete=failure is None)
+    except VidlightError as exc:
+        failure = failure or exc
     stats = RunStats(sink.frames_written, time.perf_counter() - start, source.corrupt_packets, interrupted)
     if failure is not None:
         if isinstance(failure, VidlightError):
             raise failure
         if isinstance(failure, av.error.FFmpegError):
-            raise MediaError(f"failed on {source.path}: {failure}") from failure
+            raise MediaError(f"failed on {source.path} -> {sink.output}: {failure}") from failure
         raise failure
     if source.corrupt_packets:
         log.warning("%s: skipped %d corrupt packet(s)", source.path, source.corrupt_packets)
     if interrupted:
+        if stats.frames == 0:
+            raise Interrupted("interrupted before the first frame was done; nothing was written")
         raise Interrupted(f"interrupted: {sink.output} holds the first {stats.frames} frames")
     if stats.frames == 0:
         raise MediaError(f"no frame of {source.path} could be decoded")

@@ -117,8 +117,8 @@ def train_sci(cfg: SCITrainConfig, log=print) -> dict:
         sched.step()
         if it % cfg.eval_every == 0 or it == cfg.iterations:
             score = heldout_psnr(net.inference_model(), held)
-            history.append({"iteration": it, "loss": float(loss), "heldout_psnr": score})
-            log(f"iter {it}: loss {float(loss):.4f} held-out PSNR {score:.3f} dB ({time.perf_counter() - start:.0f} s)")
+            history.append({"iteration": it, "loss": loss.item(), "heldout_psnr": score})
+            log(f"iter {it}: loss {loss.item():.4f} held-out PSNR {score:.3f} dB ({time.perf_counter() - start:.0f} s)")
             if score > best["psnr"]:
                 best = {"psnr": score, "iteration": it}
                 Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
