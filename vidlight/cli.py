@@ -52,16 +52,18 @@ def main(quiet: bool) -> None:
 @click.option("--preset", default="medium", show_default=True, help="Encoder speed preset (e.g. veryfast, slow).")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Model option, e.g. -o scale_factor=12 (see `vidlight models`).")
+@click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
 @click.option("-y", "--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def process(input, output, model, weights, device, batch_size, fp16, codec, crf, preset, options, overwrite, no_progress):
+def process(input, output, model, weights, device, batch_size, fp16, codec, crf, preset, options, max_frames, overwrite,
+            no_progress):
     """Enhance the video INPUT into OUTPUT (audio, subtitles, timestamps and colour tags kept)."""
     from vidlight.pipeline.runner import enhance_video
 
     stats = enhance_video(
         input, output, model=model, weights=weights, device=device, batch_size=batch_size, fp16=fp16,
         codec=codec, crf=crf, preset=preset, overwrite=overwrite, progress=not no_progress,
-        model_options=_parse_options(options),
+        model_options=_parse_options(options), max_frames=max_frames,
     )
     logging.getLogger("vidlight").info("wrote %s: %d frames in %.1f s (%.1f fps)", output, stats.frames, stats.seconds, stats.fps)
 

@@ -63,9 +63,14 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
     return False
 
 
-def _read(source: FileSource, q: queue.Queue, stop: threading.Event) -> None:
+def _read(source: FileSource, q: queue.Queue, stop: threading.Event, max_frames: int | None) -> None:
+    frames = 0
     try:
         for item in source:
+            if isinstance(item, Frame):
+                if max_frames is not None and frames >= max_frames:
+                    return
+                frames += 1
             if not _put(q, item, stop):
                 return
     except BaseException as exc:  # handed to the main thread
@@ -112,6 +117,7 @@ def enhance_video(
     overwrite: bool = False,
     progress: bool = True,
     model_options: dict | None = None,
+    max_frames: int | None = None,
 ) -> RunStats:
     """Enhance a video file into a new file, keeping timestamps, audio, colour tags and rotation.
 
@@ -127,6 +133,7 @@ def enhance_video(
         overwrite: replace an existing output.
         progress: show a progress bar.
         model_options: options for :func:`vidlight.load_model`.
+        max_frames: stop after this many frames (the output is then complete and shorter).
 
     Returns:
         :class:`RunStats`. If interrupted (Ctrl-C), the output is finalised with the frames
@@ -150,19 +157,27 @@ def enhance_video(
     except BaseException:
         source.close()
         raise
-    return _run(source, sink, enhancer, batch_size, progress)
+    return _run(source, sink, enhancer, batch_size, progress, max_frames)
 
 
-def _run(source: FileSource, sink: FileSink, enhancer: FrameEnhancer, batch_size: int, progress: bool) -> RunStats:
+def _run(
+    source: FileSource,
+    sink: FileSink,
+    enhancer: FrameEnhancer,
+    batch_size: int,
+    progress: bool,
+    max_frames: int | None = None,
+) -> RunStats:
     from tqdm.auto import tqdm
 
     stop = threading.Event()
     decoded: queue.Queue = queue.Queue(maxsize=2 * batch_size)
     encoded: queue.Queue = queue.Queue(maxsize=2)
     errors: list[BaseException] = []
-    bar = tqdm(total=source.info.frames or None, unit="frame", desc=source.path.name, disable=not progress,
+    total = min(filter(None, (source.info.frames, max_frames)), default=None)
+    bar = tqdm(total=total, unit="frame", desc=source.path.name, disable=not progress,
                dynamic_ncols=True)
-    reader = threading.Thread(target=_read, args=(source, decoded, stop), daemon=True, name="vidlight-read")
+    reader = threading.Thread(target=_read, args=(source, decoded, stop, max_frames), daemon=True, name="vidlight-read")
     writer = threading.Thread(target=_write, args=(sink, encoded, errors, bar), daemon=True, name="vidlight-write")
     threads = single_threaded_torch() if getattr(enhancer, "workers", 0) > 1 else contextlib.nullcontext()
     threads.__enter__()
