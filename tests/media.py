@@ -14,6 +14,8 @@ from typing import Sequence
 
 import av
 import numpy as np
+import torch
+from torch import nn
 from av.video.reformatter import ColorRange
 
 # AVCOL_SPC tag -> swscale matrix (SWS_CS_*): BT.709 is 1, BT.470BG/SMPTE 170M (BT.601) are 5.
@@ -208,3 +210,25 @@ def stream_types(path: Path) -> list[str]:
 
 def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean())
+
+
+# --- test models ---------------------------------------------------------------------------------
+
+
+class Identity(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class InterruptOn(nn.Module):
+    """Identity that raises KeyboardInterrupt (as Ctrl-C would) on its ``n``-th call."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n, self.calls = n, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.n:
+            raise KeyboardInterrupt
+        return x

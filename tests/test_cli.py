@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner, Result
 from torch import nn
 
-from media import packet_payloads, read_video, simple_clip, stream_types
+from media import Identity, InterruptOn, packet_payloads, read_video, simple_clip, stream_types
 from vidlight.errors import WeightsError
 from vidlight.io.files import partial_path
 from vidlight.cli import main
@@ -24,23 +24,6 @@ from vidlight.weights import list_weights
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "dark_street.mp4"
-
-
-class Identity(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-
-class InterruptOn(nn.Module):
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.n, self.calls = n, 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        if self.calls == self.n:
-            raise KeyboardInterrupt
-        return x
 
 
 def invoke(*args: str) -> Result:

@@ -21,6 +21,8 @@ import torch
 from torch import nn
 
 from media import (
+    Identity,
+    InterruptOn,
     gradient,
     can_encode,
     mean_abs_diff,
@@ -36,11 +38,6 @@ from vidlight.pipeline.enhancer import FrameEnhancer
 from vidlight.pipeline.runner import Interrupted, RunStats, enhance_video
 
 # --- test models -------------------------------------------------------------------------
-
-
-class Identity(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
 
 
 class Gain(nn.Module):
@@ -61,20 +58,6 @@ class BoxBlur(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x) * 1.5
-
-
-class InterruptOn(nn.Module):
-    """Identity that raises KeyboardInterrupt (as Ctrl-C would) on its ``n``-th call."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.n, self.calls = n, 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        if self.calls == self.n:
-            raise KeyboardInterrupt
-        return x
 
 
 class FailOn(InterruptOn):

@@ -48,3 +48,18 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0, win_size: int 
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
     return float(s.mean(dim=(1, 2, 3)).mean())
+
+
+def score_pairs(model: torch.nn.Module, low_dir, high_dir, *, rounding: str = "round") -> dict[str, float]:
+    """Mean PSNR / SSIM of ``model`` on paired low/normal-light images (matched by file name),
+    quantised to 8 bits with ``rounding`` as the method's official test script does."""
+    from vidlight.train.data import image_paths, read_rgb, to_tensor
+
+    psnrs, ssims = [], []
+    for low in image_paths(low_dir):
+        high = read_rgb(f"{high_dir}/{low.name}")
+        with torch.no_grad():
+            out = quantize(model(to_tensor(read_rgb(low))), rounding=rounding)[0].permute(1, 2, 0).numpy()
+        psnrs.append(psnr(out, high))
+        ssims.append(ssim(out, high))
+    return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "images": len(psnrs)}
