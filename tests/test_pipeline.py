@@ -692,3 +692,18 @@ def test_output_must_differ_from_input(tmp_path: Path) -> None:
     with pytest.raises(VidlightError, match="different file"):
         run(clip.path, clip.path, overwrite=True)
     assert clip.path.read_bytes() == before
+
+
+def test_sink_scales_frames_whose_size_changed_mid_stream(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    clip = simple_clip(tmp_path / "in.mp4", width=64, height=48, n=2)
+    info = FileSource(clip.path).info
+    sink = FileSink(tmp_path / "out.mp4", info)
+    grey = np.full((96, 128, 3), 128, np.uint8)  # twice the size, e.g. after a camera reconfigures
+    with caplog.at_level(logging.WARNING, logger="vidlight"):
+        sink.write(np.full((48, 64, 3), 128, np.uint8), 0)
+        sink.write(grey, 1)
+    sink.close()
+    out = read_video(tmp_path / "out.mp4")
+    assert [f.shape for f in out.frames] == [(48, 64, 3)] * 2
+    assert abs(float(out.frames[1].mean()) - 128) < 3
+    assert "size changed" in caplog.text

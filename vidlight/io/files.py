@@ -210,6 +210,7 @@ class FileSink:
             raise MediaError(f"cannot write {self.output}: folder {folder} is not writable")
         self.frames_written = 0
         self._last_pts: int | None = None
+        self._warned_resize = False
         try:
             self.container = av.open(str(self.tmp), mode="w")
         except (av.error.FFmpegError, ValueError, OSError) as exc:
@@ -267,10 +268,18 @@ class FileSink:
 
     def write(self, rgb: np.ndarray, pts: int | None) -> None:
         """Encode one RGB frame (uint8, or uint16 for >8-bit) at ``pts`` (input time base)."""
-        if rgb.shape[0] != self.height or rgb.shape[1] != self.width:
-            rgb = np.pad(rgb, ((0, self.height - rgb.shape[0]), (0, self.width - rgb.shape[1]), (0, 0)), mode="edge")
+        h, w = rgb.shape[:2]
+        size = None
+        if (h, w) == (self.info.height, self.info.width) and (h, w) != (self.height, self.width):
+            rgb = np.pad(rgb, ((0, self.height - h), (0, self.width - w), (0, 0)), mode="edge")
+        elif (h, w) != (self.height, self.width):
+            if not self._warned_resize:
+                log.warning("frame size changed mid-stream to %dx%d: scaling to %dx%d", w, h, self.width, self.height)
+                self._warned_resize = True
+            size = {"width": self.width, "height": self.height}
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb48le" if rgb.dtype == np.uint16 else "rgb24")
         frame = frame.reformat(
+            **(size or {}),
             format=self.pix_fmt,
             src_color_range=ColorRange.JPEG,
             dst_colorspace=self.info.matrix,

@@ -179,8 +179,8 @@ def _run(
                dynamic_ncols=True)
     reader = threading.Thread(target=_read, args=(source, decoded, stop, max_frames), daemon=True, name="vidlight-read")
     writer = threading.Thread(target=_write, args=(sink, encoded, errors, bar), daemon=True, name="vidlight-write")
+    # The strip pool does the CPU parallelism; torch's own threads would only contend with it.
     threads = single_threaded_torch() if getattr(enhancer, "workers", 0) > 1 else contextlib.nullcontext()
-    threads.__enter__()
     start = time.perf_counter()
     reader.start()
     writer.start()
@@ -197,26 +197,27 @@ def _run(
             frames.clear(), pts.clear(), packets.clear()
 
     try:
-        while True:
-            item = decoded.get()
-            if item is _END:
-                break
-            if isinstance(item, _Failure):
-                failure = item.exc
-                break
-            if isinstance(item, Frame):
-                if frames and item.rgb.shape != frames[0].shape:
-                    flush()  # a size change mid-stream starts a new batch
-                frames.append(item.rgb)
-                pts.append(item.pts)
-                if len(frames) == batch_size:
-                    flush()
-            elif isinstance(item, av.Packet):
-                packets.append(item)
-            if errors:
-                break
-        if failure is None and not errors:
-            flush()
+        with threads:
+            while True:
+                item = decoded.get()
+                if item is _END:
+                    break
+                if isinstance(item, _Failure):
+                    failure = item.exc
+                    break
+                if isinstance(item, Frame):
+                    if frames and item.rgb.shape != frames[0].shape:
+                        flush()  # a size change mid-stream starts a new batch
+                    frames.append(item.rgb)
+                    pts.append(item.pts)
+                    if len(frames) == batch_size:
+                        flush()
+                elif isinstance(item, av.Packet):
+                    packets.append(item)
+                if errors:
+                    break
+            if failure is None and not errors:
+                flush()
     except KeyboardInterrupt:
         interrupted = True
     except BaseException as exc:
@@ -228,7 +229,6 @@ def _run(
         reader.join(timeout=5)
         bar.close()
         source.close()
-        threads.__exit__(None, None, None)
     failure = failure or (errors[0] if errors else None)
     # A run that failed part-way leaves nothing behind; an interrupted one keeps a playable file.
     try:
