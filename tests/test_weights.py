@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import vidlight
+from vidlight.weights import ASSETS_DIR
 import vidlight.weights
 from vidlight import VidlightError, WeightsError, load_model
 from vidlight.weights import download, get_weights, list_weights, resolve
@@ -37,9 +38,8 @@ def test_catalogue_is_not_empty() -> None:
 @pytest.mark.parametrize("name", [w.name for w in list_weights()])
 def test_catalogue_metadata_matches_file(name: str, shared_dir: Path, official_weights_dir: Path) -> None:
     record = get_weights(name)
-    path = official_weights_dir / record.relpath
-    if not path.is_file():
-        pytest.skip(f"{record.relpath} is not in the test material")
+    path = (ASSETS_DIR / record.file_name) if record.bundled else (official_weights_dir / record.relpath)
+    assert path.is_file(), f"{record.name}: {path} is missing"
     assert record.size_bytes == path.stat().st_size
     assert record.sha256 == _sha256(path)
     assert record.model in vidlight.list_models()

@@ -159,3 +159,19 @@ for _level, _sha, _psnr, _ssim, _trained_on in (
             note=f"official checkpoint, trained mainly on {_trained_on}",
         )
     )
+
+register_weights(
+    Weights(
+        name="sci-vidlight",
+        model="sci",
+        relpath="sci/sci_vidlight.pt",
+        sha256="35eae93332774caf4047b956343c243811a3b38a5f8eb2ed4f69ff8a8995e841",
+        size_bytes=5719,
+        license="MIT (trained by vidlight)",
+        source="vidlight train sci (command in the README)",
+        num_params=258,
+        metrics={"lol_eval15": {"psnr": 15.122, "ssim": 0.5447}},
+        note="trained by this project on the LOL training split; scores quantised by rounding",
+        bundled=True,
+    )
+)
