@@ -140,12 +140,15 @@ def train_sci_command(data, out, iterations, crop, batch_size, lr, eval_every, s
 @click.option("--codec", default="libx264", show_default=True)
 @click.option("--crf", type=click.IntRange(0, 63), default=18, show_default=True)
 @click.option("--preset", default="veryfast", show_default=True)
-def bench(video, model, weights, device, height, max_frames, batch_size, fp16, codec, crf, preset):
+@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Interleaved rounds; each figure is the median.")
+def bench(video, model, weights, device, height, max_frames, batch_size, fp16, codec, crf, preset, repeat):
     """Measure fps of the I/O floor, a naive loop, vidlight and the model alone, in one run."""
     from vidlight.bench import run_bench
 
     run_bench(video, model_name=model, weights=weights, device=device, height=height, max_frames=max_frames,
-              batch_size=batch_size, fp16=fp16, codec=codec, crf=crf, preset=preset, log=click.echo)
+              batch_size=batch_size, fp16=fp16, codec=codec, crf=crf, preset=preset, repeat=repeat,
+              log=click.echo)
 
 
 if __name__ == "__main__":
