@@ -85,6 +85,21 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
 
 
 @main.command()
+@click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a key of the definition, e.g. --set source=in.mp4 (repeatable).")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def run(pipeline, overrides, no_progress):
+    """Run a pipeline definition (TOML), e.g. pipelines/file-to-file.toml."""
+    from vidlight.pipeline.config import load_pipeline, run_pipeline
+
+    config = load_pipeline(pipeline, list(overrides))
+    stats = run_pipeline(config, progress=not no_progress)
+    logging.getLogger("vidlight").info("wrote %s: %d frames in %.1f s (%.1f fps)", config["sink"], stats.frames,
+                                       stats.seconds, stats.fps)
+
+
+@main.command()
 def models():
     """List the models, their weights, licenses, and whether the weights are here."""
     for name in list_models():
