@@ -707,3 +707,11 @@ def test_sink_scales_frames_whose_size_changed_mid_stream(tmp_path: Path, caplog
     assert [f.shape for f in out.frames] == [(48, 64, 3)] * 2
     assert abs(float(out.frames[1].mean()) - 128) < 3
     assert "size changed" in caplog.text
+
+
+def test_fp16_on_cpu_warns_and_runs_fp32(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    clip = simple_clip(tmp_path / "in.mp4", n=2)
+    with caplog.at_level(logging.WARNING, logger="vidlight"):
+        enhance_video(clip.path, tmp_path / "out.mp4", model=Identity(), device="cpu", fp16=True, progress=False)
+    assert "fp16 needs a CUDA device" in caplog.text
+    assert len(read_video(tmp_path / "out.mp4").frames) == 2

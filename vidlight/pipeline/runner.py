@@ -148,6 +148,8 @@ def enhance_video(
     if batch_size is not None and batch_size < 1:
         raise VidlightError(f"batch size must be at least 1, got {batch_size}")
     batch_size = batch_size or default_batch_size(dev)
+    if fp16 and dev.type != "cuda":
+        log.warning("fp16 needs a CUDA device; running in fp32 on %s", dev.type)
     source = FileSource(input)  # a bad input is reported before any model is loaded
     try:
         if isinstance(model, str):
