@@ -10,7 +10,6 @@ worth about 2x for SCI.
 from __future__ import annotations
 
 import contextlib
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -36,7 +35,8 @@ class FrameEnhancer:
     """Callable mapping N x H x W x 3 uint8 (or uint16) RGB frames to enhanced frames of the same dtype.
 
     Args:
-        model: a vidlight model (``forward`` maps N x 3 x H x W float in [0, 1] to the same).
+        model: a vidlight model (``forward`` maps N x 3 x H x W float in [0, 1] to the same);
+            it is moved to ``device`` (and to half precision for fp16) in place.
         device: where the model runs.
         fp16: run the model in half precision (CUDA only).
     """
@@ -48,9 +48,10 @@ class FrameEnhancer:
         self.model = model.to(device=device, dtype=self.dtype).eval()
         self.halo = getattr(model, "receptive_halo", None)
         self._pinned: dict[tuple, torch.Tensor] = {}
-        # CPU strips run on a pool of single-threaded workers rather than on torch's OpenMP
-        # threads: an OpenMP barrier stalls whenever the encoder holds a core, a pool does not.
-        self.workers = (os.cpu_count() or 1) if device.type == "cpu" and self.halo is not None else 0
+        # CPU strips run on a pool of single-threaded workers (as many as torch's thread setting,
+        # which OMP_NUM_THREADS controls) rather than on torch's OpenMP threads: an OpenMP
+        # barrier stalls whenever the encoder holds a core, a pool does not.
+        self.workers = torch.get_num_threads() if device.type == "cpu" and self.halo is not None else 0
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="vidlight-strip") if self.workers > 1 else None
 
     def _buffer(self, key: str, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
