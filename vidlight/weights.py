@@ -166,9 +166,35 @@ def resolve(name: str, *, allow_download: bool | None = None, progress: bool = T
     return download(record.url, target, sha256=record.sha256, progress=progress)
 
 
+_HDF5_SUFFIXES = (".h5", ".hdf5")
+
+
+def _read_keras_hdf5(path: Path) -> dict[str, torch.Tensor]:
+    """Weights of a Keras 2 HDF5 file (``save_weights`` or a whole-model ``save``), keyed by
+    ``<layer name>/<weight name>`` (e.g. ``conv2d_1/conv2d_1/kernel:0``): looked up by name,
+    whatever the order of the layers in the file."""
+    try:
+        import h5py
+    except ImportError:
+        raise WeightsError(f"reading {path} needs h5py (pip install h5py)") from None
+    with h5py.File(path, "r") as f:
+        root = f["model_weights"] if "model_weights" in f else f
+        if "layer_names" not in root.attrs:
+            raise WeightsError(f"weights file {path} is HDF5 but not a Keras weights file (no layer_names)")
+        tensors = {}
+        for layer in root.attrs["layer_names"]:
+            layer = layer.decode() if isinstance(layer, bytes) else str(layer)
+            group = root[layer]
+            for weight in group.attrs.get("weight_names", []):
+                weight = weight.decode() if isinstance(weight, bytes) else str(weight)
+                tensors[f"{layer}/{weight}"] = torch.from_numpy(np.array(group[weight]))
+        return tensors
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file: a PyTorch state dict (``.pt``/``.pth``, loaded with
-    ``weights_only=True``) or an ``.npz`` of arrays keyed by tensor name."""
+    ``weights_only=True``), a Keras 2 HDF5 weights file (``.h5``, keyed by layer and weight
+    name, in the official layout) or an ``.npz`` of arrays keyed by tensor name."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
@@ -176,10 +202,15 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as data:
                 return {k: torch.from_numpy(np.array(data[k])) for k in data.files}
+        if path.suffix in _HDF5_SUFFIXES:
+            return _read_keras_hdf5(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # torch and numpy raise many types for a bad file
+    except WeightsError:
+        raise
+    except Exception:  # torch, numpy and h5py raise many types for a bad file
         raise WeightsError(
-            f"cannot read weights file {path}: it is not a PyTorch checkpoint or .npz (corrupt or truncated?)"
+            f"cannot read weights file {path}: it is not a PyTorch checkpoint, Keras .h5 or .npz "
+            "(corrupt or truncated?)"
         ) from None
     for wrapper in ("state_dict", "model", "params"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
@@ -198,7 +229,8 @@ def load_state(weights: str | os.PathLike, *, model: str) -> tuple[dict[str, tor
             raise WeightsError(f"weights {text!r} belong to model {record.model!r}, not {model!r}")
         path = resolve(text)
         return read_checkpoint(path), f"weights {text!r} ({path})"
-    if os.path.sep in text or Path(text).suffix in (".pt", ".pth", ".npz", ".pkl") or Path(text).exists():
+    suffixes = (".pt", ".pth", ".npz", ".pkl", *_HDF5_SUFFIXES)
+    if os.path.sep in text or Path(text).suffix in suffixes or Path(text).exists():
         return read_checkpoint(text), f"weights file {text}"
     names = ", ".join(w.name for w in list_weights(model)) or "none"
     raise WeightsError(f"unknown weights {text!r} for model {model!r}; use one of: {names}, or a checkpoint path")

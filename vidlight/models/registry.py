@@ -36,6 +36,12 @@ class KeyMap:
         return ours
 
 
+# Converts tensors from the official layout to ours, keyed by the official names (e.g. Keras
+# conv kernels (kh, kw, in, out) -> torch (out, in, kh, kw)). Applied before the KeyMap renames;
+# tensors it does not recognise must pass through unchanged.
+StateTransform = Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
@@ -44,6 +50,7 @@ class ModelSpec:
     keymap: KeyMap
     summary: str
     options: Mapping[str, str]
+    transform: StateTransform | None = None
 
     def option_defaults(self) -> dict[str, object]:
         params = inspect.signature(self.builder).parameters
@@ -60,6 +67,7 @@ def register_model(
     summary: str,
     keymap: KeyMap | None = None,
     options: Mapping[str, str] | None = None,
+    transform: StateTransform | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a model builder under ``name`` (a duplicate name is an error).
 
@@ -69,13 +77,15 @@ def register_model(
         summary: one line for ``vidlight models``.
         keymap: how official checkpoint tensor names map to ours.
         options: keyword options of the builder, with help text.
+        transform: converts official tensor layouts to ours (official names in and out),
+            applied before ``keymap`` renames; None when the layouts already agree.
     """
 
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _MODELS:
             raise RuntimeError(f"model {name!r} is registered twice")
         _MODELS[name] = ModelSpec(
-            name, builder, default_weights, keymap or KeyMap(), summary, dict(options or {})
+            name, builder, default_weights, keymap or KeyMap(), summary, dict(options or {}), transform
         )
         return builder
 
@@ -96,9 +106,20 @@ def get_model_spec(name: str) -> ModelSpec:
         ) from None
 
 
-def load_state_into(model: nn.Module, state: Mapping[str, torch.Tensor], keymap: KeyMap, origin: str) -> None:
-    """Load ``state`` (official or our naming) into ``model``, naming the first bad tensor."""
-    converted = keymap.convert(state)
+def load_state_into(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    keymap: KeyMap,
+    origin: str,
+    transform: StateTransform | None = None,
+) -> None:
+    """Load ``state`` (official or our naming) into ``model``, naming the first bad tensor.
+
+    ``transform`` (official layout -> ours) runs on the official tensors before renaming; a
+    state already in our own naming is loaded as it is.
+    """
+    official_state = transform(state) if transform is not None else dict(state)
+    converted = keymap.convert(official_state)
     expected = model.state_dict()
     if not any(k in converted for k in expected):
         converted = dict(state)  # already in our own naming
@@ -110,10 +131,15 @@ def load_state_into(model: nn.Module, state: Mapping[str, torch.Tensor], keymap:
             )
         value = torch.as_tensor(converted[key])
         if tuple(value.shape) != tuple(target.shape):
-            raise WeightsError(
-                f"{origin}: tensor {official!r} has shape {tuple(value.shape)}, "
-                f"expected {tuple(target.shape)}: it is not a checkpoint for this model"
-            )
+            stored = state.get(official)
+            if stored is not None and tuple(stored.shape) != tuple(value.shape):
+                shapes = (
+                    f"has shape {tuple(stored.shape)} (in our layout {tuple(value.shape)}), "
+                    f"expected {tuple(target.shape)} in our layout"
+                )
+            else:
+                shapes = f"has shape {tuple(value.shape)}, expected {tuple(target.shape)}"
+            raise WeightsError(f"{origin}: tensor {official!r} {shapes}: it is not a checkpoint for this model")
         converted[key] = value.to(target.dtype)
     model.load_state_dict({k: converted[k] for k in expected})
 
@@ -130,8 +156,8 @@ def load_model(
     Args:
         name: a name from :func:`list_models`, e.g. ``"sci"``.
         weights: ``None`` for the model's default, a catalogue name (``"sci-medium"``),
-            a path to an official checkpoint, or a path to an ``.npz`` keyed by the
-            official tensor names.
+            a path to an official checkpoint (PyTorch ``.pt``/``.pth`` or Keras ``.h5``),
+            or a path to an ``.npz`` keyed by the official tensor names.
         device: where the model runs (``"cpu"``, ``"cuda"``, ...).
         **options: model options (see ``vidlight models``), e.g. ``scale_factor=12``.
 
@@ -151,6 +177,6 @@ def load_model(
     except (TypeError, ValueError) as exc:
         raise VidlightError(f"model {name!r}: {exc}") from None
     state, origin = load_state(weights or spec.default_weights, model=name)
-    load_state_into(model, state, spec.keymap, origin)
+    load_state_into(model, state, spec.keymap, origin, spec.transform)
     model.weights_name = weights or spec.default_weights
     return model.eval().requires_grad_(False).to(device)
