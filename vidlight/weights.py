@@ -191,11 +191,25 @@ def _read_keras_hdf5(path: Path) -> dict[str, torch.Tensor]:
         return tensors
 
 
+def _is_tf1_checkpoint(path: Path) -> bool:
+    """Whether ``path`` names a TF1 checkpoint: a directory with a ``checkpoint`` or ``*.index``
+    file, an ``.index`` file, or a prefix with an ``.index`` file beside it."""
+    if path.is_dir():
+        return (path / "checkpoint").is_file() or any(path.glob("*.index"))
+    return path.suffix == ".index" or Path(f"{path}.index").is_file()
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file: a PyTorch state dict (``.pt``/``.pth``, loaded with
     ``weights_only=True``), a Keras 2 HDF5 weights file (``.h5``, keyed by layer and weight
-    name, in the official layout) or an ``.npz`` of arrays keyed by tensor name."""
+    name, in the official layout), an ``.npz`` of arrays keyed by tensor name, or a
+    TensorFlow 1.x ``tf.train.Saver`` checkpoint (its directory, prefix or ``.index`` file,
+    keyed by variable name)."""
     path = Path(path)
+    if _is_tf1_checkpoint(path):
+        from vidlight.tf1_checkpoint import read_tf1_checkpoint
+
+        return {k: torch.from_numpy(v) for k, v in read_tf1_checkpoint(path).items()}
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
     try:
@@ -229,7 +243,7 @@ def load_state(weights: str | os.PathLike, *, model: str) -> tuple[dict[str, tor
             raise WeightsError(f"weights {text!r} belong to model {record.model!r}, not {model!r}")
         path = resolve(text)
         return read_checkpoint(path), f"weights {text!r} ({path})"
-    suffixes = (".pt", ".pth", ".npz", ".pkl", *_HDF5_SUFFIXES)
+    suffixes = (".pt", ".pth", ".npz", ".pkl", ".index", ".ckpt", *_HDF5_SUFFIXES)
     if os.path.sep in text or Path(text).suffix in suffixes or Path(text).exists():
         return read_checkpoint(text), f"weights file {text}"
     names = ", ".join(w.name for w in list_weights(model)) or "none"
