@@ -199,17 +199,39 @@ def _is_tf1_checkpoint(path: Path) -> bool:
     return path.suffix == ".index" or Path(f"{path}.index").is_file()
 
 
+def _read_checkpoint_dirs(path: Path) -> dict[str, torch.Tensor]:
+    """Merged tensors of the TF1 checkpoint directories directly inside ``path``."""
+    subdirs = sorted(p for p in path.iterdir() if p.is_dir() and _is_tf1_checkpoint(p))
+    if not subdirs:
+        raise WeightsError(
+            f"directory {path} is not a TensorFlow checkpoint and holds none "
+            "(no checkpoint or *.index file in it or its subdirectories)"
+        )
+    merged: dict[str, torch.Tensor] = {}
+    owner: dict[str, Path] = {}
+    for sub in subdirs:
+        for key, value in read_checkpoint(sub).items():
+            if key in merged:
+                raise WeightsError(f"tensor {key!r} is in both {owner[key]} and {sub}: cannot merge them")
+            merged[key], owner[key] = value, sub
+    return merged
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file: a PyTorch state dict (``.pt``/``.pth``, loaded with
     ``weights_only=True``), a Keras 2 HDF5 weights file (``.h5``, keyed by layer and weight
     name, in the official layout), an ``.npz`` of arrays keyed by tensor name, or a
     TensorFlow 1.x ``tf.train.Saver`` checkpoint (its directory, prefix or ``.index`` file,
-    keyed by variable name)."""
+    keyed by variable name). A directory whose subdirectories are TF1 checkpoints (a method
+    with one checkpoint per sub-network, e.g. KinD's ``checkpoint/``) gives all their
+    tensors merged; their variable names must not collide."""
     path = Path(path)
     if _is_tf1_checkpoint(path):
         from vidlight.tf1_checkpoint import read_tf1_checkpoint
 
         return {k: torch.from_numpy(v) for k, v in read_tf1_checkpoint(path).items()}
+    if path.is_dir():
+        return _read_checkpoint_dirs(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
     try:

@@ -46,11 +46,12 @@ StateTransform = Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
 class ModelSpec:
     name: str
     builder: Callable[..., nn.Module]
-    default_weights: str
+    default_weights: str | None
     keymap: KeyMap
     summary: str
     options: Mapping[str, str]
     transform: StateTransform | None = None
+    weights_help: str = ""
 
     def option_defaults(self) -> dict[str, object]:
         params = inspect.signature(self.builder).parameters
@@ -63,29 +64,34 @@ _MODELS: dict[str, ModelSpec] = {}
 def register_model(
     name: str,
     *,
-    default_weights: str,
+    default_weights: str | None,
     summary: str,
     keymap: KeyMap | None = None,
     options: Mapping[str, str] | None = None,
     transform: StateTransform | None = None,
+    weights_help: str = "",
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a model builder under ``name`` (a duplicate name is an error).
 
     Args:
         name: the name users pass to :func:`load_model` and ``--model``.
-        default_weights: catalogue name of the weights used when none are given.
+        default_weights: catalogue name of the weights used when none are given; None when
+            the model has no complete public checkpoint (``load_model`` then needs ``weights=``).
         summary: one line for ``vidlight models``.
         keymap: how official checkpoint tensor names map to ours.
         options: keyword options of the builder, with help text.
         transform: converts official tensor layouts to ours (official names in and out),
             applied before ``keymap`` renames; None when the layouts already agree.
+        weights_help: how to obtain weights, said when ``default_weights`` is None and none
+            are given.
     """
 
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _MODELS:
             raise RuntimeError(f"model {name!r} is registered twice")
         _MODELS[name] = ModelSpec(
-            name, builder, default_weights, keymap or KeyMap(), summary, dict(options or {}), transform
+            name, builder, default_weights, keymap or KeyMap(), summary, dict(options or {}), transform,
+            weights_help,
         )
         return builder
 
@@ -176,7 +182,13 @@ def load_model(
         model = spec.builder(**options)
     except (TypeError, ValueError) as exc:
         raise VidlightError(f"model {name!r}: {exc}") from None
-    state, origin = load_state(weights or spec.default_weights, model=name)
+    source = weights or spec.default_weights
+    if not source:
+        raise WeightsError(
+            f"model {name!r} has no default weights; pass weights=<checkpoint path>"
+            + (f": {spec.weights_help}" if spec.weights_help else "")
+        )
+    state, origin = load_state(source, model=name)
     load_state_into(model, state, spec.keymap, origin, spec.transform)
-    model.weights_name = weights or spec.default_weights
+    model.weights_name = source
     return model.eval().requires_grad_(False).to(device)
