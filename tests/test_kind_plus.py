@@ -1,0 +1,282 @@
+"""KinD++ against the official TensorFlow implementation's outputs (../shared/reference/kind_plus/).
+
+The fixtures were produced by the official ``evaluate.py`` (TensorFlow 2.15 ``compat.v1``, CPU
+fp32), default flags and ``--adjustment``, with the official decomposition and illumination
+checkpoints and formula weights for the restoration net (``Denoise_Net``), whose official
+checkpoint is not public in the repository; see that folder's README.md. The formula weights are
+regenerated here from the key list, merged with the official tensors (from the ``.npz`` dumps,
+and separately from the TF1 checkpoint directories) into one ``.npz`` and loaded through
+``load_model``. Every intermediate and both outputs must agree within 1e-4 max-abs (the README
+measured up to 1.8e-6 between two TensorFlow CPU backends).
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import vidlight
+from vidlight import VidlightError, WeightsError, load_model
+from vidlight.models.kind_plus import KinDPlus
+from vidlight.models.registry import get_model_spec
+from vidlight.train.data import read_rgb, to_tensor
+from vidlight.weights import read_checkpoint
+
+ATOL = 1e-4
+CROP, FULL = "lol1_crop", "lol1"
+# fixture name -> key of KinDPlus.stages(); full-size intermediates were dropped from the fixtures
+STAGES = {
+    "innorm": "innorm",
+    "decomR": "decomR",
+    "decomI": "decomI",
+    "restoredR": "restoredR",
+    "adjI_r5": "adjI",
+    "grayw": "grayw",
+    "denoised": "denoised",
+    "fusion4": "fusion4",
+    "out": "out",
+    "out_adj": "out_adj",
+}
+CKPT_DIRS = ("decom_model", "illu_model")
+
+
+def _ref(shared_dir: Path) -> Path:
+    return shared_dir / "reference" / "kind_plus"
+
+
+def formula_tensor(key: str, shape: tuple[int, ...]) -> np.ndarray:
+    """FORMAT.md's formula weights, unchanged, TF layout (fan_in over all axes but the last)."""
+    rng = np.random.default_rng(zlib.crc32(key.encode()))
+    if key.endswith("num_batches_tracked"):
+        return np.zeros(shape, np.int64)
+    if key.endswith("running_var") or key.endswith("moving_variance"):
+        return rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    if key.endswith("running_mean") or key.endswith("moving_mean"):
+        return rng.normal(0, 0.1, shape).astype(np.float32)
+    if len(shape) >= 2:
+        fan_in = int(np.prod(shape[:-1]))
+        return (rng.normal(0, 1, shape) / np.sqrt(fan_in)).astype(np.float32)
+    if key.endswith("bias") or key.endswith("beta"):  # TF-Slim's 'biases' do not match: uniform below
+        return rng.normal(0, 0.01, shape).astype(np.float32)
+    return rng.uniform(0.5, 1.5, shape).astype(np.float32)
+
+
+def _restoration_formula(shared_dir: Path) -> dict[str, np.ndarray]:
+    state = {}
+    for line in (_ref(shared_dir) / "keys.txt").read_text().splitlines():
+        if line.strip():
+            key, shape = line.split("\t")
+            state[key] = formula_tensor(key, tuple(int(s) for s in shape.split(",")))
+    return state
+
+
+def _official(shared_dir: Path, source: str) -> dict[str, np.ndarray]:
+    """The decomposition and illumination-adjust tensors from the .npz dumps or the TF1 dirs."""
+    state: dict[str, np.ndarray] = {}
+    for name in CKPT_DIRS:
+        path = shared_dir / "weights" / "kind_plus" / (f"{name}.npz" if source == "npz" else name)
+        state.update({k: v.numpy() for k, v in read_checkpoint(path).items()})
+    return state
+
+
+@pytest.fixture(scope="module")
+def kind_plus_npz(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """All three networks' variables in the official naming, one .npz."""
+    path = tmp_path_factory.mktemp("kind_plus") / "kind_plus_all.npz"
+    np.savez(path, **_official(shared_dir, "npz"), **_restoration_formula(shared_dir))
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(kind_plus_npz: Path) -> KinDPlus:
+    return load_model("kind++", weights=str(kind_plus_npz))
+
+
+@pytest.fixture(scope="module")
+def crop_stages(shared_dir: Path, model: KinDPlus) -> dict[str, torch.Tensor]:
+    return _stages(model, _ref(shared_dir), CROP)
+
+
+def _stages(model: KinDPlus, ref: Path, case: str) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        return model.stages(to_tensor(read_rgb(ref / f"in_{case}.png")))
+
+
+def _max_diff(ours: torch.Tensor, official: np.ndarray, what: str) -> float:
+    ours_np = ours[0].permute(1, 2, 0).numpy()
+    if official.ndim == 2:
+        ours_np = ours_np[..., 0]
+    assert ours_np.shape == official.shape, f"{what}: shape {ours_np.shape}, official {official.shape}"
+    return float(np.abs(ours_np.astype(np.float64) - official).max())
+
+
+def _check(ours: dict[str, torch.Tensor], ref: Path, case: str) -> int:
+    checked = 0
+    for name, stage in STAGES.items():
+        path = ref / f"{name}_{case}.npy"
+        if path.is_file():
+            diff = _max_diff(ours[stage], np.load(path), f"{name}_{case}")
+            assert diff <= ATOL, f"{name}_{case}: max abs diff {diff:.3g} > {ATOL}"
+            checked += 1
+    return checked
+
+
+def test_every_reference_file_is_covered(shared_dir: Path) -> None:
+    """A reference file added later must not sit there untested."""
+    present = {p.name for p in _ref(shared_dir).glob("*.npy")}
+    covered = {f"{name}_{case}.npy" for name in STAGES for case in (CROP, FULL)}
+    assert present <= covered
+    assert {f"{name}_{case}.npy" for name in STAGES for case in (CROP,)} <= present
+    assert {"out_lol1.npy", "out_adj_lol1.npy"} <= present
+
+
+def test_registered_with_options_and_no_default_weights() -> None:
+    assert "kind++" in vidlight.list_models()
+    spec = get_model_spec("kind++")
+    assert spec.option_defaults() == {"ratio": 5.0, "adjustment": False}
+    assert spec.default_weights is None
+    with pytest.raises(WeightsError) as info:
+        load_model("kind++")
+    message = str(info.value)
+    assert "restoration_model" in message and "Google Drive" in message
+    assert "\n" not in message
+
+
+def test_weights_layout(shared_dir: Path, model: KinDPlus) -> None:
+    assert sum(p.numel() for p in model.decom.parameters()) == 235876
+    assert sum(p.numel() for p in model.adjust.parameters()) == 19393
+    assert sum(p.numel() for p in model.restore.parameters()) == 8019239
+    assert sum(b.numel() for b in model.restore.buffers()) == 3840
+    keys = {line.split("\t")[0] for line in (_ref(shared_dir) / "keys.txt").read_text().splitlines() if line}
+    spec = get_model_spec("kind++")
+    ours = {spec.keymap.official_name(k) for k in model.state_dict()}
+    assert {k for k in ours if k.startswith("Denoise_Net/")} == keys
+    formula = _restoration_formula(shared_dir)
+    # conv (kh, kw, in, out), transposed conv (kh, kw, out, in), tf.layers kernel -> torch layouts
+    conv = torch.from_numpy(formula["Denoise_Net/de_conv2_1/weights"]).permute(3, 2, 0, 1)
+    assert torch.equal(model.restore.de_conv2_1.weight, conv)
+    up = torch.from_numpy(formula["Denoise_Net/de_conv3pu4/conv_up_1/weights"]).permute(3, 2, 0, 1)
+    assert torch.equal(model.restore.msia[2].pu4.conv_up_1.weight, up)
+    att = torch.from_numpy(formula["Denoise_Net/de_conv4/conv/kernel"]).permute(3, 2, 0, 1)
+    assert torch.equal(model.restore.msia[3].attention.weight, att)
+    var = torch.from_numpy(formula["Denoise_Net/de_conv1pu2/batch_normalization/moving_variance"])
+    assert torch.equal(model.restore.msia[0].pu2.bn.running_var, var)
+    official = read_checkpoint(shared_dir / "weights" / "kind_plus" / "illu_model.npz")
+    assert torch.equal(model.adjust.en_conv_3.weight, official["I_enhance_Net/conv_3/weights"].permute(3, 2, 0, 1))
+
+
+def test_matches_official_crop(shared_dir: Path, model: KinDPlus, crop_stages: dict[str, torch.Tensor]) -> None:
+    """Every intermediate and both outputs (default flags and --adjustment) of the 64x96 crop."""
+    ref = _ref(shared_dir)
+    assert _check(crop_stages, ref, CROP) == len(STAGES)
+    x = to_tensor(read_rgb(ref / f"in_{CROP}.png"))
+    with torch.no_grad():
+        assert torch.equal(model(x), crop_stages["out"])  # forward() is the official default output
+        adjusted = load_model("kind++", weights=model.weights_name, adjustment=True)
+        assert torch.equal(adjusted(x), crop_stages["out_adj"])
+
+
+def test_matches_official_full_size(shared_dir: Path, model: KinDPlus) -> None:
+    """The 400x600 frame (only the outputs were kept): ~25 CPU-s."""
+    ref = _ref(shared_dir)
+    assert _check(_stages(model, ref, FULL), ref, FULL) == 2
+
+
+def test_tf1_checkpoint_dirs_give_the_same_weights(shared_dir: Path, tmp_path: Path) -> None:
+    """The official TF1 checkpoint directories, read without TensorFlow, merged with the formula
+    restoration weights, reproduce the official crop output."""
+    from_dirs = _official(shared_dir, "ckpt")
+    from_npz = _official(shared_dir, "npz")
+    assert from_dirs.keys() == from_npz.keys()
+    for key in from_dirs:
+        assert np.array_equal(from_dirs[key], from_npz[key]), key
+    path = tmp_path / "kind_plus_from_ckpt.npz"
+    np.savez(path, **from_dirs, **_restoration_formula(shared_dir))
+    model = load_model("kind++", weights=str(path))
+    ref = _ref(shared_dir)
+    diff = _max_diff(_stages(model, ref, CROP)["out"], np.load(ref / f"out_{CROP}.npy"), "out")
+    assert diff <= ATOL
+
+
+def test_official_checkpoint_directory_is_merged(shared_dir: Path, tmp_path: Path) -> None:
+    """The official ``checkpoint/`` layout: its per-network subdirectories are merged. Without
+    the restoration net's checkpoint, loading names its first missing tensor."""
+    root = tmp_path / "checkpoint"
+    root.mkdir()
+    for name in CKPT_DIRS:
+        (root / name).symlink_to(shared_dir / "weights" / "kind_plus" / name, target_is_directory=True)
+    merged = read_checkpoint(root)
+    assert set(merged) == set(_official(shared_dir, "npz"))
+    with pytest.raises(WeightsError, match="Denoise_Net/de_conv1_1/weights"):
+        load_model("kind++", weights=str(root))
+
+
+def test_kind_weights_are_not_kind_plus_weights(shared_dir: Path, tmp_path: Path) -> None:
+    """KinD's checkpoints share the decomposition shapes but not the scopes of the other nets."""
+    state = {k: v.numpy() for k, v in read_checkpoint(shared_dir / "weights" / "kind" / "decom_net_train.npz").items()}
+    state.update(_restoration_formula(shared_dir))
+    path = tmp_path / "mixed.npz"
+    np.savez(path, **state)
+    with pytest.raises(WeightsError, match="I_enhance_Net/conv_1/weights"):
+        load_model("kind++", weights=str(path))
+
+
+def test_wrong_shape_is_named(kind_plus_npz: Path, tmp_path: Path) -> None:
+    with np.load(kind_plus_npz) as data:
+        state = {k: data[k] for k in data.files}
+    key = "Denoise_Net/de_conv2pu4/conv_up/weights"
+    state[key] = state[key][:, :, :128]
+    path = tmp_path / "bad.npz"
+    np.savez(path, **state)
+    with pytest.raises(WeightsError, match=key):
+        load_model("kind++", weights=str(path))
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 7), (13, 18), (17, 31)])
+def test_any_frame_size(model: KinDPlus, size: tuple[int, int]) -> None:
+    """TF's SAME pooling and branch outputs cut to the feature size: no multiple of 4 needed."""
+    x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        stages = model.stages(x)
+    for name in ("out", "out_adj"):
+        assert stages[name].shape == x.shape
+        assert torch.isfinite(stages[name]).all()
+
+
+def test_branches_keep_the_feature_size(model: KinDPlus) -> None:
+    """The pooled MSIA branches come back to their input size, a multiple of 4 or not."""
+    for size in ((16, 20), (7, 10)):
+        x = torch.rand(1, 64, *size, generator=torch.Generator().manual_seed(2))
+        for branch in (model.restore.msia[0].pu2, model.restore.msia[0].pu4):
+            with torch.no_grad():
+                assert branch(x).shape == x.shape
+
+
+def test_batch_is_per_frame(model: KinDPlus) -> None:
+    """The min-max normalisation is per frame, so a batch equals its frames one by one."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.cat([torch.rand(1, 3, 12, 16, generator=g) * 0.2, torch.rand(1, 3, 12, 16, generator=g)])
+    with torch.no_grad():
+        batch = model(x)
+        single = torch.cat([model(x[:1]), model(x[1:])])
+    assert torch.allclose(batch, single, atol=1e-6)
+
+
+def test_options(kind_plus_npz: Path, shared_dir: Path, crop_stages: dict[str, torch.Tensor]) -> None:
+    ref = _ref(shared_dir)
+    dim = load_model("kind++", weights=str(kind_plus_npz), ratio=1.0, adjustment="true")
+    assert dim.ratio == 1.0 and dim.adjustment is True
+    a = _stages(dim, ref, CROP)
+    assert torch.equal(a["restoredR"], crop_stages["restoredR"])
+    assert torch.equal(a["out"], crop_stages["out"])  # the default output ignores the ratio
+    assert not torch.equal(a["adjI"], crop_stages["adjI"])
+    for bad in (-1.0, float("nan"), "x"):
+        with pytest.raises(VidlightError, match="ratio"):
+            load_model("kind++", weights=str(kind_plus_npz), ratio=bad)
+    for bad in ("maybe", 2, None):
+        with pytest.raises(VidlightError, match="adjustment"):
+            load_model("kind++", weights=str(kind_plus_npz), adjustment=bad)
