@@ -1,0 +1,150 @@
+"""LLFlow against the official PyTorch implementation's outputs (../shared/reference/llflow/).
+
+The fixtures were produced by the official ``test_unpaired.py`` path (CPU fp32) with the
+README's LLFlow formula weights, since the official checkpoints are only on Google Drive. The
+weights are regenerated here from the official key lists, saved as ``.npz`` and loaded through
+``load_model``. The network input, flow conditions, colour map, latent, raw (unclamped) and
+final outputs of the 64x96 crop must agree within 1e-4 max-abs (the full-size fixtures are
+left out: the standard net takes ~40 s per 400x600 frame on one thread).
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import vidlight
+from vidlight import WeightsError, load_model
+from vidlight.models.llflow import LLFlow
+from vidlight.models.registry import get_model_spec
+from vidlight.train.data import read_rgb, to_tensor
+
+ATOL = 1e-4
+CASE = "lol1_crop"
+VARIANTS = {"llflow": "standard", "llflow-small": "small"}
+FILES = {  # ours -> official file stem
+    "out": "out", "netout": "netout", "colormap": "colormap", "z": "z",
+    "fea_up0": "cond_fea_up0", "fea_up1": "cond_fea_up1", "fea_up2": "cond_fea_up2",
+}
+
+
+def _ref(shared_dir: Path) -> Path:
+    return shared_dir / "reference" / "llflow"
+
+
+def formula_tensor(key: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The README's LLFlow formula weights (official key, no ``module.``)."""
+    rng = np.random.default_rng(zlib.crc32(key.encode()))
+    if key.endswith("invconv.weight"):
+        q, r = np.linalg.qr(rng.normal(0, 1, shape))
+        return (q * np.sign(np.diag(r))).astype(np.float32)
+    if key.endswith(".logs") or key.endswith("actnorm.bias"):
+        return rng.normal(0, 0.05, shape).astype(np.float32)
+    zero_conv = ".affine." in key and ".4." in key
+    if zero_conv or "RRDB.trunk_conv." in key:
+        gain = 0.05
+    elif "RRDB.fine_tune_color_map." in key:
+        gain = 0.3
+    else:
+        gain = 1.0
+    if len(shape) >= 2:
+        return (rng.normal(0, 1, shape) / np.sqrt(int(np.prod(shape[1:]))) * gain).astype(np.float32)
+    if key.endswith("bias"):
+        b = rng.normal(0, 0.01, shape)
+        if zero_conv:
+            b[1::2] += 3.0
+        return b.astype(np.float32)
+    return rng.uniform(0.5, 1.5, shape).astype(np.float32)
+
+
+def _keys(shared_dir: Path, variant: str) -> list[tuple[str, tuple[int, ...]]]:
+    out = []
+    for line in (_ref(shared_dir) / f"keys_{variant}.txt").read_text().splitlines():
+        if line.strip():
+            key, shape = line.split("\t")
+            out.append((key, tuple(int(s) for s in shape.split(","))))
+    return out
+
+
+@pytest.fixture(scope="module")
+def npz_paths(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("llflow")
+    paths = {}
+    for name, variant in VARIANTS.items():
+        paths[name] = folder / f"{variant}.npz"
+        np.savez(paths[name], **{k: formula_tensor(k, s) for k, s in _keys(shared_dir, variant)})
+    return paths
+
+
+@pytest.fixture(scope="module")
+def stages(shared_dir: Path, npz_paths: dict[str, Path]) -> dict[str, dict[str, torch.Tensor]]:
+    x = to_tensor(read_rgb(_ref(shared_dir) / f"in_{CASE}.png"))
+    out = {}
+    for name in VARIANTS:
+        model = load_model(name, weights=str(npz_paths[name]))
+        with torch.no_grad():
+            out[name] = model.stages(x)
+            assert torch.equal(model(x), out[name]["out"])
+    return out
+
+
+def _diff(ours: torch.Tensor, official: np.ndarray, what: str) -> float:
+    ours_np = ours[0].permute(1, 2, 0).numpy()
+    assert ours_np.shape == official.shape, f"{what}: shape {ours_np.shape}, official {official.shape}"
+    return float(np.abs(ours_np.astype(np.float64) - official).max())
+
+
+def test_registered_without_default_weights() -> None:
+    for name in VARIANTS:
+        assert name in vidlight.list_models()
+        assert get_model_spec(name).default_weights is None
+        with pytest.raises(WeightsError) as info:
+            load_model(name)
+        message = str(info.value)
+        assert "Google Drive" in message and "wyf0912/LLFlow" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_weights_layout(shared_dir: Path, name: str) -> None:
+    keys = _keys(shared_dir, VARIANTS[name])
+    model = LLFlow(VARIANTS[name])
+    state = model.state_dict()
+    assert [(k, tuple(v.shape)) for k, v in state.items()] == keys
+    n = {"llflow": 38_859_481, "llflow-small": 5_429_849}[name]
+    assert sum(p.numel() for p in model.parameters()) == n
+
+
+def test_netin_matches_official(shared_dir: Path, stages: dict[str, dict[str, torch.Tensor]]) -> None:
+    official = np.load(_ref(shared_dir) / f"netin_{CASE}.npy")
+    for name in VARIANTS:
+        assert _diff(stages[name]["netin"], official, "netin") <= ATOL
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_matches_official(shared_dir: Path, stages: dict[str, dict[str, torch.Tensor]], name: str) -> None:
+    folder = _ref(shared_dir) / VARIANTS[name]
+    for ours, stem in FILES.items():
+        path = folder / f"{stem}_{CASE}.npy"
+        diff = _diff(stages[name][ours], np.load(path), f"{name} {stem}")
+        print(f"{name} {stem}: max abs diff {diff:.3g}")
+        assert diff <= ATOL, f"{name} {stem}: max abs diff {diff:.3g} > {ATOL}"
+
+
+def test_every_crop_file_is_covered(shared_dir: Path) -> None:
+    for variant in VARIANTS.values():
+        present = {p.name for p in (_ref(shared_dir) / variant).glob(f"*_{CASE}.npy")}
+        assert present == {f"{stem}_{CASE}.npy" for stem in FILES.values()}
+
+
+@pytest.mark.parametrize("size", [(37, 53), (16, 32), (5, 7)])
+def test_any_frame_size(npz_paths: dict[str, Path], size: tuple[int, int]) -> None:
+    model = load_model("llflow-small", weights=str(npz_paths["llflow-small"]))
+    x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == x.shape
+    assert torch.isfinite(out).all() and 0 <= float(out.min()) and float(out.max()) <= 1
