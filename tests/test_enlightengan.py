@@ -11,13 +11,13 @@ measured up to 2.4e-7 between thread counts).
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from formula import formula_state
 import vidlight
 from vidlight import VidlightError, WeightsError, load_model
 from vidlight.models.enlightengan import EnlightenGAN
@@ -34,29 +34,8 @@ def _ref(shared_dir: Path) -> Path:
     return shared_dir / "reference" / "enlightengan"
 
 
-def formula_tensor(key: str, shape: tuple[int, ...]) -> np.ndarray:
-    """The README's formula weights (torch layout; key with its ``module.`` prefix)."""
-    rng = np.random.default_rng(zlib.crc32(key.encode()))
-    if key.endswith("num_batches_tracked"):
-        return np.zeros(shape, np.int64)
-    if key.endswith("running_var"):
-        return rng.uniform(0.5, 1.5, shape).astype(np.float32)
-    if key.endswith("running_mean"):
-        return rng.normal(0, 0.1, shape).astype(np.float32)
-    if len(shape) >= 2:
-        return (rng.normal(0, 1, shape) / np.sqrt(int(np.prod(shape[1:])))).astype(np.float32)
-    if key.endswith("bias"):
-        return rng.normal(0, 0.01, shape).astype(np.float32)
-    return rng.uniform(0.5, 1.5, shape).astype(np.float32)
-
-
 def _formula_state(shared_dir: Path) -> dict[str, np.ndarray]:
-    state = {}
-    for line in (_ref(shared_dir) / "keys.txt").read_text().splitlines():
-        if line.strip():
-            key, shape = line.split("\t")
-            state[key] = formula_tensor(key, tuple(int(s) for s in shape.split(",")) if shape else ())
-    return state
+    return formula_state(_ref(shared_dir) / "keys.txt")
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,13 @@ measured up to 1.8e-6 between two TensorFlow CPU backends).
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from formula import formula_state, official_tf1_state
 import vidlight
 from vidlight import VidlightError, WeightsError, load_model
 from vidlight.models.kind_plus import KinDPlus
@@ -48,39 +48,13 @@ def _ref(shared_dir: Path) -> Path:
     return shared_dir / "reference" / "kind_plus"
 
 
-def formula_tensor(key: str, shape: tuple[int, ...]) -> np.ndarray:
-    """FORMAT.md's formula weights, unchanged, TF layout (fan_in over all axes but the last)."""
-    rng = np.random.default_rng(zlib.crc32(key.encode()))
-    if key.endswith("num_batches_tracked"):
-        return np.zeros(shape, np.int64)
-    if key.endswith("running_var") or key.endswith("moving_variance"):
-        return rng.uniform(0.5, 1.5, shape).astype(np.float32)
-    if key.endswith("running_mean") or key.endswith("moving_mean"):
-        return rng.normal(0, 0.1, shape).astype(np.float32)
-    if len(shape) >= 2:
-        fan_in = int(np.prod(shape[:-1]))
-        return (rng.normal(0, 1, shape) / np.sqrt(fan_in)).astype(np.float32)
-    if key.endswith("bias") or key.endswith("beta"):  # TF-Slim's 'biases' do not match: uniform below
-        return rng.normal(0, 0.01, shape).astype(np.float32)
-    return rng.uniform(0.5, 1.5, shape).astype(np.float32)
-
-
 def _restoration_formula(shared_dir: Path) -> dict[str, np.ndarray]:
-    state = {}
-    for line in (_ref(shared_dir) / "keys.txt").read_text().splitlines():
-        if line.strip():
-            key, shape = line.split("\t")
-            state[key] = formula_tensor(key, tuple(int(s) for s in shape.split(",")))
-    return state
+    return formula_state(_ref(shared_dir) / "keys.txt", layout="tf")
 
 
 def _official(shared_dir: Path, source: str) -> dict[str, np.ndarray]:
     """The decomposition and illumination-adjust tensors from the .npz dumps or the TF1 dirs."""
-    state: dict[str, np.ndarray] = {}
-    for name in CKPT_DIRS:
-        path = shared_dir / "weights" / "kind_plus" / (f"{name}.npz" if source == "npz" else name)
-        state.update({k: v.numpy() for k, v in read_checkpoint(path).items()})
-    return state
+    return official_tf1_state(shared_dir / "weights" / "kind_plus", CKPT_DIRS, source)
 
 
 @pytest.fixture(scope="module")
