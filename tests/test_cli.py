@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner, Result
-from torch import nn
 
 from media import Identity, InterruptOn, packet_payloads, read_video, simple_clip, stream_types
 from vidlight.errors import WeightsError

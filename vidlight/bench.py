@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
-import numpy as np
 import torch
 
 from vidlight.io.files import FileSink, FileSource, Frame

@@ -10,7 +10,7 @@ import click
 
 from vidlight.errors import VidlightError
 from vidlight.models import get_model_spec, list_models
-from vidlight.weights import find_local, get_weights, list_weights
+from vidlight.weights import find_local, list_weights
 
 
 class _OneLineErrors(click.Group):

@@ -256,12 +256,14 @@ OFFICIAL_KEYMAP = _official_keymap()
 def tf_to_torch_layout(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Transpose TF kernels to torch's layout; other tensors pass through.
 
-    ``conv2d`` kernels are (kh, kw, in, out) and the ``conv2d_transpose`` filters of
-    ``upsample_and_concat`` (kh, kw, out, in); torch wants (out, in, kh, kw) and
-    (in, out, kh, kw), so both take the same permutation.
+    Conv kernels (TF-Slim ``weights``, ``tf.layers`` ``kernel``) are (kh, kw, in, out) and the
+    ``conv2d_transpose`` filters (kh, kw, out, in); torch wants (out, in, kh, kw) and
+    (in, out, kh, kw), so both take the same permutation. Used by KinD and KinD++.
     """
     return {
-        key: value.permute(3, 2, 0, 1).contiguous() if key.endswith("/weights") and value.ndim == 4 else value
+        key: value.permute(3, 2, 0, 1).contiguous()
+        if (key.endswith("/weights") or key.endswith("/kernel")) and value.ndim == 4
+        else value
         for key, value in state.items()
     }
 

@@ -45,13 +45,19 @@ no catalogue default.
 from __future__ import annotations
 
 import math
-from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidlight.models.kind import GRAY_WEIGHTS, NORM_EPS, DecomNet, IlluminationAdjustNet, gaussian_blur
+from vidlight.models.kind import (
+    GRAY_WEIGHTS,
+    NORM_EPS,
+    DecomNet,
+    IlluminationAdjustNet,
+    gaussian_blur,
+    tf_to_torch_layout,
+)
 from vidlight.models.registry import KeyMap, register_model
 
 LEAK = 0.2  # official lrelu: tf.maximum(0.2 * x, x)
@@ -283,21 +289,6 @@ def _official_keymap() -> KeyMap:
 
 
 OFFICIAL_KEYMAP = _official_keymap()
-
-
-def tf_to_torch_layout(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Transpose TF kernels to torch's layout; other tensors pass through.
-
-    Conv kernels (TF-Slim ``weights``, ``tf.layers`` ``kernel``) are (kh, kw, in, out) and the
-    transposed-conv filters (kh, kw, out, in); torch wants (out, in, kh, kw) and (in, out, kh, kw),
-    so both take the same permutation.
-    """
-    return {
-        key: value.permute(3, 2, 0, 1).contiguous()
-        if (key.endswith("/weights") or key.endswith("/kernel")) and value.ndim == 4
-        else value
-        for key, value in state.items()
-    }
 
 
 @register_model(
