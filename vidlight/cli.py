@@ -143,6 +143,37 @@ def train_sci_command(data, out, iterations, crop, batch_size, lr, eval_every, s
     click.echo(f"best held-out PSNR {report['best']['psnr']:.3f} dB at iteration {report['best']['iteration']}; wrote {out}")
 
 
+@main.command("eval")
+@click.argument("input", type=click.Path(path_type=Path))
+@click.argument("outputs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("-l", "--label", "labels", multiple=True, metavar="NAME",
+              help="Name of a video in the table and plot, once per video: INPUT first, then each OUTPUT. "
+                   "[default: file names]")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a PNG line chart of every video's per-frame mean luma here.")
+@click.option("--max-frames", type=click.IntRange(min=1), help="Measure at most this many frames.")
+@click.option("--no-warp", is_flag=True, help="Skip the warping error (its optical flow is the slow part).")
+@click.option("--downscale", type=click.IntRange(min=1),
+              help="Measure the warping error at 1/N of the frame size. [default: the smallest N that gives "
+                   "at most 540 lines]")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def eval_command(input, outputs, labels, plot, max_frames, no_warp, downscale, no_progress):
+    """Flicker of the dark video INPUT and of enhanced versions OUTPUT... of it.
+
+    Prints per video: frames, mean luma (BT.601, 0-255), flicker index (mean |change of mean
+    luma| between frames / mean luma) and warping error (Lai et al. 2018, with the optical
+    flow of INPUT).
+    """
+    from vidlight.evaluate import evaluate_videos, format_table, plot_luma
+
+    results = evaluate_videos(input, outputs, labels=labels or None, max_frames=max_frames, warping=not no_warp,
+                              downscale=downscale, progress=not no_progress)
+    click.echo(format_table(results))
+    if plot is not None:
+        plot_luma({r.label: r.lumas for r in results}, plot)
+        click.echo(f"wrote {plot}")
+
+
 @main.command()
 @click.argument("video", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-m", "--model", type=click.Choice(list_models()), default="sci", show_default=True)
