@@ -70,15 +70,15 @@ def test_every_reference_file_is_covered(shared_dir: Path) -> None:
     assert {f"out_{case}.npy" for case in CASES} <= present
 
 
-def test_registered_with_options_and_no_default_weights() -> None:
+def test_registered_with_options_and_drive_default_weights() -> None:
     assert "enlightengan" in vidlight.list_models()
     spec = get_model_spec("enlightengan")
     assert spec.option_defaults() == {"align_corners": True}
-    assert spec.default_weights is None
+    assert spec.default_weights == "enlightengan"
     with pytest.raises(WeightsError) as info:
         load_model("enlightengan")
     message = str(info.value)
-    assert "200_net_G_A.pth" in message and "Google Drive" in message
+    assert "enlightengan/200_net_G_A.pth" in message and "drive.google.com" in message
     assert "\n" not in message
     with pytest.raises(VidlightError, match="align_corners"):
         load_model("enlightengan", align_corners="yes")

@@ -12,6 +12,7 @@ between two TensorFlow CPU backends).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -90,15 +91,16 @@ def test_every_reference_file_is_covered(shared_dir: Path) -> None:
     assert {f"out_{case}.npy" for case in CASES} <= present
 
 
-def test_registered_with_options_and_no_default_weights() -> None:
+def test_registered_with_options_and_drive_default_weights() -> None:
     assert "kind" in vidlight.list_models()
     spec = get_model_spec("kind")
     assert spec.option_defaults() == {"ratio": 5.0}
-    assert spec.default_weights is None
+    assert spec.default_weights == "kind-lol"
     with pytest.raises(WeightsError) as info:
         load_model("kind")
     message = str(info.value)
-    assert "Restoration_net_train" in message and "Google Drive" in message
+    assert "Restoration_net_train" in message and "drive.google.com" in message and "pan.baidu.com" in message
+    assert "kind/checkpoint" in message
     assert "\n" not in message
 
 
@@ -209,3 +211,16 @@ def test_ratio_option(kind_npz: Path, shared_dir: Path) -> None:
     for bad in (-1.0, float("nan"), "x"):
         with pytest.raises(VidlightError, match="ratio"):
             load_model("kind", weights=str(kind_npz), ratio=bad)
+
+
+def test_default_weights_directory_is_found_and_read(
+    shared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The repository's two checkpoints put where the error says: the folder is found and read,
+    and the error names the first tensor of the restoration net that only the Drive set has."""
+    folder = tmp_path / "kind" / "checkpoint"
+    for sub in ("decom_net_train", "illumination_adjust_net_train"):
+        shutil.copytree(shared_dir / "weights" / "kind" / sub, folder / sub)
+    monkeypatch.setenv("VIDLIGHT_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(WeightsError, match=r"weights 'kind-lol' \(.*checkpoint\) has no tensor 'Restoration_net/"):
+        load_model("kind")

@@ -108,15 +108,16 @@ def test_every_reference_file_is_covered(shared_dir: Path) -> None:
     assert {"out_lol1.npy", "out_adj_lol1.npy"} <= present
 
 
-def test_registered_with_options_and_no_default_weights() -> None:
+def test_registered_with_options_and_drive_default_weights() -> None:
     assert "kind++" in vidlight.list_models()
     spec = get_model_spec("kind++")
     assert spec.option_defaults() == {"ratio": 5.0, "adjustment": False}
-    assert spec.default_weights is None
+    assert spec.default_weights == "kind++-lol"
     with pytest.raises(WeightsError) as info:
         load_model("kind++")
     message = str(info.value)
-    assert "restoration_model" in message and "Google Drive" in message
+    assert "restoration_model" in message and "drive.google.com" in message and "pan.baidu.com" in message
+    assert "kind_plus/checkpoint" in message
     assert "\n" not in message
 
 

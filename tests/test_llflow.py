@@ -98,14 +98,27 @@ def _diff(ours: torch.Tensor, official: np.ndarray, what: str) -> float:
     return float(np.abs(ours_np.astype(np.float64) - official).max())
 
 
-def test_registered_without_default_weights() -> None:
-    for name in VARIANTS:
+def test_default_weights_are_the_drive_checkpoints() -> None:
+    for name, conf in (("llflow", "LOL-pc"), ("llflow-small", "LOL_smallNet")):
         assert name in vidlight.list_models()
-        assert get_model_spec(name).default_weights is None
+        assert get_model_spec(name).default_weights is not None
         with pytest.raises(WeightsError) as info:
             load_model(name)
         message = str(info.value)
-        assert "Google Drive" in message and "wyf0912/LLFlow" in message and "\n" not in message
+        assert "drive.google.com" in message and f"llflow/{conf}.pth" in message and "\n" not in message
+
+
+def test_a_checkpoint_put_where_the_error_says_is_used(
+    npz_paths: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The official Drive file saved as the error says (a .pth state dict with ``module.``)."""
+    state = {f"module.{k}": torch.from_numpy(v) for k, v in np.load(npz_paths["llflow-small"]).items()}
+    (tmp_path / "llflow").mkdir()
+    torch.save(state, tmp_path / "llflow" / "LOL_smallNet.pth")
+    monkeypatch.setenv("VIDLIGHT_WEIGHTS_DIR", str(tmp_path))
+    x = torch.rand(1, 3, 20, 28, generator=torch.Generator().manual_seed(0))
+    ours = load_model("llflow-small")(x)
+    assert torch.equal(ours, load_model("llflow-small", weights=str(npz_paths["llflow-small"]))(x))
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))

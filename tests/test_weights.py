@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import http.server
 import shutil
 import socket
@@ -35,7 +36,7 @@ def test_catalogue_is_not_empty() -> None:
     assert {"sci-easy", "sci-medium", "sci-difficult", "zero-dce", "zero-dce++"} <= names
 
 
-@pytest.mark.parametrize("name", [w.name for w in list_weights()])
+@pytest.mark.parametrize("name", [w.name for w in list_weights() if w.sha256 is not None])
 def test_catalogue_metadata_matches_file(name: str, shared_dir: Path, official_weights_dir: Path) -> None:
     record = get_weights(name)
     path = (ASSETS_DIR / record.file_name) if record.bundled else (official_weights_dir / record.relpath)
@@ -45,6 +46,52 @@ def test_catalogue_metadata_matches_file(name: str, shared_dir: Path, official_w
     assert record.model in vidlight.list_models()
     model = load_model(record.model, weights=record.name)
     assert record.num_params == sum(p.numel() for p in model.parameters())
+
+
+_MANUAL = [w.name for w in list_weights() if w.sha256 is None]
+
+
+def test_manual_records_are_the_drive_only_checkpoints() -> None:
+    """Every model has default weights; the ones with no hash are exactly the checkpoints the
+    authors publish only on Google Drive / Baidu (../shared/weights/*/PROVENANCE.md)."""
+    assert set(_MANUAL) == {"kind-lol", "kind++-lol", "enlightengan", "llflow-lol", "llflow-lolv2", "llflow-small-lol"}
+    for name in vidlight.list_models():
+        assert vidlight.models.get_model_spec(name).default_weights is not None, name
+
+
+@pytest.mark.parametrize("name", _MANUAL)
+def test_manual_record_says_what_to_fetch_and_where(name: str, offline_isolated_cache: Path) -> None:
+    record = get_weights(name)
+    assert record.url is None and record.size_bytes is None and not record.bundled
+    assert record.manual and all(m.startswith("https://") or "https://" in m for m in record.manual)
+    assert record.license and record.source.startswith("https://github.com/") and record.note
+    assert record.model in vidlight.list_models()
+    builder = vidlight.models.get_model_spec(record.model).builder
+    assert record.num_params == sum(p.numel() for p in builder().parameters())
+    with pytest.raises(WeightsError) as info:
+        load_model(record.model, weights=record.name)
+    message = str(info.value)
+    assert "\n" not in message and record.relpath in message and str(offline_isolated_cache) in message
+    assert all(page in message for page in record.manual)
+
+
+def test_llflow_and_enlightengan_records_count_the_official_keys(shared_dir: Path) -> None:
+    """num_params against the key lists derived from the official code (not from our models)."""
+    for name, keys in (
+        ("llflow-lol", "llflow/expected_keys_LOL-pc.txt"),
+        ("llflow-lolv2", "llflow/expected_keys_LOLv2-pc.txt"),
+        ("llflow-small-lol", "llflow/expected_keys_LOL_smallNet.txt"),
+        ("enlightengan", "enlightengan/expected_keys_G_A.txt"),
+    ):
+        total = 0
+        for line in (shared_dir / "weights" / keys).read_text().splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            key, shape = line.split("\t")
+            if key.endswith(("running_mean", "running_var", "num_batches_tracked")):
+                continue
+            total += int(np.prod(json.loads(shape)))
+        assert get_weights(name).num_params == total, name
 
 
 # --- resolution order -----------------------------------------------------------------

@@ -110,7 +110,12 @@ def models():
         for w in list_weights(name):
             default = " (default)" if w.name == spec.default_weights else ""
             where = find_local(w)
-            status = f"available: {where}" if where else ("downloadable" if w.url else "not available")
+            if where:
+                status = f"available: {where}"
+            elif w.url:
+                status = "downloadable"
+            else:
+                status = f"fetch by hand from {w.manual[0]} into $VIDLIGHT_WEIGHTS_DIR/{w.relpath}" if w.manual else "not available"
             lol = w.metrics.get("lol_eval15")
             score = f", LOL eval15 {lol['psnr']:.2f} dB / SSIM {lol['ssim']:.3f}" if lol else ""
             click.echo(f"  - {w.name}{default}: {w.license}{score}; {status}")

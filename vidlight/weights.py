@@ -31,23 +31,28 @@ class Weights:
     Attributes:
         name: catalogue name, e.g. ``"sci-medium"``.
         model: the registered model it belongs to.
-        relpath: path below a weights directory, ``<method>/<file>``.
+        relpath: path below a weights directory, ``<method>/<file>`` (a directory when
+            ``directory`` is set: a TF1 checkpoint set).
         url: where the official file can be downloaded (None: bundled or manual).
-        sha256: hex digest of the file.
-        size_bytes: file size.
+        sha256: hex digest of the file; None when the authors publish the file only on a
+            share that cannot be fetched by a script (then ``manual`` says where it is).
+        size_bytes: file size (None with ``sha256``).
         license: the license the file is published under.
         source: repository (or recipe) the file comes from.
         num_params: learnable parameters used at inference.
         metrics: measured scores, ``{"lol_eval15": {"psnr": ..., "ssim": ...}}``.
         note: one line on what it is or how to obtain it.
         bundled: shipped inside the package (``vidlight/assets/<file name>``).
+        manual: pages (Google Drive, BaiduNetdisk) from which a person fetches the file when
+            there is no scriptable ``url``; the error for a missing file names them.
+        directory: ``relpath`` is a directory (e.g. KinD's ``checkpoint/`` of TF1 checkpoints).
     """
 
     name: str
     model: str
     relpath: str
-    sha256: str
-    size_bytes: int
+    sha256: str | None
+    size_bytes: int | None
     license: str
     source: str
     num_params: int
@@ -55,6 +60,8 @@ class Weights:
     metrics: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     note: str = ""
     bundled: bool = False
+    manual: tuple[str, ...] = ()
+    directory: bool = False
 
     @property
     def file_name(self) -> str:
@@ -114,7 +121,8 @@ def _candidates(record: Weights) -> list[Path]:
 
 def find_local(record: Weights) -> Path | None:
     """The first existing local copy of ``record``, or None."""
-    return next((p for p in _candidates(record) if p.is_file()), None)
+    exists = Path.is_dir if record.directory else Path.is_file
+    return next((p for p in _candidates(record) if exists(p)), None)
 
 
 def download(url: str, dest: Path, *, sha256: str, progress: bool = True, timeout_seconds: float = 30) -> Path:
@@ -159,7 +167,12 @@ def resolve(name: str, *, allow_download: bool | None = None, progress: bool = T
         allow_download = os.environ.get("VIDLIGHT_OFFLINE", "") in ("", "0")
     target = cache_dir() / "weights" / record.relpath
     where = f"put {record.file_name} in $VIDLIGHT_WEIGHTS_DIR/{record.relpath} or {target}"
-    if record.url is None:
+    if record.url is None and record.manual:
+        raise WeightsError(
+            f"weights {name!r} cannot be downloaded by vidlight ({record.note}): fetch it by hand from "
+            f"{' or '.join(record.manual)}, then put it at $VIDLIGHT_WEIGHTS_DIR/{record.relpath} or {target}"
+        )
+    if record.url is None or record.sha256 is None:
         raise WeightsError(f"weights {name!r} are not available here: {record.note}; {where}")
     if not allow_download:
         raise WeightsError(f"weights {name!r} are not available offline: download {record.url} and {where}")

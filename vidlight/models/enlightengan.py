@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidlight.models.registry import register_model
+from vidlight.weights import Weights, register_weights
 
 LEAK = 0.2
 LUMA = (0.299, 0.587, 0.114)
@@ -183,18 +184,34 @@ def official_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 @register_model(
     "enlightengan",
-    default_weights=None,
+    default_weights="enlightengan",
     transform=official_state,
     summary="EnlightenGAN (TIP 2021): self-attention U-Net generator with attention-weighted residual",
     options={
         "align_corners": "bilinear upsampling convention (True: the authors' torch 0.3.1; "
         "False: the unedited code on torch >= 0.4)"
     },
-    weights_help=(
-        "the official generator 200_net_G_A.pth from the Google Drive link in the README of "
-        "https://github.com/VITA-Group/EnlightenGAN (the predict script reads it from "
-        "checkpoints/enlightening/), or an .npz of its state dict keyed by the official names"
-    ),
 )
 def enlightengan(align_corners: bool = True) -> EnlightenGAN:
     return EnlightenGAN(align_corners)
+
+
+# The official generator is published only on Google Drive (and a BaiduYun copy posted in the
+# repository's issue #28): vidlight cannot fetch or verify it, and says where to get it.
+register_weights(
+    Weights(
+        name="enlightengan",
+        model="enlightengan",
+        relpath="enlightengan/200_net_G_A.pth",
+        sha256=None,
+        size_bytes=None,
+        license="BSD-style (the repository's License file)",
+        source="https://github.com/VITA-Group/EnlightenGAN",
+        num_params=8636675,
+        manual=(
+            "https://drive.google.com/file/d/1AkV-n2MdyfuZTFvcon8Z4leyVb0i7x63/view",
+            "the BaiduYun copy linked from https://github.com/VITA-Group/EnlightenGAN/issues/28",
+        ),
+        note="the official generator 200_net_G_A.pth, on Google Drive only",
+    )
+)

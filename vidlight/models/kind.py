@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidlight.models.registry import KeyMap, register_model
+from vidlight.weights import Weights, register_weights
 
 LEAK = 0.2  # official lrelu: tf.maximum(0.2 * x, x)
 GRAY_WEIGHTS = (0.2125, 0.7154, 0.0721)  # skimage.color.rgb2gray
@@ -270,17 +271,36 @@ def tf_to_torch_layout(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
 
 @register_model(
     "kind",
-    default_weights=None,
+    default_weights="kind-lol",
     keymap=OFFICIAL_KEYMAP,
     transform=tf_to_torch_layout,
     summary="KinD (ACM MM 2019): decomposition, restoration and illumination-adjust U-Nets, official composition",
     options={"ratio": "exposure ratio fed to the illumination-adjust net (official evaluate.py: 5.0)"},
-    weights_help=(
-        "the official TF1 checkpoint/ directory of https://github.com/zhangyhuaee/KinD (decom_net_train/, "
-        "illumination_adjust_net_train/ and Restoration_net_train/; the last is only in the authors' "
-        "Google Drive / BaiduNetdisk archive linked from their README), or one .npz of all three "
-        "networks' variables keyed by their TF names"
-    ),
 )
 def kind(ratio: float = 5.0) -> KinD:
     return KinD(ratio)
+
+
+# The repository carries the decomposition and illumination-adjust checkpoints but not the
+# restoration net's; the whole set is on the authors' Google Drive / BaiduNetdisk only.
+register_weights(
+    Weights(
+        name="kind-lol",
+        model="kind",
+        relpath="kind/checkpoint",
+        directory=True,
+        sha256=None,
+        size_bytes=None,
+        license="none stated (the repository has no license)",
+        source="https://github.com/zhangyhuaee/KinD",
+        num_params=8016008,
+        manual=(
+            "https://drive.google.com/open?id=1-ljWntl7FExf6BSQtl5Mz3rMGWgnXDz4",
+            "https://pan.baidu.com/s/1c4ZLYEIoR-8skNMiAVbl_A",
+        ),
+        note=(
+            "the authors' checkpoint/ folder with decom_net_train/, illumination_adjust_net_train/ and "
+            "Restoration_net_train/ (TF1; the repository lacks the last one)"
+        ),
+    )
+)

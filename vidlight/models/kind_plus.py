@@ -59,6 +59,7 @@ from vidlight.models.kind import (
     tf_to_torch_layout,
 )
 from vidlight.models.registry import KeyMap, register_model
+from vidlight.weights import Weights, register_weights
 
 LEAK = 0.2  # official lrelu: tf.maximum(0.2 * x, x)
 BN_EPS = 1e-3  # tf.layers.batch_normalization default
@@ -293,7 +294,7 @@ OFFICIAL_KEYMAP = _official_keymap()
 
 @register_model(
     "kind++",
-    default_weights=None,
+    default_weights="kind++-lol",
     keymap=OFFICIAL_KEYMAP,
     transform=tf_to_torch_layout,
     summary="KinD++ (IJCV 2021): decomposition, MSIA restoration and illumination-adjust nets, official composition",
@@ -301,11 +302,30 @@ OFFICIAL_KEYMAP = _official_keymap()
         "ratio": "exposure ratio fed to the illumination-adjust net (official evaluate.py: 5.0)",
         "adjustment": "blend the adjusted illumination into the output (official --adjustment; off by default)",
     },
-    weights_help=(
-        "the official TF1 checkpoint/ directory of https://github.com/zhangyhuaee/KinD_plus (decom_model/, "
-        "illu_model/ and restoration_model/; the last is only in the authors' Google Drive / BaiduNetDisk "
-        "archive linked from their README), or one .npz of all three networks' variables keyed by their TF names"
-    ),
 )
 def kind_plus(ratio: float = 5.0, adjustment: bool = False) -> KinDPlus:
     return KinDPlus(ratio, adjustment)
+
+
+# As for KinD: the restoration checkpoint was never committed; the set is on Drive / Baidu only.
+register_weights(
+    Weights(
+        name="kind++-lol",
+        model="kind++",
+        relpath="kind_plus/checkpoint",
+        directory=True,
+        sha256=None,
+        size_bytes=None,
+        license="none stated (the repository has no license)",
+        source="https://github.com/zhangyhuaee/KinD_plus",
+        num_params=8274508,
+        manual=(
+            "https://drive.google.com/open?id=1RuW6fgkDEQ6v9GMlcWgtWiGglew6jplO",
+            "https://pan.baidu.com/s/1DY49dJSlue1PNWy05nZb5A",
+        ),
+        note=(
+            "the authors' checkpoint/ folder with decom_model/, illu_model/ and restoration_model/ "
+            "(TF1; the repository lacks the last one)"
+        ),
+    )
+)

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidlight.models.registry import register_model
+from vidlight.weights import Weights, register_weights
 
 LEAK = 0.2
 MULTIPLE = 16
@@ -354,18 +355,11 @@ def official_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-_HELP = (
-    "the official {file} from the Google Drive link in the README of https://github.com/wyf0912/LLFlow "
-    "(config confs/{conf}), or an .npz of its state dict keyed by the official names"
-)
-
-
 @register_model(
     "llflow",
-    default_weights=None,
+    default_weights="llflow-lol",
     transform=official_state,
     summary="LLFlow (AAAI 2022): conditional normalising flow, standard net (LOL-pc)",
-    weights_help=_HELP.format(file="LOL standard-net checkpoint (.pth)", conf="LOL-pc.yml"),
 )
 def llflow() -> LLFlow:
     return LLFlow("standard")
@@ -373,10 +367,34 @@ def llflow() -> LLFlow:
 
 @register_model(
     "llflow-small",
-    default_weights=None,
+    default_weights="llflow-small-lol",
     transform=official_state,
     summary="LLFlow (AAAI 2022): conditional normalising flow, small net (LOL_smallNet)",
-    weights_help=_HELP.format(file="LOL small-net checkpoint (.pth)", conf="LOL_smallNet.yml"),
 )
 def llflow_small() -> LLFlow:
     return LLFlow("small")
+
+
+# The authors publish their checkpoints only as Google Drive files (README of the repository):
+# no file name, size or hash is known, so vidlight cannot fetch or verify them; the error for a
+# missing file says which Drive file to fetch and where to put it. Parameter counts are the
+# checkpoints' (the official modules unused at inference included: 1,182,086 and 462,214).
+for _name, _model, _conf, _drive, _params in (
+    ("llflow-lol", "llflow", "LOL-pc", "1t3kASTRXbnEnCZ0EcIvGhMHYkoJ8E2C4", 38859481),
+    ("llflow-lolv2", "llflow", "LOLv2-pc", "1n7XwIlNr1lUxgZ9qlmFXCwzMTWSStQIW", 38859481),
+    ("llflow-small-lol", "llflow-small", "LOL_smallNet", "1tukKu2KBZ_ohlQiLG4EKnrn1CAt_2F6G", 5429849),
+):
+    register_weights(
+        Weights(
+            name=_name,
+            model=_model,
+            relpath=f"llflow/{_conf}.pth",
+            sha256=None,
+            size_bytes=None,
+            license="CC-BY-NC-SA-4.0 (academic research only)",
+            source="https://github.com/wyf0912/LLFlow",
+            num_params=_params,
+            manual=(f"https://drive.google.com/file/d/{_drive}/view",),
+            note=f"official checkpoint of confs/{_conf}.yml, on Google Drive only; save it as {_conf}.pth",
+        )
+    )

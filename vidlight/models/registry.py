@@ -51,7 +51,6 @@ class ModelSpec:
     summary: str
     options: Mapping[str, str]
     transform: StateTransform | None = None
-    weights_help: str = ""
 
     def option_defaults(self) -> dict[str, object]:
         params = inspect.signature(self.builder).parameters
@@ -69,7 +68,6 @@ def register_model(
     keymap: KeyMap | None = None,
     options: Mapping[str, str] | None = None,
     transform: StateTransform | None = None,
-    weights_help: str = "",
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a model builder under ``name`` (a duplicate name is an error).
 
@@ -82,16 +80,13 @@ def register_model(
         options: keyword options of the builder, with help text.
         transform: converts official tensor layouts to ours (official names in and out),
             applied before ``keymap`` renames; None when the layouts already agree.
-        weights_help: how to obtain weights, said when ``default_weights`` is None and none
-            are given.
     """
 
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _MODELS:
             raise RuntimeError(f"model {name!r} is registered twice")
         _MODELS[name] = ModelSpec(
-            name, builder, default_weights, keymap or KeyMap(), summary, dict(options or {}), transform,
-            weights_help,
+            name, builder, default_weights, keymap or KeyMap(), summary, dict(options or {}), transform
         )
         return builder
 
@@ -184,10 +179,7 @@ def load_model(
         raise VidlightError(f"model {name!r}: {exc}") from None
     source = weights or spec.default_weights
     if not source:
-        raise WeightsError(
-            f"model {name!r} has no default weights; pass weights=<checkpoint path>"
-            + (f": {spec.weights_help}" if spec.weights_help else "")
-        )
+        raise WeightsError(f"model {name!r} has no default weights; pass weights=<checkpoint path>")
     state, origin = load_state(source, model=name)
     load_state_into(model, state, spec.keymap, origin, spec.transform)
     model.weights_name = source
