@@ -160,6 +160,15 @@ def _tick_text(value: float, step: float) -> str:
     return f"{value:.{decimals}f}"
 
 
+def check_plot_path(path: str | os.PathLike) -> None:
+    """Fail early, before any decoding, when the plot could not be written."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise MediaError(f"cannot write the plot {path}: give a file name ending in .png")
+    if not path.parent.is_dir():
+        raise MediaError(f"cannot write {path}: folder {path.parent} does not exist")
+
+
 def plot_luma(
     series: Mapping[str, Sequence[float]],
     path: str | os.PathLike,
@@ -240,8 +249,7 @@ def plot_luma(
         cv2.line(image, (bx0 + 8, y), (bx0 + 30, y), _COLOURS[k % len(_COLOURS)], 2, cv2.LINE_AA)
         cv2.putText(image, label, (bx0 + 36, y + sizes[k][1] // 2), _FONT, 0.45, ink, 1, cv2.LINE_AA)
 
-    if not path.parent.is_dir():
-        raise MediaError(f"cannot write {path}: folder {path.parent} does not exist")
+    check_plot_path(path)
     try:
         ok = cv2.imwrite(str(path), image)
     except cv2.error:
