@@ -6,7 +6,7 @@ a video is never held in memory, only the previous frame.
 * Mean luma: BT.601 luma ``Y = 0.299 R + 0.587 G + 0.114 B`` of the decoded RGB, on the 8-bit
   scale 0..255 (the weights OpenCV's RGB -> gray conversion uses).
 * Flicker index: ``mean_t |L_t - L_{t-1}| / mean_t L_t``, ``L_t`` the mean luma of frame t.
-* Warping error (Lai et al., "Learning Blind Video Temporal Consistency", ECCV 2018, Eq. 8):
+* Warping error (Lai et al., "Learning Blind Video Temporal Consistency", ECCV 2018):
   ``E_t = sum_x M_t(x) ||O_t(x) - O_{t-1}(x + F_t(x))||^2 / sum_x M_t(x)``, RGB in [0, 1], the
   squared norm summed over the three channels, averaged over the pairs. ``F_t`` is the optical
   flow from input frame t to input frame t-1, ``M_t`` its visibility mask (see
@@ -120,7 +120,10 @@ def visibility_mask(flow: np.ndarray, flow_back: np.ndarray) -> np.ndarray:
     map_x, map_y = _sample_maps(flow)
     back = cv2.remap(flow_back.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     flow = flow.astype(np.float32)
-    sq = lambda f: f[..., 0] ** 2 + f[..., 1] ** 2  # noqa: E731
+
+    def sq(f: np.ndarray) -> np.ndarray:
+        return f[..., 0] ** 2 + f[..., 1] ** 2
+
     consistent = sq(flow + back) < 0.01 * (sq(flow) + sq(back)) + 0.5
     grad = np.zeros((height, width), np.float32)
     for c in range(2):
@@ -291,6 +294,7 @@ class VideoStats:
         self._warping = WarpingError()
 
     def update(self, frame: np.ndarray, warp: FrameWarp | None = None) -> None:
+        """Take the next frame, with the input's warp of this frame onto the previous one."""
         frame = _check_rgb(frame)
         self.lumas.append(mean_luma(frame))
         self._warping.add(warp, frame)  # warp None: no pair ends here, the next one starts here
