@@ -43,3 +43,74 @@ def sci_smoothness(image: torch.Tensor, illumination: torch.Tensor, sigma: float
 def sci_stage_loss(stage_input: torch.Tensor, illumination: torch.Tensor) -> torch.Tensor:
     """SCI's unsupervised loss for one stage: 1.5 x fidelity (MSE) + smoothness."""
     return 1.5 * F.mse_loss(illumination, stage_input) + sci_smoothness(stage_input, illumination)
+
+
+# --- MBLLEN (Lv et al., BMVC 2018) ----------------------------------------------------------
+
+
+def _gaussian_window(size: int, sigma: float, channels: int, like: torch.Tensor) -> torch.Tensor:
+    coords = torch.arange(size, dtype=like.dtype, device=like.device) - (size - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+
+
+def ssim_index(x: torch.Tensor, y: torch.Tensor, *, window: int = 11, sigma: float = 1.5, data_range: float = 1.0) -> torch.Tensor:
+    """Mean SSIM of N x C x H x W images (Wang et al. 2004: 11 x 11 Gaussian window, sigma 1.5,
+    K1 0.01, K2 0.03, 'valid' windows, per channel, averaged), differentiable."""
+    channels = x.shape[1]
+    kernel = _gaussian_window(window, sigma, channels, x)
+
+    def mean(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, kernel, groups=channels)
+
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    ux, uy = mean(x), mean(y)
+    vx, vy, vxy = mean(x * x) - ux * ux, mean(y * y) - uy * uy, mean(x * y) - ux * uy
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return s.mean()
+
+
+def mbllen_structure_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MBLLEN's structure loss, SSIM term only: ``1 - SSIM(output, target)``.
+
+    MBLLEN adds an MS-SSIM term; its five scales need images of at least ~160 pixels, more than
+    the crops a CPU can train on, so it is left out. Accepts N x C x H x W images or
+    N x C x T x H x W clips (scored frame by frame)."""
+    if output.ndim == 5:
+        output = output.transpose(1, 2).flatten(0, 1)
+        target = target.transpose(1, 2).flatten(0, 1)
+    return 1.0 - ssim_index(output, target)
+
+
+def mbllen_region_loss(
+    output: torch.Tensor, target: torch.Tensor, *, dark_fraction: float = 0.4, dark_weight: float = 4.0,
+    bright_weight: float = 1.0,
+) -> torch.Tensor:
+    """MBLLEN's region loss: L1 over the darkest ``dark_fraction`` of the pixels, weighted
+    ``dark_weight``, plus L1 over the rest, weighted ``bright_weight``.
+
+    The dark region is the ``dark_fraction`` of pixels with the lowest gray level (mean of
+    R, G, B) of the *target*, chosen per image (per frame for N x C x T x H x W clips); each
+    region's L1 is the mean over its pixels and channels across the batch.
+    """
+    if output.ndim == 5:
+        output = output.transpose(1, 2).flatten(0, 1)
+        target = target.transpose(1, 2).flatten(0, 1)
+    gray = target.mean(1).flatten(1)  # N x HW
+    k = max(1, int(round(dark_fraction * gray.shape[1])))
+    threshold = gray.kthvalue(k, dim=1, keepdim=True).values
+    dark = (gray <= threshold).view(target.shape[0], 1, *target.shape[2:]).to(output.dtype)
+    error = (output - target).abs()
+    channels = output.shape[1]
+    dark_count = dark.sum() * channels
+    bright_count = (1 - dark).sum() * channels
+    dark_l1 = (error * dark).sum() / dark_count.clamp_min(1)
+    bright_l1 = (error * (1 - dark)).sum() / bright_count.clamp_min(1)
+    return dark_weight * dark_l1 + bright_weight * bright_l1
+
+
+def mbllen_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MBLLEN's loss without its VGG context term (no feature network is available offline):
+    structure (1 - SSIM) + region loss."""
+    return mbllen_structure_loss(output, target) + mbllen_region_loss(output, target)
