@@ -10,13 +10,13 @@ left out: the standard net takes ~40 s per 400x600 frame on one thread).
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from formula import llflow_formula_tensor
 import vidlight
 from vidlight import WeightsError, load_model
 from vidlight.models.llflow import LLFlow
@@ -36,31 +36,6 @@ def _ref(shared_dir: Path) -> Path:
     return shared_dir / "reference" / "llflow"
 
 
-def formula_tensor(key: str, shape: tuple[int, ...]) -> np.ndarray:
-    """The README's LLFlow formula weights (official key, no ``module.``)."""
-    rng = np.random.default_rng(zlib.crc32(key.encode()))
-    if key.endswith("invconv.weight"):
-        q, r = np.linalg.qr(rng.normal(0, 1, shape))
-        return (q * np.sign(np.diag(r))).astype(np.float32)
-    if key.endswith(".logs") or key.endswith("actnorm.bias"):
-        return rng.normal(0, 0.05, shape).astype(np.float32)
-    zero_conv = ".affine." in key and ".4." in key
-    if zero_conv or "RRDB.trunk_conv." in key:
-        gain = 0.05
-    elif "RRDB.fine_tune_color_map." in key:
-        gain = 0.3
-    else:
-        gain = 1.0
-    if len(shape) >= 2:
-        return (rng.normal(0, 1, shape) / np.sqrt(int(np.prod(shape[1:]))) * gain).astype(np.float32)
-    if key.endswith("bias"):
-        b = rng.normal(0, 0.01, shape)
-        if zero_conv:
-            b[1::2] += 3.0
-        return b.astype(np.float32)
-    return rng.uniform(0.5, 1.5, shape).astype(np.float32)
-
-
 def _keys(shared_dir: Path, variant: str) -> list[tuple[str, tuple[int, ...]]]:
     out = []
     for line in (_ref(shared_dir) / f"keys_{variant}.txt").read_text().splitlines():
@@ -76,7 +51,7 @@ def npz_paths(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     paths = {}
     for name, variant in VARIANTS.items():
         paths[name] = folder / f"{variant}.npz"
-        np.savez(paths[name], **{k: formula_tensor(k, s) for k, s in _keys(shared_dir, variant)})
+        np.savez(paths[name], **{k: llflow_formula_tensor(k, s) for k, s in _keys(shared_dir, variant)})
     return paths
 
 

@@ -192,3 +192,57 @@ def run_bench(
     log(f"  vidlight / naive loop = {ours / naive:.2f}x;  vidlight / I/O floor = {ours / floor:.2f}x"
         f"  (medians of {repeat} interleaved rounds; naive loop: 1 round)")
     return figures
+
+
+@dataclass
+class ModelFigure:
+    name: str
+    params: int
+    weights: str  # what the timing ran with
+    ms_per_frame: float
+    fp16_max_levels: float | None = None  # 8-bit levels between fp16 and fp32 output
+
+
+def model_figures(
+    names: list[str], *, height: int = 400, width: int = 600, device: str = "auto", repeat: int = 2,
+    log=print,
+) -> list[ModelFigure]:
+    """Milliseconds per ``height`` x ``width`` frame of each model's forward (median of
+    ``repeat`` runs after a warm-up), and on CUDA the fp16-vs-fp32 difference in 8-bit levels.
+
+    Models whose weights are not here (the Google-Drive-only checkpoints) are timed with
+    random weights: the time does not depend on the values.
+    """
+    from vidlight.errors import WeightsError
+    from vidlight.models import get_model_spec
+
+    dev = resolve_device(device)
+    log(f"machine: {machine_summary(dev)}; frame {width}x{height}")
+    x = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0)).to(dev)
+    out = []
+    for name in names:
+        try:
+            model, weights = load_model(name, device=dev), "default"
+        except WeightsError:
+            torch.manual_seed(0)
+            model, weights = get_model_spec(name).builder().eval().requires_grad_(False).to(dev), "random"
+        times = []
+        with torch.inference_mode():
+            for i in range(repeat + 1):
+                start = time.perf_counter()
+                y = model(x)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                if i:  # the first run warms up
+                    times.append(time.perf_counter() - start)
+            levels = None
+            if dev.type == "cuda":
+                half = model.half()(x.half()).float()
+                levels = float(((half.clamp(0, 1) - y.clamp(0, 1)).abs() * 255).max())
+                model.float()
+        figure = ModelFigure(name, sum(p.numel() for p in model.parameters()), weights,
+                             1000 * sorted(times)[len(times) // 2], levels)
+        fp16 = "" if levels is None else f", fp16 vs fp32 max {levels:.1f} levels"
+        log(f"{name}: {figure.params:,} params, {figure.ms_per_frame:.0f} ms/frame ({weights} weights){fp16}")
+        out.append(figure)
+    return out

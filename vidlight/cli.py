@@ -53,19 +53,33 @@ def main(quiet: bool) -> None:
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Model option, e.g. -o scale_factor=12 (see `vidlight models`).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
+@click.option("--tile", default="auto", show_default=True, metavar="auto|off|PIXELS",
+              help="Run the model on overlapping tiles of this side; auto tiles only frames that would not fit "
+                   "in the free memory.")
+@click.option("--tile-overlap", type=click.IntRange(min=0), default=64, show_default=True,
+              help="Pixels shared by neighbouring tiles (blended).")
 @click.option("-y", "--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def process(input, output, model, weights, device, batch_size, fp16, codec, crf, preset, options, max_frames, overwrite,
-            no_progress):
+def process(input, output, model, weights, device, batch_size, fp16, codec, crf, preset, options, max_frames, tile,
+            tile_overlap, overwrite, no_progress):
     """Enhance the video INPUT into OUTPUT (audio, subtitles, timestamps and colour tags kept)."""
     from vidlight.pipeline.runner import enhance_video
 
     stats = enhance_video(
         input, output, model=model, weights=weights, device=device, batch_size=batch_size, fp16=fp16,
         codec=codec, crf=crf, preset=preset, overwrite=overwrite, progress=not no_progress,
-        model_options=_parse_options(options), max_frames=max_frames,
+        model_options=_parse_options(options), max_frames=max_frames, tile=_parse_tile(tile), tile_overlap=tile_overlap,
     )
     logging.getLogger("vidlight").info("wrote %s: %d frames in %.1f s (%.1f fps)", output, stats.frames, stats.seconds, stats.fps)
+
+
+def _parse_tile(value: str) -> int | str:
+    from vidlight.pipeline.tiling import parse_tile
+
+    try:
+        return parse_tile(value)
+    except VidlightError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--tile "), param_hint="--tile") from None
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict:
@@ -231,6 +245,25 @@ def bench(video, model, weights, device, height, max_frames, batch_size, fp16, c
     run_bench(video, model_name=model, weights=weights, device=device, height=height, max_frames=max_frames,
               batch_size=batch_size, fp16=fp16, codec=codec, crf=crf, preset=preset, repeat=repeat,
               log=click.echo)
+
+
+@main.command("bench-models")
+@click.option("-m", "--model", "names", multiple=True, type=click.Choice(list_models()),
+              help="Model to time (repeatable). [default: all]")
+@click.option("--size", default="600x400", show_default=True, metavar="WxH", help="Frame size.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--repeat", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Timed runs per model after one warm-up; the median is printed.")
+def bench_models(names, size, device, repeat):
+    """Params and milliseconds per frame of each model (and fp16 vs fp32 on CUDA)."""
+    from vidlight.bench import model_figures
+
+    try:
+        width, height = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"expected WxH, e.g. 600x400, got {size!r}", param_hint="--size") from None
+    model_figures(list(names) or list_models(), height=height, width=width, device=device, repeat=repeat,
+                  log=click.echo)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ LUMA = (0.299, 0.587, 0.114)
 MULTIPLE = 16
 MAX_WIDTH = 2200  # official: wider inputs are average-pooled by 2
 WIDTHS = (32, 64, 128, 256, 512)
+PEAK_BYTES_PER_PIXEL = 2500  # fp32 inference, measured by tests/test_tiling.py
 
 
 def _pad_amounts(size: int) -> tuple[int, int]:
@@ -77,6 +78,9 @@ class EnlightenGAN(nn.Module):
         align_corners: bilinear upsampling convention of the decoder. True (default) is what
             the authors ran (torch 0.3.1); False is what the unedited code gives on torch >= 0.4.
     """
+
+    tile_multiple = MULTIPLE
+    peak_bytes_per_pixel = PEAK_BYTES_PER_PIXEL
 
     def __init__(self, align_corners: bool = True) -> None:
         super().__init__()
@@ -121,6 +125,22 @@ class EnlightenGAN(nn.Module):
         if halved:
             x = F.avg_pool2d(x, 2)
             gray = F.avg_pool2d(gray, 2)
+        output, latent = self._unet(x, gray)
+        if halved:
+            output = self._full_size(output, size)
+        return output, latent
+
+    def _full_size(self, output: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The output of a halved frame upsampled back to ``size``."""
+        output = self._up(output)
+        # an odd size lost a row/column to the pooling: repeat the last (official: smaller)
+        dh, dw = size[0] - output.shape[2], size[1] - output.shape[3]
+        if dh or dw:
+            output = F.pad(output, (0, dw, 0, dh), mode="replicate")
+        return output
+
+    def _unet(self, x: torch.Tensor, gray: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padding, U-Net, attention-weighted residual and crop, at the size given."""
         h, w = x.shape[2], x.shape[3]
         left, right = _pad_amounts(w)
         top, bottom = _pad_amounts(h)
@@ -150,12 +170,6 @@ class EnlightenGAN(nn.Module):
         hp, wp = output.shape[2], output.shape[3]
         output = output[:, :, top : hp - bottom, left : wp - right]
         latent = latent[:, :, top : hp - bottom, left : wp - right]
-        if halved:
-            output = self._up(output)
-            # an odd size lost a row/column to the pooling: repeat the last (official: smaller)
-            dh, dw = size[0] - output.shape[2], size[1] - output.shape[3]
-            if dh or dw:
-                output = F.pad(output, (0, dw, 0, dh), mode="replicate")
         return output, latent
 
     def stages(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -169,6 +183,22 @@ class EnlightenGAN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return ((self.stages(x)["out"] + 1) / 2).clamp(0.0, 1.0)
+
+    # Tiled inference (vidlight.pipeline.tiling): the halving of wide frames is global, the
+    # U-Net local.
+    def tile_prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        netin = (x - 0.5) / 0.5
+        size = netin.shape[2], netin.shape[3]
+        return (F.avg_pool2d(netin, 2) if size[1] > MAX_WIDTH else netin), size
+
+    def tile_body(self, netin: torch.Tensor) -> torch.Tensor:
+        gray = self.attention(netin)
+        return self._unet(netin, gray)[0]
+
+    def tile_finish(self, out: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        if out.shape[3] != size[1]:
+            out = self._full_size(out, size)
+        return ((out + 1) / 2).clamp(0.0, 1.0)
 
 
 def official_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

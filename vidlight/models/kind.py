@@ -51,6 +51,14 @@ GRAY_WEIGHTS = (0.2125, 0.7154, 0.0721)  # skimage.color.rgb2gray
 GAUSS_SIGMA = 3.0  # skimage.filters.gaussian(gray, 3): mode 'nearest', truncate 4.0
 GAUSS_TRUNCATE = 4.0
 NORM_EPS = 0.001  # evaluate.py: np.maximum(max - min, 0.001)
+PEAK_BYTES_PER_PIXEL = 2600  # fp32 inference, measured by tests/test_tiling.py
+
+
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    """Official min-max normalisation over all pixels and channels of each frame."""
+    lo = x.amin(dim=(1, 2, 3), keepdim=True)
+    hi = x.amax(dim=(1, 2, 3), keepdim=True)
+    return (x - lo) / torch.clamp(hi - lo, min=NORM_EPS)
 
 
 def _lrelu(x: torch.Tensor) -> torch.Tensor:
@@ -206,13 +214,14 @@ class KinD(nn.Module):
         """Every intermediate of the official evaluation, N x C x H x W each:
         ``innorm``, ``decomR``, ``decomI``, ``restoredR``, ``adjI``, ``grayw``, ``denoised``,
         ``fusion4`` and ``out`` (named as the reference fixtures)."""
-        lo = x.amin(dim=(1, 2, 3), keepdim=True)
-        hi = x.amax(dim=(1, 2, 3), keepdim=True)
-        innorm = (x - lo) / torch.clamp(hi - lo, min=NORM_EPS)
+        return self.compose(normalise(x))
+
+    def compose(self, innorm: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`stages` from the normalised frame on (all local: tiles may run it)."""
         reflectance, illumination = self.decom(innorm)
         restored = self.restore(reflectance, illumination)
         adjusted = self.adjust(illumination, self.ratio)
-        coeffs = torch.tensor(GRAY_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        coeffs = torch.tensor(GRAY_WEIGHTS, dtype=innorm.dtype, device=innorm.device).view(1, 3, 1, 1)
         gray = (reflectance * coeffs).sum(dim=1, keepdim=True)
         grayw = torch.clamp(torch.sqrt(gaussian_blur(gray) * 2), max=1.0)
         denoised = restored * grayw
@@ -232,6 +241,16 @@ class KinD(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(x)["out"]
+
+    # Tiled inference (vidlight.pipeline.tiling): the min-max normalisation is global.
+    tile_multiple = 4  # the U-Nets pool twice
+    peak_bytes_per_pixel = PEAK_BYTES_PER_PIXEL
+
+    def tile_prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return normalise(x), None
+
+    def tile_body(self, innorm: torch.Tensor) -> torch.Tensor:
+        return self.compose(innorm)["out"]
 
 
 # --- official weights -------------------------------------------------------------------------

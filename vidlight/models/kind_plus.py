@@ -52,10 +52,10 @@ from torch import nn
 
 from vidlight.models.kind import (
     GRAY_WEIGHTS,
-    NORM_EPS,
     DecomNet,
     IlluminationAdjustNet,
     gaussian_blur,
+    normalise,
     tf_to_torch_layout,
 )
 from vidlight.models.registry import KeyMap, register_model
@@ -63,6 +63,7 @@ from vidlight.weights import Weights, register_weights
 
 LEAK = 0.2  # official lrelu: tf.maximum(0.2 * x, x)
 BN_EPS = 1e-3  # tf.layers.batch_normalization default
+PEAK_BYTES_PER_PIXEL = 17000  # fp32 inference, measured by tests/test_tiling.py
 WIDTHS = (64, 256, 256, 64)  # channels entering each MSIA module (official Restoration_net)
 
 
@@ -217,12 +218,13 @@ class KinDPlus(nn.Module):
         """Every intermediate of the official evaluation, N x C x H x W each: ``innorm``,
         ``decomR``, ``decomI``, ``restoredR``, ``grayw``, ``denoised``, ``out`` (default flags)
         and, unless ``adjusted=False``, ``adjI``, ``fusion4`` and ``out_adj`` (``--adjustment``)."""
-        lo = x.amin(dim=(1, 2, 3), keepdim=True)
-        hi = x.amax(dim=(1, 2, 3), keepdim=True)
-        innorm = (x - lo) / torch.clamp(hi - lo, min=NORM_EPS)
+        return self.compose(normalise(x), adjusted=adjusted)
+
+    def compose(self, innorm: torch.Tensor, *, adjusted: bool = True) -> dict[str, torch.Tensor]:
+        """:meth:`stages` from the normalised frame on (all local: tiles may run it)."""
         reflectance, illumination = self.decom(innorm)
         restored = self.restore(reflectance, illumination)
-        coeffs = torch.tensor(GRAY_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        coeffs = torch.tensor(GRAY_WEIGHTS, dtype=innorm.dtype, device=innorm.device).view(1, 3, 1, 1)
         gray = (reflectance * coeffs).sum(dim=1, keepdim=True)
         grayw = torch.clamp(torch.sqrt(gaussian_blur(gray) * 2), max=1.0)
         denoised = restored * grayw
@@ -242,7 +244,17 @@ class KinDPlus(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        stages = self.stages(x, adjusted=self.adjustment)
+        return self.tile_body(normalise(x))
+
+    # Tiled inference (vidlight.pipeline.tiling): the min-max normalisation is global.
+    tile_multiple = 4  # the decomposition net pools twice, the MSIA branches by 2 and 4
+    peak_bytes_per_pixel = PEAK_BYTES_PER_PIXEL
+
+    def tile_prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return normalise(x), None
+
+    def tile_body(self, innorm: torch.Tensor) -> torch.Tensor:
+        stages = self.compose(innorm, adjusted=self.adjustment)
         return stages["out_adj" if self.adjustment else "out"]
 
 

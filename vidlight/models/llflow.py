@@ -55,6 +55,7 @@ HIDDEN = 64
 AFFINE_EPS = 1e-4
 LOGSCALE_FACTOR = 3.0
 
+PEAK_BYTES_PER_PIXEL = {"standard": 3900, "small": 2300}  # fp32 inference, measured by tests/test_tiling.py
 CONFIGS = {
     "standard": {"nf": 64, "nb": 24, "blocks": (1, 3, 5, 7), "k": 12},
     "small": {"nf": 32, "nb": 4, "blocks": (1,), "k": 4},
@@ -233,7 +234,7 @@ class FlowStep(nn.Module):
         if hasattr(self, "affine"):
             z = self.affine.reverse(z, cond)
         w = self.invconv.weight
-        inv = torch.inverse(w.double()).float().view(w.shape[0], w.shape[1], 1, 1)
+        inv = torch.inverse(w.double()).float().to(z.dtype).view(w.shape[0], w.shape[1], 1, 1)
         z = F.conv2d(z, inv)
         return self.actnorm.reverse(z)
 
@@ -326,7 +327,7 @@ class LLFlow(nn.Module):
             lin = torch.from_numpy(padded).permute(2, 0, 1).float() / 255.0
             log = torch.log(torch.clamp(lin + 1e-3, min=1e-3))
             out.append(torch.cat([log, torch.from_numpy(he).permute(2, 0, 1).float() / 255.0], dim=0))
-        return torch.stack(out).to(x.device), (top, bottom, left, right)
+        return torch.stack(out).to(x.device, x.dtype), (top, bottom, left, right)
 
     def network(self, netin: torch.Tensor) -> dict[str, torch.Tensor]:
         """Official ``reverse_flow`` on the padded 6-channel input."""
@@ -348,6 +349,28 @@ class LLFlow(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(x)["out"]
+
+    # Tiled inference (vidlight.pipeline.tiling): padding and histogram equalisation are global,
+    # the encoder and the flow local (tiles of the padded input, multiples of 16 as the flow's
+    # squeezes need).
+    tile_multiple = MULTIPLE
+    # fp16 moves 8-bit outputs by up to 6 levels (README "fp16"): fp32 unless asked for.
+    fp16_default = False
+
+    @property
+    def peak_bytes_per_pixel(self) -> int:
+        return PEAK_BYTES_PER_PIXEL[self.variant]
+
+    def tile_prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+        return self.preprocess(x)
+
+    def tile_body(self, netin: torch.Tensor) -> torch.Tensor:
+        return self.network(netin)["netout"]
+
+    def tile_finish(self, netout: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
+        top, bottom, left, right = pads
+        hp, wp = netout.shape[2], netout.shape[3]
+        return netout.clamp(0, 1)[:, :, top : hp - bottom, left : wp - right]
 
 
 def official_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

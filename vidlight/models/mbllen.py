@@ -39,6 +39,7 @@ STAGES = 10  # FEM stages = EM branches
 FEATURES = 32  # FEM width
 EM_WIDTH = 8  # first EM width (then 2x and 4x)
 EM_KERNEL = 5  # kernel of the EM's 'valid' convolutions and transposed convolutions
+PEAK_BYTES_PER_PIXEL = 1400  # fp32 inference, measured by tests/test_tiling.py
 # The three 'valid' convolutions shrink a side by 3 * (EM_KERNEL - 1) = 12: a side must be at
 # least 13 for the official network to run. Smaller frames are edge-padded to this and cropped.
 MIN_SIDE = 3 * (EM_KERNEL - 1) + 1
@@ -160,6 +161,16 @@ class MBLLEN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raw = self.network_output(x)
+        return self.postprocess_frames(raw) if self.postprocess else raw
+
+    # Tiled inference (vidlight.pipeline.tiling): the network is local, the post-processing's
+    # percentiles are per frame.
+    peak_bytes_per_pixel = PEAK_BYTES_PER_PIXEL
+
+    def tile_body(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network_output(x)
+
+    def tile_finish(self, raw: torch.Tensor, ctx: None) -> torch.Tensor:
         return self.postprocess_frames(raw) if self.postprocess else raw
 
 

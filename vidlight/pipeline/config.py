@@ -22,6 +22,8 @@ KEYS = {
     "crf": "crf",
     "preset": "preset",
     "max_frames": "max_frames",
+    "tile": "tile",
+    "tile_overlap": "tile_overlap",
     "overwrite": "overwrite",
     "options": "model_options",
 }

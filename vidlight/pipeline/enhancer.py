@@ -10,11 +10,16 @@ worth about 2x for SCI.
 from __future__ import annotations
 
 import contextlib
+import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 from torch import nn
+
+from vidlight.pipeline.tiling import DEFAULT_OVERLAP, choose_tile, tiled_forward
+
+log = logging.getLogger("vidlight")
 
 # Strip height is chosen so that one strip of the whole batch holds about this many pixels.
 _STRIP_PIXELS = 160_000
@@ -39,10 +44,24 @@ class FrameEnhancer:
             it is moved to ``device`` (and to half precision for fp16) in place.
         device: where the model runs.
         fp16: run the model in half precision (CUDA only).
+        tile: ``"auto"`` (tile when a batch would not fit in the free memory), 0 (never) or
+            the side of the tiles in pixels (see :mod:`vidlight.pipeline.tiling`).
+        tile_overlap: pixels shared by neighbouring tiles.
     """
 
-    def __init__(self, model: nn.Module, *, device: torch.device, fp16: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        device: torch.device,
+        fp16: bool = False,
+        tile: int | str = "auto",
+        tile_overlap: int = DEFAULT_OVERLAP,
+    ) -> None:
         self.device = device
+        self.tile = tile
+        self.tile_overlap = tile_overlap
+        self._auto_tiles: dict[tuple, int | None] = {}
         self.fp16 = fp16 and device.type == "cuda"
         self.dtype = torch.float16 if self.fp16 else torch.float32
         self.model = model.to(device=device, dtype=self.dtype).eval()
@@ -64,11 +83,24 @@ class FrameEnhancer:
         """uint8/uint16 N x H x W x 3 on the device -> same dtype, enhanced."""
         peak = 255.0 if frames.dtype == torch.uint8 else 65535.0
         x = frames.permute(0, 3, 1, 2).to(self.dtype, memory_format=torch.channels_last).mul_(1.0 / peak)
-        y = self.model(x)
+        tile = self._tile_for(x.shape)
+        y = tiled_forward(self.model, x, tile, self.tile_overlap) if tile else self.model(x)
         y = y.float().clamp_(0.0, 1.0).mul_(peak).add_(0.5)
         if frames.dtype == torch.uint8:
             return y.to(torch.uint8).permute(0, 2, 3, 1)
         return y.to(torch.int32).to(torch.uint16).permute(0, 2, 3, 1)
+
+    def _tile_for(self, shape: torch.Size) -> int | None:
+        if self.tile != "auto":
+            return self.tile or None
+        key = tuple(shape)
+        if key not in self._auto_tiles:
+            n, _, h, w = key
+            tile = choose_tile(self.model, h, w, n, device=self.device, fp16=self.fp16)
+            if tile:
+                log.info("%dx%d frames do not fit in memory whole: running the model on %d px tiles", w, h, tile)
+            self._auto_tiles[key] = tile
+        return self._auto_tiles[key]
 
     def _run_strips(self, frames: torch.Tensor) -> torch.Tensor:
         n, h, w, _ = frames.shape

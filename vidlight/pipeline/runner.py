@@ -23,6 +23,7 @@ from vidlight.errors import MediaError, VidlightError
 from vidlight.io.files import FileSink, FileSource, Frame
 from vidlight.models import load_model
 from vidlight.pipeline.enhancer import FrameEnhancer, resolve_device, single_threaded_torch
+from vidlight.pipeline.tiling import DEFAULT_OVERLAP, parse_tile
 
 log = logging.getLogger("vidlight")
 
@@ -118,6 +119,8 @@ def enhance_video(
     progress: bool = True,
     model_options: dict | None = None,
     max_frames: int | None = None,
+    tile: int | str = "auto",
+    tile_overlap: int = DEFAULT_OVERLAP,
 ) -> RunStats:
     """Enhance a video file into a new file, keeping timestamps, audio, colour tags and rotation.
 
@@ -128,12 +131,15 @@ def enhance_video(
         weights: weights for a model given by name (catalogue name or file path).
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         batch_size: frames per model call (default 4 on CPU, 8 on CUDA).
-        fp16: half precision on CUDA (default: on for CUDA).
+        fp16: half precision on CUDA (default: on for CUDA, except for models whose
+            ``fp16_default`` is False, e.g. LLFlow).
         codec, crf, preset: encoder settings.
         overwrite: replace an existing output.
         progress: show a progress bar.
         model_options: options for :func:`vidlight.load_model`.
         max_frames: stop after this many frames (the output is then complete and shorter).
+        tile: ``"auto"`` (tile big frames when they would not fit in memory), ``"off"`` / 0,
+            or a tile side in pixels; ``tile_overlap``: pixels shared by neighbouring tiles.
 
     Returns:
         :class:`RunStats`. If interrupted (Ctrl-C), the output is finalised with the frames
@@ -145,6 +151,9 @@ def enhance_video(
     if input.resolve() == output.resolve():
         raise VidlightError("the output must be a different file from the input")
     dev = resolve_device(device)
+    tile = parse_tile(tile)
+    if tile_overlap < 0:
+        raise VidlightError(f"tile overlap must be at least 0 pixels, got {tile_overlap}")
     if batch_size is not None and batch_size < 1:
         raise VidlightError(f"batch size must be at least 1, got {batch_size}")
     batch_size = batch_size or default_batch_size(dev)
@@ -154,7 +163,10 @@ def enhance_video(
     try:
         if isinstance(model, str):
             model = load_model(model, weights=weights, **(model_options or {}))
-        enhancer = FrameEnhancer(model, device=dev, fp16=dev.type == "cuda" if fp16 is None else fp16)
+        if fp16 is None:
+            fp16 = dev.type == "cuda" and getattr(model, "fp16_default", True)
+        enhancer = FrameEnhancer(model, device=dev, fp16=fp16,
+                                 tile=tile, tile_overlap=tile_overlap)
         sink = FileSink(output, source.info, copy_streams=source.copy_streams, codec=codec, crf=crf, preset=preset)
     except BaseException:
         source.close()
