@@ -10,6 +10,7 @@ import click
 
 from vidlight.errors import VidlightError
 from vidlight.models import get_model_spec, list_models
+from vidlight.pipeline.temporal import DEFAULT_TIME_CONSTANT
 from vidlight.weights import find_local, list_weights
 
 
@@ -58,10 +59,15 @@ def main(quiet: bool) -> None:
                    "in the free memory.")
 @click.option("--tile-overlap", type=click.IntRange(min=0), default=64, show_default=True,
               help="Pixels shared by neighbouring tiles (blended).")
+@click.option("--smooth/--no-smooth", default=True, show_default=True,
+              help="Smooth the output's low-resolution brightness over time (removes flicker; restarts at scene "
+                   "cuts).")
+@click.option("--smooth-time", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIME_CONSTANT,
+              show_default=True, metavar="SECONDS", help="Time constant of the smoothing.")
 @click.option("-y", "--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def process(input, output, model, weights, device, batch_size, fp16, codec, crf, preset, options, max_frames, tile,
-            tile_overlap, overwrite, no_progress):
+            tile_overlap, smooth, smooth_time, overwrite, no_progress):
     """Enhance the video INPUT into OUTPUT (audio, subtitles, timestamps and colour tags kept)."""
     from vidlight.pipeline.runner import enhance_video
 
@@ -69,6 +75,7 @@ def process(input, output, model, weights, device, batch_size, fp16, codec, crf,
         input, output, model=model, weights=weights, device=device, batch_size=batch_size, fp16=fp16,
         codec=codec, crf=crf, preset=preset, overwrite=overwrite, progress=not no_progress,
         model_options=_parse_options(options), max_frames=max_frames, tile=_parse_tile(tile), tile_overlap=tile_overlap,
+        smooth=smooth, smooth_time=smooth_time,
     )
     logging.getLogger("vidlight").info("wrote %s: %d frames in %.1f s (%.1f fps)", output, stats.frames, stats.seconds, stats.fps)
 

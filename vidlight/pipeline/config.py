@@ -24,6 +24,8 @@ KEYS = {
     "max_frames": "max_frames",
     "tile": "tile",
     "tile_overlap": "tile_overlap",
+    "smooth": "smooth",
+    "smooth_time": "smooth_time",
     "overwrite": "overwrite",
     "options": "model_options",
 }

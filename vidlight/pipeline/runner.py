@@ -23,6 +23,7 @@ from vidlight.errors import MediaError, VidlightError
 from vidlight.io.files import FileSink, FileSource, Frame
 from vidlight.models import load_model
 from vidlight.pipeline.enhancer import FrameEnhancer, resolve_device, single_threaded_torch
+from vidlight.pipeline.temporal import DEFAULT_TIME_CONSTANT, TemporalSmoother
 from vidlight.pipeline.tiling import DEFAULT_OVERLAP, parse_tile
 
 log = logging.getLogger("vidlight")
@@ -121,6 +122,8 @@ def enhance_video(
     max_frames: int | None = None,
     tile: int | str = "auto",
     tile_overlap: int = DEFAULT_OVERLAP,
+    smooth: bool = True,
+    smooth_time: float = DEFAULT_TIME_CONSTANT,
 ) -> RunStats:
     """Enhance a video file into a new file, keeping timestamps, audio, colour tags and rotation.
 
@@ -140,6 +143,9 @@ def enhance_video(
         max_frames: stop after this many frames (the output is then complete and shorter).
         tile: ``"auto"`` (tile big frames when they would not fit in memory), ``"off"`` / 0,
             or a tile side in pixels; ``tile_overlap``: pixels shared by neighbouring tiles.
+        smooth: smooth the output's low-resolution brightness over time, restarting at scene
+            cuts (removes flicker; see :mod:`vidlight.pipeline.temporal`).
+        smooth_time: the smoothing's time constant in seconds.
 
     Returns:
         :class:`RunStats`. If interrupted (Ctrl-C), the output is finalised with the frames
@@ -156,6 +162,8 @@ def enhance_video(
         raise VidlightError(f"tile overlap must be at least 0 pixels, got {tile_overlap}")
     if batch_size is not None and batch_size < 1:
         raise VidlightError(f"batch size must be at least 1, got {batch_size}")
+    if not smooth_time > 0:
+        raise VidlightError(f"smoothing time constant must be above 0 seconds, got {smooth_time}")
     batch_size = batch_size or default_batch_size(dev)
     if fp16 and dev.type != "cuda":
         log.warning("fp16 needs a CUDA device; running in fp32 on %s", dev.type)
@@ -171,7 +179,10 @@ def enhance_video(
     except BaseException:
         source.close()
         raise
-    return _run(source, sink, enhancer, batch_size, progress, max_frames)
+    rate = source.info.average_rate
+    smoother = TemporalSmoother(time_constant=smooth_time, enabled=smooth,
+                                default_dt=float(1 / rate) if rate else 1 / 30)
+    return _run(source, sink, enhancer, batch_size, progress, max_frames, smoother)
 
 
 def _run(
@@ -181,6 +192,7 @@ def _run(
     batch_size: int,
     progress: bool,
     max_frames: int | None = None,
+    smoother: TemporalSmoother | None = None,
 ) -> RunStats:
     from tqdm.auto import tqdm
 
@@ -202,13 +214,16 @@ def _run(
     failure: BaseException | None = None
     frames: list = []
     pts: list = []
+    seconds: list = []
     packets: list = []
 
     def flush() -> None:
         if frames or packets:
             out = enhancer(frames) if frames else []
+            if smoother is not None and frames:
+                out = smoother(frames, list(out), seconds)
             encoded.put((list(out), list(pts), list(packets)))
-            frames.clear(), pts.clear(), packets.clear()
+            frames.clear(), pts.clear(), seconds.clear(), packets.clear()
 
     try:
         with threads:
@@ -224,6 +239,7 @@ def _run(
                         flush()  # a size change mid-stream starts a new batch
                     frames.append(item.rgb)
                     pts.append(item.pts)
+                    seconds.append(item.time_seconds)
                     if len(frames) == batch_size:
                         flush()
                 elif isinstance(item, av.Packet):

@@ -1,0 +1,321 @@
+"""Temporal smoothing of brightness (vidlight.pipeline.temporal) and its place in the pipeline.
+
+Clips are synthesised here (numpy, or PyAV through tests/media.py). The flicker index and the
+warping error come from vidlight.video_metrics; expected values are stated from how the clips
+are made (e.g. a model that divides by a noisy 6 x 6 patch mean pumps by a few per cent),
+never taken from the code under test.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from media import gradient, read_video, write_video
+from vidlight.cli import main
+from vidlight.pipeline.runner import enhance_video
+from vidlight.pipeline.temporal import GainSmoother, SceneCutDetector, TemporalSmoother
+from vidlight.video_metrics import flicker_index, mean_luma, warping_error
+
+FPS = 30.0
+
+
+# --- synthetic scenes ----------------------------------------------------------------------------
+
+
+def texture(width: int, height: int, seed: int) -> np.ndarray:
+    """A smooth random texture in [0, 1] (blurred noise, three channels)."""
+    rng = np.random.default_rng(seed)
+    base = rng.random((height // 8 + 2, width // 8 + 2, 3)).astype(np.float32)
+    return cv2.resize(base, (width, height), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def dark_scene(n: int, *, seed: int = 0, level: float = 0.15, noise: float = 0.01, exposure=None,
+               size=(96, 64), pan: int = 0) -> list[np.ndarray]:
+    """``n`` frames of a dark textured scene with independent Gaussian noise per frame.
+
+    ``exposure``: per-frame multipliers (injected exposure flicker); ``pan``: pixels the camera
+    moves right per frame (the frames are windows on a wider texture).
+    """
+    w, h = size
+    scene = texture(w + pan * n, h, seed) * level * 2
+    rng = np.random.default_rng(seed + 1)
+    frames = []
+    for t in range(n):
+        x = scene[:, pan * t:pan * t + w]
+        gain = 1.0 if exposure is None else exposure[t]
+        frames.append(to_uint8(x * gain + rng.normal(0, noise, x.shape)))
+    return frames
+
+
+def flicker_exposure(n: int, amount: float = 0.2, seed: int = 5) -> np.ndarray:
+    """Random exposure multipliers in 1 +- ``amount`` (every frame a new draw)."""
+    return 1 + amount * np.random.default_rng(seed).uniform(-1, 1, n)
+
+
+def patch_normaliser(frame: np.ndarray) -> np.ndarray:
+    """A per-frame normalising 'model': scale so a 6 x 6 patch's mean is 0.45 (a noisy statistic,
+    as MBLLEN's percentile stretch is: it pumps the output's brightness from frame to frame)."""
+    x = frame.astype(np.float64) / 255
+    level = x[:6, :6].mean() + 1e-3
+    return to_uint8(x * 0.45 / level)
+
+
+def smoothed(inputs, outputs, pts=None, **options) -> tuple[list[np.ndarray], TemporalSmoother]:
+    smoother = TemporalSmoother(**options)
+    pts = [t / FPS for t in range(len(inputs))] if pts is None else pts
+    out = []
+    for i in range(0, len(inputs), 4):  # batches of 4, state carried across
+        out += smoother(inputs[i:i + 4], outputs[i:i + 4], pts[i:i + 4])
+    return out, smoother
+
+
+def fi(frames) -> float:
+    return flicker_index([mean_luma(f) for f in frames])
+
+
+# --- scene cuts ------------------------------------------------------------------------------
+
+
+def cuts(frames) -> list[int]:
+    detector = SceneCutDetector()
+    return [t for t, f in enumerate(frames) if detector(f)]
+
+
+def test_detector_fires_once_on_a_hard_cut() -> None:
+    a = dark_scene(12, seed=0)
+    b = [to_uint8(gradient(96, 64, 0).astype(np.float32) / 255 * 0.5 + np.random.default_rng(t).normal(0, 0.01, (64, 96, 3)))
+         for t in range(12)]
+    assert cuts(a + b) == [12]
+
+
+def test_detector_quiet_on_sensor_noise() -> None:
+    rng = np.random.default_rng(3)
+    scene = texture(96, 64, 2) * 0.1
+    # Poisson shot noise at ~25 photons for the mean level, drawn afresh every frame, plus read noise.
+    frames = [to_uint8(rng.poisson(scene * 250) / 250 + rng.normal(0, 0.01, scene.shape)) for _ in range(40)]
+    assert cuts(frames) == []
+
+
+def test_detector_quiet_on_a_slow_ramp_and_on_exposure_flicker() -> None:
+    assert cuts(dark_scene(40, exposure=np.linspace(0.5, 2.0, 40))) == []
+    assert cuts(dark_scene(40, exposure=flicker_exposure(40, 0.2))) == []
+    assert cuts(dark_scene(40, exposure=[1.2 if t % 2 else 0.8 for t in range(40)])) == []
+
+
+def test_detector_quiet_on_a_camera_pan() -> None:
+    assert cuts(dark_scene(40, pan=3, level=0.3)) == []
+
+
+def test_detector_histogram_ignores_exposure() -> None:
+    d = SceneCutDetector()
+    frame = dark_scene(1, level=0.2, noise=0)[0]
+    brighter = to_uint8(frame.astype(np.float64) / 255 * 1.5)
+    assert np.abs(d.histogram(frame) - d.histogram(brighter)).sum() < 0.15
+
+
+# --- the smoother ----------------------------------------------------------------------------
+
+
+def test_model_pumping_is_smoothed_without_putting_exposure_flicker_back() -> None:
+    n = 60
+    inputs = dark_scene(n, exposure=flicker_exposure(n, 0.2), noise=0.02)
+    outputs = [patch_normaliser(f) for f in inputs]
+    out, _ = smoothed(inputs, outputs)
+    raw, smooth, source = fi(outputs), fi(out), fi(inputs)
+    assert raw > 0.01  # the normaliser pumps (the mean of 36 pixels of noise sigma 0.02 at ~0.15: ~2 %)
+    assert smooth <= 0.5 * raw
+    assert smooth <= source
+
+
+def test_exposure_flicker_removed_with_follow_zero() -> None:
+    """A model that keeps exposure flicker (fixed gain): follow=0 smooths the output's brightness itself."""
+    n = 60
+    inputs = dark_scene(n, exposure=flicker_exposure(n, 0.2), noise=0.005)
+    outputs = [to_uint8(f.astype(np.float64) / 255 * 3) for f in inputs]
+    out, _ = smoothed(inputs, outputs, follow=0)
+    assert fi(out) <= 0.5 * fi(outputs)
+    assert fi(out) <= fi(inputs)
+
+
+def test_stable_model_following_a_real_change() -> None:
+    """A fixed-gain model on an exposure ramp: untouched with follow=1; with the default 0.8 it
+    lags by about (1 - follow) r alpha / (1 - alpha) in log level (r the ramp's log step per frame),
+    the steady state of s_t - o_t = alpha (s_{t-1} - o_{t-1} - (1 - follow) r)."""
+    n = 120
+    inputs = dark_scene(n, exposure=np.geomspace(0.7, 1.4, n), noise=0)  # 2x in 4 s
+    outputs = [to_uint8(f.astype(np.float64) / 255 * 2) for f in inputs]
+    out, _ = smoothed(inputs, outputs, follow=1.0)
+    for a, b in zip(out, outputs):
+        assert np.abs(a.astype(int) - b.astype(int)).mean() < 0.5
+    out, _ = smoothed(inputs, outputs)
+    alpha = math.exp(-1 / (FPS * 0.5))
+    lag = 0.2 * math.log(2) / (n - 1) * alpha / (1 - alpha)  # 0.017
+    ratios = [mean_luma(a) / mean_luma(b) for a, b in zip(out, outputs)]
+    assert min(ratios) > math.exp(-lag) - 0.005
+    assert ratios[-1] < 0.995  # it does lag: the price of removing flicker the input brings
+
+
+def test_warping_error_not_worse_on_a_pan() -> None:
+    n = 30
+    inputs = dark_scene(n, pan=2, level=0.2, noise=0.02, exposure=flicker_exposure(n, 0.1), size=(128, 96))
+    outputs = [patch_normaliser(f) for f in inputs]
+    out, _ = smoothed(inputs, outputs)
+    raw = warping_error(inputs, outputs)
+    smooth = warping_error(inputs, out)
+    assert smooth <= raw * 1.02
+
+
+def cut_clip(detect_cuts: bool, **options) -> tuple[list[float], list[float]]:
+    """Output mean lumas (smoothed, unsmoothed) for 20 frames of a dark scene, then 10 of a bright one."""
+    a = dark_scene(20, seed=0, level=0.08)
+    b = [to_uint8(gradient(96, 64, 0).astype(np.float64) / 255 * 0.6 + np.random.default_rng(t).normal(0, 0.01, (64, 96, 3)))
+         for t in range(10)]
+    inputs = a + b
+    # A partial normaliser (output level ~ sqrt of the input's), like SCI's compression.
+    outputs = [to_uint8(f.astype(np.float64) / 255 * 0.2 / math.sqrt(f.mean() / 255 + 1e-3)) for f in inputs]
+    out, smoother = smoothed(inputs, outputs, detect_cuts=detect_cuts, **options)
+    assert smoother.cuts == ([20] if detect_cuts else [])
+    return [mean_luma(f) for f in out], [mean_luma(f) for f in outputs]
+
+
+@pytest.mark.parametrize("follow", [0.0, 0.8])
+def test_brightness_settles_within_five_frames_of_a_cut(follow: float) -> None:
+    smooth, raw = cut_clip(detect_cuts=True, follow=follow)
+    for t in range(25, 30):  # from the 5th frame of the new scene on
+        assert abs(smooth[t] - raw[t]) <= 0.03 * raw[t], t
+
+
+def test_without_the_reset_brightness_lags_after_a_cut() -> None:
+    # follow=0: nothing of the input's change passes without lag, so only the reset helps.
+    # (With the default follow the response estimate learns from the cut itself and hides this.)
+    smooth, raw = cut_clip(detect_cuts=False, follow=0.0)
+    assert abs(smooth[24] - raw[24]) > 0.1 * raw[24]
+
+
+def test_alpha_comes_from_the_real_time_between_frames() -> None:
+    frame = dark_scene(1)[0]
+    s = GainSmoother(time_constant=0.5)
+    pts = [0.0, 1 / 30, 0.2, 0.2 + 1 / 60, 1.2]
+    alphas = []
+    for p in pts:
+        s(frame, frame, p)
+        alphas.append(s.last_alpha)
+    expected = [0.0] + [math.exp(-(b - a) / 0.5) for a, b in zip(pts, pts[1:])]
+    np.testing.assert_allclose(alphas, expected, rtol=1e-9)
+    s(frame, frame, None)  # unknown pts: one frame period (default_dt)
+    assert s.last_alpha == pytest.approx(math.exp(-(1 / 30) / 0.5))
+
+
+def test_reset_on_resolution_change_and_on_request() -> None:
+    n = 10
+    inputs = dark_scene(n, noise=0.02)
+    outputs = [patch_normaliser(f) for f in inputs]
+    smoother = TemporalSmoother()
+    smoother(inputs, outputs, [t / FPS for t in range(n)])
+    small_in, small_out = inputs[0][:32, :48].copy(), outputs[3][:32, :48].copy()
+    (first,) = smoother([small_in], [small_out], [n / FPS])
+    np.testing.assert_array_equal(first, small_out)  # a new size starts afresh: passed unchanged
+    smoother.reset()
+    (again,) = smoother([inputs[0]], [outputs[5]], [(n + 1) / FPS])
+    np.testing.assert_array_equal(again, outputs[5])
+
+
+def test_sixteen_bit_frames() -> None:
+    n = 12
+    inputs = [(f.astype(np.uint16) * 257) for f in dark_scene(n, noise=0.02)]
+    outputs = [(patch_normaliser((f // 257).astype(np.uint8)).astype(np.uint16) * 257) for f in inputs]
+    out, _ = smoothed(inputs, outputs)
+    assert all(f.dtype == np.uint16 and f.shape == inputs[0].shape for f in out)
+    assert fi(out) < fi(outputs)
+
+
+def test_disabled_passes_frames_through() -> None:
+    inputs = dark_scene(5)
+    outputs = [patch_normaliser(f) for f in inputs]
+    out, _ = smoothed(inputs, outputs, enabled=False)
+    assert all(a is b for a, b in zip(out, outputs))
+
+
+# --- pipeline and command line ---------------------------------------------------------------
+
+
+class PatchNormaliser:
+    """The torch version of :func:`patch_normaliser`, for the pipeline."""
+
+    @staticmethod
+    def make():
+        import torch
+        from torch import nn
+
+        class Net(nn.Module):
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                level = x[:, :, :6, :6].mean(dim=(1, 2, 3), keepdim=True) + 1e-3
+                return (x * 0.45 / level).clamp(0, 1)
+
+        return Net()
+
+
+def test_pipeline_smoothing_on_by_default(tmp_path: Path) -> None:
+    n = 40
+    clip = write_video(tmp_path / "in.mp4", dark_scene(n, exposure=flicker_exposure(n, 0.2), noise=0.02))
+    enhance_video(clip.path, tmp_path / "smooth.mp4", model=PatchNormaliser.make(), progress=False)
+    enhance_video(clip.path, tmp_path / "raw.mp4", model=PatchNormaliser.make(), progress=False, smooth=False)
+    smooth, raw = read_video(tmp_path / "smooth.mp4"), read_video(tmp_path / "raw.mp4")
+    src = read_video(clip.path)
+    assert len(smooth.frames) == len(raw.frames) == n
+    assert smooth.pts_seconds == raw.pts_seconds == src.pts_seconds
+    assert fi(smooth.frames) <= 0.5 * fi(raw.frames)
+    assert fi(smooth.frames) <= fi(src.frames)
+
+
+def test_cli_smooth_and_no_smooth(tmp_path: Path) -> None:
+    clip = write_video(tmp_path / "in.mp4", dark_scene(8))
+    runner = CliRunner()
+    for flags, name in (([], "a.mp4"), (["--no-smooth"], "b.mp4"), (["--smooth-time", "0.2"], "c.mp4")):
+        result = runner.invoke(main, ["-q", "process", str(clip.path), str(tmp_path / name), "--no-progress", *flags])
+        assert result.exit_code == 0, result.output
+        assert len(read_video(tmp_path / name).frames) == 8
+    result = runner.invoke(main, ["process", str(clip.path), str(tmp_path / "d.mp4"), "--smooth-time", "0"])
+    assert result.exit_code != 0
+
+
+# --- a real clip -------------------------------------------------------------------------------
+
+PHONE = Path(os.environ.get("VIDLIGHT_DATA_DIR", "/work/shared/data")) / "videos" / "nahianfariha_night_street_phone.mp4"
+
+
+@pytest.mark.skipif(not PHONE.exists(), reason="the shared phone clip is not here")
+def test_real_phone_clip_with_sci() -> None:
+    import torch
+
+    from vidlight.io.files import FileSource, Frame
+    from vidlight.models import load_model
+    from vidlight.pipeline.enhancer import FrameEnhancer
+
+    source = FileSource(PHONE)
+    inputs, pts = [], []
+    for item in source:
+        if isinstance(item, Frame):
+            inputs.append(item.rgb)
+            pts.append(item.time_seconds)
+            if len(inputs) == 24:
+                break
+    source.close()
+    enhancer = FrameEnhancer(load_model("sci"), device=torch.device("cpu"))
+    outputs = []
+    for i in range(0, len(inputs), 4):
+        outputs += list(enhancer(inputs[i:i + 4]))
+    out, _ = smoothed(inputs, outputs, pts)
+    assert fi(out) <= fi(inputs)
+    assert warping_error(inputs, out) <= 1.05 * warping_error(inputs, outputs)
