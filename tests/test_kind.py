@@ -12,18 +12,15 @@ between two TensorFlow CPU backends).
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from formula import formula_state, official_tf1_state
-import vidlight
+from formula import fixture_weights
 from vidlight import VidlightError, WeightsError, load_model
 from vidlight.models.kind import KinD
-from vidlight.models.registry import get_model_spec
 from vidlight.train.data import read_rgb, to_tensor
 from vidlight.weights import read_checkpoint
 
@@ -41,28 +38,16 @@ STAGES = {
     "fusion4": "fusion4",
     "out": "out",
 }
-CKPT_DIRS = ("decom_net_train", "illumination_adjust_net_train")
 
 
 def _ref(shared_dir: Path) -> Path:
     return shared_dir / "reference" / "kind"
 
 
-def _restoration_formula(shared_dir: Path) -> dict[str, np.ndarray]:
-    return formula_state(_ref(shared_dir) / "keys.txt", layout="tf")
-
-
-def _official(shared_dir: Path, source: str) -> dict[str, np.ndarray]:
-    """The decomposition and illumination-adjust tensors from the .npz dumps or the TF1 dirs."""
-    return official_tf1_state(shared_dir / "weights" / "kind", CKPT_DIRS, source)
-
-
 @pytest.fixture(scope="module")
 def kind_npz(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """All three networks' variables in the official naming, one .npz."""
-    path = tmp_path_factory.mktemp("kind") / "kind_all.npz"
-    np.savez(path, **_official(shared_dir, "npz"), **_restoration_formula(shared_dir))
-    return path
+    """The repository's tensors and the formula restoration weights, official naming, one .npz."""
+    return Path(fixture_weights("kind", shared_dir, tmp_path_factory.mktemp("kind")))
 
 
 @pytest.fixture(scope="module")
@@ -91,17 +76,6 @@ def test_every_reference_file_is_covered(shared_dir: Path) -> None:
     assert {f"out_{case}.npy" for case in CASES} <= present
 
 
-def test_registered_with_options_and_drive_default_weights() -> None:
-    assert "kind" in vidlight.list_models()
-    spec = get_model_spec("kind")
-    assert spec.option_defaults() == {"ratio": 5.0}
-    assert spec.default_weights == "kind-lol"
-    with pytest.raises(WeightsError) as info:
-        load_model("kind")
-    message = str(info.value)
-    assert "Restoration_net_train" in message and "drive.google.com" in message and "pan.baidu.com" in message
-    assert "kind/checkpoint" in message
-    assert "\n" not in message
 
 
 def test_weights_layout(shared_dir: Path, model: KinD) -> None:
@@ -135,34 +109,8 @@ def test_matches_official(shared_dir: Path, model: KinD, case: str) -> None:
         assert torch.equal(model(to_tensor(read_rgb(ref / f"in_{case}.png"))), ours["out"])
 
 
-def test_tf1_checkpoint_dirs_give_the_same_weights(shared_dir: Path, tmp_path: Path) -> None:
-    """The official TF1 checkpoint directories, read without TensorFlow, merged with the formula
-    restoration weights, reproduce the official crop output."""
-    from_dirs = _official(shared_dir, "ckpt")
-    from_npz = _official(shared_dir, "npz")
-    assert from_dirs.keys() == from_npz.keys()
-    for key in from_dirs:
-        assert np.array_equal(from_dirs[key], from_npz[key]), key
-    path = tmp_path / "kind_from_ckpt.npz"
-    np.savez(path, **from_dirs, **_restoration_formula(shared_dir))
-    model = load_model("kind", weights=str(path))
-    ref = _ref(shared_dir)
-    ours = _stages(model, ref, "lol1_crop")
-    diff = _max_diff(ours["out"], np.load(ref / "out_lol1_crop.npy"), "out_lol1_crop")
-    assert diff <= ATOL
 
 
-def test_official_checkpoint_directory_is_merged(shared_dir: Path, tmp_path: Path) -> None:
-    """The official ``checkpoint/`` layout: its per-network subdirectories are merged. Without
-    the restoration net's checkpoint, loading names its first missing tensor."""
-    root = tmp_path / "checkpoint"
-    root.mkdir()
-    for name in CKPT_DIRS:
-        (root / name).symlink_to(shared_dir / "weights" / "kind" / name, target_is_directory=True)
-    merged = read_checkpoint(root)
-    assert set(merged) == set(_official(shared_dir, "npz"))
-    with pytest.raises(WeightsError, match="Restoration_net/de_conv1_1/weights"):
-        load_model("kind", weights=str(root))
 
 
 def test_not_a_checkpoint_directory(tmp_path: Path) -> None:
@@ -170,14 +118,6 @@ def test_not_a_checkpoint_directory(tmp_path: Path) -> None:
         read_checkpoint(tmp_path)
 
 
-def test_wrong_shape_is_named(shared_dir: Path, kind_npz: Path, tmp_path: Path) -> None:
-    with np.load(kind_npz) as data:
-        state = {k: data[k] for k in data.files}
-    state["Restoration_net/up_6/weights"] = state["Restoration_net/up_6/weights"][:, :, :128]
-    path = tmp_path / "bad.npz"
-    np.savez(path, **state)
-    with pytest.raises(WeightsError, match="Restoration_net/up_6/weights"):
-        load_model("kind", weights=str(path))
 
 
 @pytest.mark.parametrize("size", [(1, 1), (5, 7), (17, 31), (37, 50)])
@@ -190,14 +130,6 @@ def test_any_frame_size(model: KinD, size: tuple[int, int]) -> None:
     assert torch.isfinite(out).all()
 
 
-def test_batch_is_per_frame(model: KinD) -> None:
-    """The min-max normalisation is per frame, so a batch equals its frames one by one."""
-    g = torch.Generator().manual_seed(1)
-    x = torch.cat([torch.rand(1, 3, 24, 36, generator=g) * 0.2, torch.rand(1, 3, 24, 36, generator=g)])
-    with torch.no_grad():
-        batch = model(x)
-        single = torch.cat([model(x[:1]), model(x[1:])])
-    assert torch.allclose(batch, single, atol=1e-6)
 
 
 def test_ratio_option(kind_npz: Path, shared_dir: Path) -> None:
@@ -212,15 +144,3 @@ def test_ratio_option(kind_npz: Path, shared_dir: Path) -> None:
         with pytest.raises(VidlightError, match="ratio"):
             load_model("kind", weights=str(kind_npz), ratio=bad)
 
-
-def test_default_weights_directory_is_found_and_read(
-    shared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The repository's two checkpoints put where the error says: the folder is found and read,
-    and the error names the first tensor of the restoration net that only the Drive set has."""
-    folder = tmp_path / "kind" / "checkpoint"
-    for sub in ("decom_net_train", "illumination_adjust_net_train"):
-        shutil.copytree(shared_dir / "weights" / "kind" / sub, folder / sub)
-    monkeypatch.setenv("VIDLIGHT_WEIGHTS_DIR", str(tmp_path))
-    with pytest.raises(WeightsError, match=r"weights 'kind-lol' \(.*checkpoint\) has no tensor 'Restoration_net/"):
-        load_model("kind")

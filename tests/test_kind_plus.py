@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from formula import formula_state, official_tf1_state
-import vidlight
+from formula import fixture_weights, formula_state
 from vidlight import VidlightError, WeightsError, load_model
 from vidlight.models.kind_plus import KinDPlus
 from vidlight.models.registry import get_model_spec
@@ -41,28 +40,16 @@ STAGES = {
     "out": "out",
     "out_adj": "out_adj",
 }
-CKPT_DIRS = ("decom_model", "illu_model")
 
 
 def _ref(shared_dir: Path) -> Path:
     return shared_dir / "reference" / "kind_plus"
 
 
-def _restoration_formula(shared_dir: Path) -> dict[str, np.ndarray]:
-    return formula_state(_ref(shared_dir) / "keys.txt", layout="tf")
-
-
-def _official(shared_dir: Path, source: str) -> dict[str, np.ndarray]:
-    """The decomposition and illumination-adjust tensors from the .npz dumps or the TF1 dirs."""
-    return official_tf1_state(shared_dir / "weights" / "kind_plus", CKPT_DIRS, source)
-
-
 @pytest.fixture(scope="module")
 def kind_plus_npz(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """All three networks' variables in the official naming, one .npz."""
-    path = tmp_path_factory.mktemp("kind_plus") / "kind_plus_all.npz"
-    np.savez(path, **_official(shared_dir, "npz"), **_restoration_formula(shared_dir))
-    return path
+    """The repository's tensors and the formula restoration weights, official naming, one .npz."""
+    return Path(fixture_weights("kind++", shared_dir, tmp_path_factory.mktemp("kind++")))
 
 
 @pytest.fixture(scope="module")
@@ -108,17 +95,6 @@ def test_every_reference_file_is_covered(shared_dir: Path) -> None:
     assert {"out_lol1.npy", "out_adj_lol1.npy"} <= present
 
 
-def test_registered_with_options_and_drive_default_weights() -> None:
-    assert "kind++" in vidlight.list_models()
-    spec = get_model_spec("kind++")
-    assert spec.option_defaults() == {"ratio": 5.0, "adjustment": False}
-    assert spec.default_weights == "kind++-lol"
-    with pytest.raises(WeightsError) as info:
-        load_model("kind++")
-    message = str(info.value)
-    assert "restoration_model" in message and "drive.google.com" in message and "pan.baidu.com" in message
-    assert "kind_plus/checkpoint" in message
-    assert "\n" not in message
 
 
 def test_weights_layout(shared_dir: Path, model: KinDPlus) -> None:
@@ -130,7 +106,7 @@ def test_weights_layout(shared_dir: Path, model: KinDPlus) -> None:
     spec = get_model_spec("kind++")
     ours = {spec.keymap.official_name(k) for k in model.state_dict()}
     assert {k for k in ours if k.startswith("Denoise_Net/")} == keys
-    formula = _restoration_formula(shared_dir)
+    formula = formula_state(_ref(shared_dir) / "keys.txt", layout="tf")
     # conv (kh, kw, in, out), transposed conv (kh, kw, out, in), tf.layers kernel -> torch layouts
     conv = torch.from_numpy(formula["Denoise_Net/de_conv2_1/weights"]).permute(3, 2, 0, 1)
     assert torch.equal(model.restore.de_conv2_1.weight, conv)
@@ -161,54 +137,20 @@ def test_matches_official_full_size(shared_dir: Path, model: KinDPlus) -> None:
     assert _check(_stages(model, ref, FULL), ref, FULL) == 2
 
 
-def test_tf1_checkpoint_dirs_give_the_same_weights(shared_dir: Path, tmp_path: Path) -> None:
-    """The official TF1 checkpoint directories, read without TensorFlow, merged with the formula
-    restoration weights, reproduce the official crop output."""
-    from_dirs = _official(shared_dir, "ckpt")
-    from_npz = _official(shared_dir, "npz")
-    assert from_dirs.keys() == from_npz.keys()
-    for key in from_dirs:
-        assert np.array_equal(from_dirs[key], from_npz[key]), key
-    path = tmp_path / "kind_plus_from_ckpt.npz"
-    np.savez(path, **from_dirs, **_restoration_formula(shared_dir))
-    model = load_model("kind++", weights=str(path))
-    ref = _ref(shared_dir)
-    diff = _max_diff(_stages(model, ref, CROP)["out"], np.load(ref / f"out_{CROP}.npy"), "out")
-    assert diff <= ATOL
 
 
-def test_official_checkpoint_directory_is_merged(shared_dir: Path, tmp_path: Path) -> None:
-    """The official ``checkpoint/`` layout: its per-network subdirectories are merged. Without
-    the restoration net's checkpoint, loading names its first missing tensor."""
-    root = tmp_path / "checkpoint"
-    root.mkdir()
-    for name in CKPT_DIRS:
-        (root / name).symlink_to(shared_dir / "weights" / "kind_plus" / name, target_is_directory=True)
-    merged = read_checkpoint(root)
-    assert set(merged) == set(_official(shared_dir, "npz"))
-    with pytest.raises(WeightsError, match="Denoise_Net/de_conv1_1/weights"):
-        load_model("kind++", weights=str(root))
 
 
 def test_kind_weights_are_not_kind_plus_weights(shared_dir: Path, tmp_path: Path) -> None:
     """KinD's checkpoints share the decomposition shapes but not the scopes of the other nets."""
     state = {k: v.numpy() for k, v in read_checkpoint(shared_dir / "weights" / "kind" / "decom_net_train.npz").items()}
-    state.update(_restoration_formula(shared_dir))
+    state.update(formula_state(_ref(shared_dir) / "keys.txt", layout="tf"))
     path = tmp_path / "mixed.npz"
     np.savez(path, **state)
     with pytest.raises(WeightsError, match="I_enhance_Net/conv_1/weights"):
         load_model("kind++", weights=str(path))
 
 
-def test_wrong_shape_is_named(kind_plus_npz: Path, tmp_path: Path) -> None:
-    with np.load(kind_plus_npz) as data:
-        state = {k: data[k] for k in data.files}
-    key = "Denoise_Net/de_conv2pu4/conv_up/weights"
-    state[key] = state[key][:, :, :128]
-    path = tmp_path / "bad.npz"
-    np.savez(path, **state)
-    with pytest.raises(WeightsError, match=key):
-        load_model("kind++", weights=str(path))
 
 
 @pytest.mark.parametrize("size", [(1, 1), (5, 7), (13, 18), (17, 31)])
@@ -231,14 +173,6 @@ def test_branches_keep_the_feature_size(model: KinDPlus) -> None:
                 assert branch(x).shape == x.shape
 
 
-def test_batch_is_per_frame(model: KinDPlus) -> None:
-    """The min-max normalisation is per frame, so a batch equals its frames one by one."""
-    g = torch.Generator().manual_seed(1)
-    x = torch.cat([torch.rand(1, 3, 12, 16, generator=g) * 0.2, torch.rand(1, 3, 12, 16, generator=g)])
-    with torch.no_grad():
-        batch = model(x)
-        single = torch.cat([model(x[:1]), model(x[1:])])
-    assert torch.allclose(batch, single, atol=1e-6)
 
 
 def test_options(kind_plus_npz: Path, shared_dir: Path, crop_stages: dict[str, torch.Tensor]) -> None:
