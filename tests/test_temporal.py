@@ -319,3 +319,17 @@ def test_real_phone_clip_with_sci() -> None:
     out, _ = smoothed(inputs, outputs, pts)
     assert fi(out) <= fi(inputs)
     assert warping_error(inputs, out) <= 1.05 * warping_error(inputs, outputs)
+
+
+def test_toml_keys(tmp_path: Path) -> None:
+    from vidlight.pipeline.config import load_pipeline, run_pipeline
+
+    clip = write_video(tmp_path / "in.mp4", dark_scene(6))
+    definition = tmp_path / "p.toml"
+    definition.write_text(f'source = "{clip.path}"\nsink = "{tmp_path / "out.mp4"}"\nsmooth = false\n')
+    config = load_pipeline(definition, ["smooth_time=0.25"])
+    assert config["smooth"] is False and config["smooth_time"] == 0.25
+    assert run_pipeline(config, progress=False).frames == 6
+    config = load_pipeline(definition, ["smooth_time=0", f"sink={tmp_path / 'out2.mp4'}"])
+    with pytest.raises(Exception, match="smoothing time constant"):
+        run_pipeline(config, progress=False)
