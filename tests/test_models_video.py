@@ -38,7 +38,8 @@ def test_every_model_runs_through_process(
     monkeypatch.setenv("VIDLIGHT_WEIGHTS_DIR", str(shared_dir / "weights"))
     weights = fixture_weights(name, shared_dir, weights_folder)
     out = tmp_path / "out.mp4"
-    args = ["process", str(clip.path), str(out), "-m", name, "--crf", "0", "--preset", "ultrafast", "--no-progress"]
+    args = ["process", str(clip.path), str(out), "-m", name, "--crf", "0", "--preset", "ultrafast", "--no-smooth",
+            "--no-progress"]
     result = CliRunner().invoke(main, args + (["-w", weights] if weights else []))
     assert result.exit_code == 0, result.output
 
@@ -73,3 +74,29 @@ def _luma(rgb: np.ndarray, tags) -> np.ndarray:
     kr, kb = {1: (0.2126, 0.0722)}.get(tags.colorspace, (0.299, 0.114))  # 1: BT.709, else BT.601
     y = kr * rgb[..., 0] + (1 - kr - kb) * rgb[..., 1] + kb * rgb[..., 2]
     return y if tags.color_range == 2 else 16 + y * 219 / 255
+
+
+def test_clip_model_slides_behind_the_previous_frames(tmp_path: Path) -> None:
+    """mbllen-video, batches of 3: each batch runs as one clip behind the previous batch's
+    last two frames, computed here window by window from the decoded input."""
+    clip = simple_clip(tmp_path / "in.mp4", width=64, height=48, n=7)
+    out = tmp_path / "out.mp4"
+    args = ["process", str(clip.path), str(out), "-m", "mbllen-video", "-b", "3", "--crf", "0", "--preset",
+            "ultrafast", "--no-smooth", "--no-progress"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    decoded_in = np.stack(read_video(clip.path).frames)
+    model = vidlight.load_model("mbllen-video")
+    assert model.clip_context == 2
+    x = torch.from_numpy(decoded_in).permute(0, 3, 1, 2).float() / 255
+    with torch.inference_mode():
+        windows = [model(x[0:3]), model(x[1:6])[2:], model(x[4:7])[2:]]
+    expected = (torch.cat(windows).clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    with torch.inference_mode():
+        alone = (model(x[3:6]).clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    luma_out = _luma_plane(out)
+    tags = read_video(out)
+    for i in range(7):
+        assert mean_abs_diff(luma_out[i], _luma(expected[i : i + 1], tags)[0]) < 1.0, f"frame {i}"
+    # the context matters: the second batch run on its own differs
+    assert mean_abs_diff(expected[3], alone[0]) > 0.05

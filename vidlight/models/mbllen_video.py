@@ -115,7 +115,16 @@ class MBLLENVideo(nn.Module):
         em_widths: the EM's three encoder widths.
 
     The defaults are the shipped network's; other values are for experiments and tests.
+
+    In vidlight's pipeline a batch of ``clip_length - clip_context`` new frames runs as one
+    clip behind the last ``clip_context`` frames of the previous batch (FrameEnhancer), so the
+    clip window slides with no seam and no look-ahead; :class:`ClipWindow` is the offline
+    alternative that also blends across window overlaps, at up to ``clip_length - 1``
+    frames of latency.
     """
+
+    clip_length = 8
+    clip_context = 2
 
     def __init__(self, stages: int = STAGES, features: int = FEATURES, em_widths: tuple[int, int, int] = EM_WIDTHS) -> None:
         super().__init__()

@@ -66,6 +66,9 @@ class FrameEnhancer:
         self.dtype = torch.float16 if self.fp16 else torch.float32
         self.model = model.to(device=device, dtype=self.dtype).eval()
         self.halo = getattr(model, "receptive_halo", None)
+        # Clip models (mbllen-video) treat a batch as consecutive frames of one clip.
+        self.clip_context = getattr(model, "clip_context", 0)
+        self._context: torch.Tensor | None = None
         self._pinned: dict[tuple, torch.Tensor] = {}
         # CPU strips run on a pool of single-threaded workers (as many as torch's thread setting,
         # which OMP_NUM_THREADS controls) rather than on torch's OpenMP threads: an OpenMP
@@ -78,6 +81,21 @@ class FrameEnhancer:
         if k not in self._pinned:
             self._pinned[k] = torch.empty(shape, dtype=dtype, pin_memory=True)
         return self._pinned[k]
+
+    def _run_clip(self, frames: torch.Tensor) -> torch.Tensor:
+        """A clip model's batch, run behind the last ``clip_context`` frames of the previous
+        batch (same size), so windows join without a seam and without waiting for later frames."""
+        context = self._context
+        if context is not None and (context.shape[1:] != frames.shape[1:] or context.dtype != frames.dtype):
+            context = None
+        clip = frames if context is None else torch.cat([context, frames])
+        self._context = clip[-self.clip_context :].clone()
+        out = self._run(clip)
+        return out if context is None else out[len(context) :]
+
+    def reset(self) -> None:
+        """Forget the previous frames (a scene cut, a new stream)."""
+        self._context = None
 
     def _run(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8/uint16 N x H x W x 3 on the device -> same dtype, enhanced."""
@@ -105,6 +123,8 @@ class FrameEnhancer:
     def _run_strips(self, frames: torch.Tensor) -> torch.Tensor:
         n, h, w, _ = frames.shape
         rows = max(8, _STRIP_PIXELS // (n * w))
+        if self.clip_context:
+            return self._run_clip(frames)
         if self.halo is None or rows >= h:
             return self._run(frames)
         out = torch.empty_like(frames)
@@ -133,7 +153,8 @@ class FrameEnhancer:
         host_in = self._buffer("in", shape, dtype)
         for i, f in enumerate(frames):
             host_in[i].copy_(torch.from_numpy(f))
-        result = self._run(host_in.to(self.device, non_blocking=True))
+        run = self._run_clip if self.clip_context else self._run
+        result = run(host_in.to(self.device, non_blocking=True))
         host_out = self._buffer("out", shape, dtype)
         host_out.copy_(result, non_blocking=True)
         torch.cuda.current_stream(self.device).synchronize()  # once per batch, not per frame
