@@ -140,12 +140,7 @@ class MBLLEN(nn.Module):
         pad_h, pad_w = max(0, MIN_SIDE - h), max(0, MIN_SIDE - w)
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        branches = []
-        feat = x
-        for conv, em in zip(self.features, self.enhance):
-            feat = torch.relu(conv(feat))
-            branches.append(em(feat))
-        out = torch.relu(self.fusion(torch.cat(branches, 1)))
+        out = fuse_branches(x, self.features, self.enhance, self.fusion)
         return out[..., :h, :w] if (pad_h or pad_w) else out
 
     def postprocess_frames(self, raw: torch.Tensor, *, clip: bool = True) -> torch.Tensor:
@@ -172,6 +167,17 @@ class MBLLEN(nn.Module):
 
     def tile_finish(self, raw: torch.Tensor, ctx: None) -> torch.Tensor:
         return self.postprocess_frames(raw) if self.postprocess else raw
+
+
+def fuse_branches(x: torch.Tensor, features: nn.ModuleList, enhance: nn.ModuleList, fusion: nn.Module) -> torch.Tensor:
+    """MBLLEN's body: the feature chain, an enhancement module on every stage's features, and
+    the fusion of all their outputs (2D or 3D alike)."""
+    branches = []
+    feat = x
+    for conv, em in zip(features, enhance):
+        feat = torch.relu(conv(feat))
+        branches.append(em(feat))
+    return torch.relu(fusion(torch.cat(branches, 1)))
 
 
 # --- official post-processing (main/test.py), numerically as numpy 1.x + OpenCV do it -------

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidlight.models.mbllen import MIN_SIDE
+from vidlight.models.mbllen import MIN_SIDE, fuse_branches
 from vidlight.models.registry import register_model
 from vidlight.weights import Weights, register_weights
 
@@ -142,12 +142,7 @@ class MBLLENVideo(nn.Module):
         pad_h, pad_w = max(0, MIN_SIDE - h), max(0, MIN_SIDE - w)
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h, 0, 0), mode="replicate")
-        branches = []
-        feat = x
-        for conv, em in zip(self.features, self.enhance):
-            feat = torch.relu(conv(feat))
-            branches.append(em(feat))
-        out = torch.relu(self.fusion(torch.cat(branches, 1)))
+        out = fuse_branches(x, self.features, self.enhance, self.fusion)
         return out[..., :h, :w] if (pad_h or pad_w) else out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
