@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from formula import formula_state
+from reference import check_stages, max_diff, stages_of
 import vidlight
 from vidlight import VidlightError, WeightsError, load_model
 from vidlight.models.enlightengan import EnlightenGAN
@@ -48,17 +49,6 @@ def egan_npz(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 @pytest.fixture(scope="module")
 def model(egan_npz: Path) -> EnlightenGAN:
     return load_model("enlightengan", weights=str(egan_npz))
-
-
-def _max_diff(ours: torch.Tensor, official: np.ndarray, what: str) -> float:
-    ours_np = ours[0].permute(1, 2, 0).numpy()
-    assert ours_np.shape == official.shape, f"{what}: shape {ours_np.shape}, official {official.shape}"
-    return float(np.abs(ours_np.astype(np.float64) - official).max())
-
-
-def _stages(model: EnlightenGAN, ref: Path, case: str) -> dict[str, torch.Tensor]:
-    with torch.no_grad():
-        return model.stages(to_tensor(read_rgb(ref / f"in_{case}.png")))
 
 
 def test_every_reference_file_is_covered(shared_dir: Path) -> None:
@@ -97,16 +87,8 @@ def test_weights_layout(shared_dir: Path, model: EnlightenGAN) -> None:
 @pytest.mark.parametrize("case", CASES)
 def test_matches_official(shared_dir: Path, model: EnlightenGAN, case: str) -> None:
     ref = _ref(shared_dir)
-    ours = _stages(model, ref, case)
-    checked = 0
-    for name in STAGES:
-        path = ref / f"{name}_{case}.npy"
-        if not path.is_file():
-            continue
-        diff = _max_diff(ours[name], np.load(path), f"{name}_{case}")
-        assert diff <= ATOL, f"{name}_{case}: max abs diff {diff:.3g} > {ATOL}"
-        checked += 1
-    assert checked >= 1
+    ours = stages_of(model, ref, case)
+    assert check_stages(ours, ref, case, {name: name for name in STAGES}, ATOL) >= 1
     # forward() is the official tensor2im conversion (before 8-bit truncation)
     with torch.no_grad():
         out = model(to_tensor(read_rgb(ref / f"in_{case}.png")))
@@ -117,8 +99,8 @@ def test_matches_official(shared_dir: Path, model: EnlightenGAN, case: str) -> N
 def test_align_corners_false_matches_unedited_code(shared_dir: Path, egan_npz: Path, case: str) -> None:
     ref = _ref(shared_dir)
     model = load_model("enlightengan", weights=str(egan_npz), align_corners=False)
-    ours = _stages(model, ref, case)
-    diff = _max_diff(ours["out"], np.load(ref / f"out_{case}_acfalse.npy"), f"out_{case}_acfalse")
+    ours = stages_of(model, ref, case)
+    diff = max_diff(ours["out"], np.load(ref / f"out_{case}_acfalse.npy"), f"out_{case}_acfalse")
     assert diff <= ATOL
 
 
@@ -132,8 +114,8 @@ def test_dataparallel_pth_without_counters(shared_dir: Path, tmp_path: Path) -> 
     for label, state in (("full", full), ("torch031", old)):
         path = tmp_path / f"{label}_200_net_G_A.pth"
         torch.save(state, path)
-        ours = _stages(load_model("enlightengan", weights=str(path)), ref, "lol1_crop")
-        assert _max_diff(ours["out"], expected, label) <= ATOL
+        ours = stages_of(load_model("enlightengan", weights=str(path)), ref, "lol1_crop")
+        assert max_diff(ours["out"], expected, label) <= ATOL
 
 
 def test_wrong_shape_is_named(egan_npz: Path, tmp_path: Path) -> None:

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from formula import fixture_weights
+from reference import check_stages, stages_of
 from vidlight import VidlightError, WeightsError, load_model
 from vidlight.models.kind import KinD
 from vidlight.train.data import read_rgb, to_tensor
@@ -55,27 +55,12 @@ def model(kind_npz: Path) -> KinD:
     return load_model("kind", weights=str(kind_npz))
 
 
-def _stages(model: KinD, ref: Path, case: str) -> dict[str, torch.Tensor]:
-    with torch.no_grad():
-        return model.stages(to_tensor(read_rgb(ref / f"in_{case}.png")))
-
-
-def _max_diff(ours: torch.Tensor, official: np.ndarray, what: str) -> float:
-    ours_np = ours[0].permute(1, 2, 0).numpy()
-    if official.ndim == 2:
-        ours_np = ours_np[..., 0]
-    assert ours_np.shape == official.shape, f"{what}: shape {ours_np.shape}, official {official.shape}"
-    return float(np.abs(ours_np.astype(np.float64) - official).max())
-
-
 def test_every_reference_file_is_covered(shared_dir: Path) -> None:
     """A reference file added later must not sit there untested."""
     present = {p.name for p in _ref(shared_dir).glob("*.npy")}
     covered = {f"{name}_{case}.npy" for name in STAGES for case in CASES}
     assert present <= covered
     assert {f"out_{case}.npy" for case in CASES} <= present
-
-
 
 
 def test_weights_layout(shared_dir: Path, model: KinD) -> None:
@@ -94,30 +79,16 @@ def test_weights_layout(shared_dir: Path, model: KinD) -> None:
 @pytest.mark.parametrize("case", CASES)
 def test_matches_official(shared_dir: Path, model: KinD, case: str) -> None:
     ref = _ref(shared_dir)
-    ours = _stages(model, ref, case)
-    checked = 0
-    for name, stage in STAGES.items():
-        path = ref / f"{name}_{case}.npy"
-        if not path.is_file():
-            continue
-        diff = _max_diff(ours[stage], np.load(path), f"{name}_{case}")
-        assert diff <= ATOL, f"{name}_{case}: max abs diff {diff:.3g} > {ATOL}"
-        checked += 1
-    assert checked >= 1
+    ours = stages_of(model, ref, case)
+    assert check_stages(ours, ref, case, STAGES, ATOL) >= 1
     # forward() is the official output
     with torch.no_grad():
         assert torch.equal(model(to_tensor(read_rgb(ref / f"in_{case}.png"))), ours["out"])
 
 
-
-
-
-
 def test_not_a_checkpoint_directory(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="holds none"):
         read_checkpoint(tmp_path)
-
-
 
 
 @pytest.mark.parametrize("size", [(1, 1), (5, 7), (17, 31), (37, 50)])
@@ -130,14 +101,12 @@ def test_any_frame_size(model: KinD, size: tuple[int, int]) -> None:
     assert torch.isfinite(out).all()
 
 
-
-
 def test_ratio_option(kind_npz: Path, shared_dir: Path) -> None:
     ref = _ref(shared_dir)
     dim = load_model("kind", weights=str(kind_npz), ratio=1.0)
     bright = load_model("kind", weights=str(kind_npz))
     assert dim.ratio == 1.0 and bright.ratio == 5.0
-    a, b = _stages(dim, ref, "lol1_crop"), _stages(bright, ref, "lol1_crop")
+    a, b = stages_of(dim, ref, "lol1_crop"), stages_of(bright, ref, "lol1_crop")
     assert torch.equal(a["restoredR"], b["restoredR"])
     assert not torch.equal(a["adjI"], b["adjI"])
     for bad in (-1.0, float("nan"), "x"):

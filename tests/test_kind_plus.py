@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from formula import fixture_weights, formula_state
+from reference import check_stages, stages_of
 from vidlight import VidlightError, WeightsError, load_model
 from vidlight.models.kind_plus import KinDPlus
 from vidlight.models.registry import get_model_spec
@@ -59,31 +60,7 @@ def model(kind_plus_npz: Path) -> KinDPlus:
 
 @pytest.fixture(scope="module")
 def crop_stages(shared_dir: Path, model: KinDPlus) -> dict[str, torch.Tensor]:
-    return _stages(model, _ref(shared_dir), CROP)
-
-
-def _stages(model: KinDPlus, ref: Path, case: str) -> dict[str, torch.Tensor]:
-    with torch.no_grad():
-        return model.stages(to_tensor(read_rgb(ref / f"in_{case}.png")))
-
-
-def _max_diff(ours: torch.Tensor, official: np.ndarray, what: str) -> float:
-    ours_np = ours[0].permute(1, 2, 0).numpy()
-    if official.ndim == 2:
-        ours_np = ours_np[..., 0]
-    assert ours_np.shape == official.shape, f"{what}: shape {ours_np.shape}, official {official.shape}"
-    return float(np.abs(ours_np.astype(np.float64) - official).max())
-
-
-def _check(ours: dict[str, torch.Tensor], ref: Path, case: str) -> int:
-    checked = 0
-    for name, stage in STAGES.items():
-        path = ref / f"{name}_{case}.npy"
-        if path.is_file():
-            diff = _max_diff(ours[stage], np.load(path), f"{name}_{case}")
-            assert diff <= ATOL, f"{name}_{case}: max abs diff {diff:.3g} > {ATOL}"
-            checked += 1
-    return checked
+    return stages_of(model, _ref(shared_dir), CROP)
 
 
 def test_every_reference_file_is_covered(shared_dir: Path) -> None:
@@ -93,8 +70,6 @@ def test_every_reference_file_is_covered(shared_dir: Path) -> None:
     assert present <= covered
     assert {f"{name}_{case}.npy" for name in STAGES for case in (CROP,)} <= present
     assert {"out_lol1.npy", "out_adj_lol1.npy"} <= present
-
-
 
 
 def test_weights_layout(shared_dir: Path, model: KinDPlus) -> None:
@@ -123,7 +98,7 @@ def test_weights_layout(shared_dir: Path, model: KinDPlus) -> None:
 def test_matches_official_crop(shared_dir: Path, model: KinDPlus, crop_stages: dict[str, torch.Tensor]) -> None:
     """Every intermediate and both outputs (default flags and --adjustment) of the 64x96 crop."""
     ref = _ref(shared_dir)
-    assert _check(crop_stages, ref, CROP) == len(STAGES)
+    assert check_stages(crop_stages, ref, CROP, STAGES, ATOL) == len(STAGES)
     x = to_tensor(read_rgb(ref / f"in_{CROP}.png"))
     with torch.no_grad():
         assert torch.equal(model(x), crop_stages["out"])  # forward() is the official default output
@@ -134,11 +109,7 @@ def test_matches_official_crop(shared_dir: Path, model: KinDPlus, crop_stages: d
 def test_matches_official_full_size(shared_dir: Path, model: KinDPlus) -> None:
     """The 400x600 frame (only the outputs were kept): ~25 CPU-s."""
     ref = _ref(shared_dir)
-    assert _check(_stages(model, ref, FULL), ref, FULL) == 2
-
-
-
-
+    assert check_stages(stages_of(model, ref, FULL), ref, FULL, STAGES, ATOL) == 2
 
 
 def test_kind_weights_are_not_kind_plus_weights(shared_dir: Path, tmp_path: Path) -> None:
@@ -149,8 +120,6 @@ def test_kind_weights_are_not_kind_plus_weights(shared_dir: Path, tmp_path: Path
     np.savez(path, **state)
     with pytest.raises(WeightsError, match="I_enhance_Net/conv_1/weights"):
         load_model("kind++", weights=str(path))
-
-
 
 
 @pytest.mark.parametrize("size", [(1, 1), (5, 7), (13, 18), (17, 31)])
@@ -173,13 +142,11 @@ def test_branches_keep_the_feature_size(model: KinDPlus) -> None:
                 assert branch(x).shape == x.shape
 
 
-
-
 def test_options(kind_plus_npz: Path, shared_dir: Path, crop_stages: dict[str, torch.Tensor]) -> None:
     ref = _ref(shared_dir)
     dim = load_model("kind++", weights=str(kind_plus_npz), ratio=1.0, adjustment="true")
     assert dim.ratio == 1.0 and dim.adjustment is True
-    a = _stages(dim, ref, CROP)
+    a = stages_of(dim, ref, CROP)
     assert torch.equal(a["restoredR"], crop_stages["restoredR"])
     assert torch.equal(a["out"], crop_stages["out"])  # the default output ignores the ratio
     assert not torch.equal(a["adjI"], crop_stages["adjI"])

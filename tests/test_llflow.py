@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from formula import llflow_formula_tensor
+from reference import max_diff
 import vidlight
 from vidlight import WeightsError, load_model
 from vidlight.models.llflow import LLFlow
@@ -67,12 +68,6 @@ def stages(shared_dir: Path, npz_paths: dict[str, Path]) -> dict[str, dict[str, 
     return out
 
 
-def _diff(ours: torch.Tensor, official: np.ndarray, what: str) -> float:
-    ours_np = ours[0].permute(1, 2, 0).numpy()
-    assert ours_np.shape == official.shape, f"{what}: shape {ours_np.shape}, official {official.shape}"
-    return float(np.abs(ours_np.astype(np.float64) - official).max())
-
-
 def test_default_weights_are_the_drive_checkpoints() -> None:
     for name, conf in (("llflow", "LOL-pc"), ("llflow-small", "LOL_smallNet")):
         assert name in vidlight.list_models()
@@ -109,7 +104,7 @@ def test_weights_layout(shared_dir: Path, name: str) -> None:
 def test_netin_matches_official(shared_dir: Path, stages: dict[str, dict[str, torch.Tensor]]) -> None:
     official = np.load(_ref(shared_dir) / f"netin_{CASE}.npy")
     for name in VARIANTS:
-        assert _diff(stages[name]["netin"], official, "netin") <= ATOL
+        assert max_diff(stages[name]["netin"], official, "netin") <= ATOL
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
@@ -117,7 +112,7 @@ def test_matches_official(shared_dir: Path, stages: dict[str, dict[str, torch.Te
     folder = _ref(shared_dir) / VARIANTS[name]
     for ours, stem in FILES.items():
         path = folder / f"{stem}_{CASE}.npy"
-        diff = _diff(stages[name][ours], np.load(path), f"{name} {stem}")
+        diff = max_diff(stages[name][ours], np.load(path), f"{name} {stem}")
         print(f"{name} {stem}: max abs diff {diff:.3g}")
         assert diff <= ATOL, f"{name} {stem}: max abs diff {diff:.3g} > {ATOL}"
 
