@@ -17,7 +17,8 @@ from vidlight.models.mbllen_video import ClipWindow, MBLLENVideo
 from vidlight.train.data import read_rgb
 from vidlight.train.losses import mbllen_region_loss, mbllen_structure_loss
 from vidlight.train.mbllen_video import MBLLENVideoTrainConfig, score_clips, train_mbllen_video
-from vidlight.train.video_data import ClipSynthesis, camera_path, heldout_clips, split_images
+from vidlight.train.data import split_images
+from vidlight.train.video_data import ClipSynthesis, camera_path, heldout_clips
 from vidlight.weights import ASSETS_DIR, get_weights, sha256_of
 
 

@@ -31,6 +31,19 @@ def image_paths(directory: str | Path) -> list[Path]:
     return paths
 
 
+def split_images(directory: str | Path, holdout_every: int = 10) -> tuple[list[Path], list[Path]]:
+    """(training, held-out) image files of ``directory``: every ``holdout_every``-th file by
+    sorted name is held out."""
+    if holdout_every < 2:
+        raise VidlightError(f"holdout_every must be >= 2, got {holdout_every}")
+    paths = image_paths(directory)
+    held = [p for i, p in enumerate(paths) if i % holdout_every == 0]
+    train = [p for i, p in enumerate(paths) if i % holdout_every != 0]
+    if not train:
+        raise VidlightError(f"{directory} has too few images to hold every {holdout_every}th out and still train")
+    return train, held
+
+
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """N x H x W x 3 (or H x W x 3) uint8 -> N x 3 x H x W float32 in [0, 1]."""
     t = torch.from_numpy(np.ascontiguousarray(images))

@@ -25,9 +25,9 @@ from torch import nn
 
 from vidlight.metrics import psnr, quantize, ssim
 from vidlight.models.mbllen_video import MBLLENVideo
-from vidlight.train.data import read_rgb
 from vidlight.train.losses import mbllen_loss
-from vidlight.train.video_data import ClipSynthesizer, clips_to_tensor, heldout_clips, split_images
+from vidlight.train.data import read_rgb, split_images
+from vidlight.train.video_data import ClipSynthesizer, clips_to_tensor, heldout_clips
 
 
 @dataclass

@@ -22,7 +22,7 @@ from torch import nn
 from vidlight.errors import VidlightError
 from vidlight.metrics import psnr, quantize
 from vidlight.models.sci import SCI, CalibrationNet, IlluminationEstimator
-from vidlight.train.data import RandomCrops, image_paths, read_rgb, to_tensor
+from vidlight.train.data import RandomCrops, read_rgb, split_images, to_tensor
 from vidlight.train.losses import sci_stage_loss
 
 
@@ -76,12 +76,11 @@ class SCITrainConfig:
 
 def _split(data: Path, holdout_every: int) -> tuple[list[Path], list[tuple[Path, Path]]]:
     """Training low images, and held-out (low, high) pairs: every ``holdout_every``-th file."""
-    low = image_paths(data / "low")
+    train, held_low = split_images(data / "low", holdout_every)
     high_dir = data / "high"
-    held = [(p, high_dir / p.name) for i, p in enumerate(low) if i % holdout_every == 0]
+    held = [(p, high_dir / p.name) for p in held_low]
     if not all(h.is_file() for _, h in held):
         raise VidlightError(f"{high_dir} must hold a normal-light image for each held-out low image")
-    train = [p for i, p in enumerate(low) if i % holdout_every != 0]
     return train, held
 
 

@@ -17,21 +17,19 @@ Per clip, drawn from one ``numpy.random.Generator`` (so a seed fixes every clip)
 * noise ``Poisson(dark * peak) / peak`` with ``peak ~ U[50, 200]`` (photons at full scale), then
   ``round(255 x) / 255`` clipped to [0, 1].
 
-Held-out split (:func:`split_images`): every ``holdout_every``-th image file by sorted name
+Held-out split (:func:`vidlight.train.data.split_images`): every ``holdout_every``-th image file by sorted name
 (10 %: files 0, 10, 20, ...) is held out and never used for training.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
 from vidlight.errors import VidlightError
-from vidlight.train.data import image_paths
 
 # Seed of the held-out evaluation clips: fixed, independent of the training seed, so every run
 # (and the report's figures) scores the same clips.
@@ -48,19 +46,6 @@ class ClipSynthesis:
     gamma: tuple[float, float] = (2.0, 3.5)
     scale: tuple[float, float] = (0.5, 1.0)
     peak: tuple[float, float] = (50.0, 200.0)
-
-
-def split_images(directory: str | Path, holdout_every: int = 10) -> tuple[list[Path], list[Path]]:
-    """(training, held-out) image files of ``directory``: every ``holdout_every``-th file by
-    sorted name is held out."""
-    if holdout_every < 2:
-        raise VidlightError(f"holdout_every must be >= 2, got {holdout_every}")
-    paths = image_paths(directory)
-    held = [p for i, p in enumerate(paths) if i % holdout_every == 0]
-    train = [p for i, p in enumerate(paths) if i % holdout_every != 0]
-    if not train:
-        raise VidlightError(f"{directory} has too few images to hold every {holdout_every}th out and still train")
-    return train, held
 
 
 def camera_path(
