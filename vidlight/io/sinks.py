@@ -1,0 +1,389 @@
+"""Sinks besides a single file: nothing (benchmarks), image folders, segmented recordings
+and RTSP publishing.
+
+Every sink has :class:`~vidlight.io.files.FileSink`'s interface: ``write(rgb, pts)``,
+``mux_packet(packet)``, ``close(complete=True)``, ``frames_written`` and ``output`` (a name
+to show, without credentials). :func:`open_sink` picks one from what the user typed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from vidlight.errors import MediaError, VidlightError
+from vidlight.io.files import FileSink, VideoInfo
+from vidlight.io.live import IMAGE_SUFFIXES, redact
+
+log = logging.getLogger("vidlight")
+
+
+class NullSink:
+    """Discards frames, counting them (for measuring speed without the encoder)."""
+
+    output = "null"
+
+    def __init__(self, info: VideoInfo | None = None) -> None:
+        self.info = info
+        self.frames_written = 0
+
+    def write(self, rgb: np.ndarray, pts: int | None) -> None:
+        self.frames_written += 1
+
+    def mux_packet(self, packet: av.Packet) -> None:
+        pass
+
+    def close(self, *, complete: bool = True) -> None:
+        pass
+
+
+class ImageDirSink:
+    """Writes each frame as an image file in a folder.
+
+    Args:
+        folder: created if missing (its parent must exist).
+        info: the source's :class:`VideoInfo` (unused; for the common constructor shape).
+        pattern: file name, formatted with ``index`` (0 for the first frame written); its
+            suffix picks the format (``.png`` keeps 16-bit frames 16-bit; ``.jpg`` is 8-bit).
+
+    Each image is written under a temporary name and renamed, so a reader watching the folder
+    never sees half an image. Audio and subtitle packets are dropped.
+    """
+
+    def __init__(self, folder: str | os.PathLike, info: VideoInfo | None = None, *,
+                 pattern: str = "frame_{index:06d}.png") -> None:
+        import cv2  # only image output needs OpenCV
+
+        self._cv2 = cv2
+        self.folder = Path(folder)
+        self.output = str(self.folder / pattern)
+        self.pattern = pattern
+        self.frames_written = 0
+        try:
+            sample = pattern.format(index=0)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise VidlightError(f"invalid image pattern {pattern!r} ({exc}); use e.g. frame_{{index:06d}}.png") from None
+        if sample == pattern.format(index=1):
+            raise VidlightError(f"image pattern {pattern!r} must contain {{index}}, e.g. frame_{{index:06d}}.png")
+        self.suffix = Path(sample).suffix.lower()
+        if self.suffix not in IMAGE_SUFFIXES:
+            raise VidlightError(f"image pattern {pattern!r} must end with one of {', '.join(IMAGE_SUFFIXES)}")
+        if "/" in sample or os.sep in sample:
+            raise VidlightError(f"image pattern {pattern!r} must be a file name, not a path")
+        if not self.folder.is_dir():
+            if not self.folder.parent.is_dir():
+                raise MediaError(f"cannot write images to {self.folder}: folder {self.folder.parent} does not exist")
+            try:
+                self.folder.mkdir()
+            except OSError as exc:
+                raise MediaError(f"cannot create {self.folder}: {exc.strerror}") from None
+        if not os.access(self.folder, os.W_OK):
+            raise MediaError(f"cannot write images to {self.folder}: it is not writable")
+
+    def write(self, rgb: np.ndarray, pts: int | None) -> None:
+        cv2 = self._cv2
+        if rgb.dtype == np.uint16 and self.suffix in (".jpg", ".jpeg", ".bmp"):
+            rgb = (rgb >> 8).astype(np.uint8)  # these formats hold 8 bits
+        path = self.folder / self.pattern.format(index=self.frames_written)
+        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # cv2 picks the format by suffix
+        ok = cv2.imwrite(str(tmp), cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
+        if not ok:
+            tmp.unlink(missing_ok=True)
+            raise MediaError(f"could not write {path}")
+        os.replace(tmp, path)
+        self.frames_written += 1
+
+    def mux_packet(self, packet: av.Packet) -> None:
+        pass
+
+    def close(self, *, complete: bool = True) -> None:
+        pass  # every image is complete once renamed
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(h|m|s)?\s*$", re.IGNORECASE)
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds in ``"10m"``, ``"90s"``, ``"1h"``, ``"1.5h"`` or a plain number of seconds (``"30"``).
+
+    Raises:
+        VidlightError: anything else, or a duration that is not positive.
+    """
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        match = _DURATION.match(str(text))
+        if not match:
+            raise VidlightError(f"invalid duration {text!r}; use seconds (30, 90s), minutes (10m) or hours (1h)")
+        seconds = float(match.group(1)) * {"h": 3600, "m": 60, "s": 1, None: 1}[
+            (match.group(2) or "").lower() or None]
+    if not seconds > 0:
+        raise VidlightError(f"invalid duration {text!r}: it must be more than 0 seconds")
+    return seconds
+
+
+class SegmentedFileSink:
+    """Records into consecutive complete files of about ``segment_seconds`` each.
+
+    Segments are named ``{stem}_{n:05d}{suffix}`` (n from 0), or, when ``output`` contains
+    ``%``, by ``time.strftime`` of the segment's wall-clock start (``cam_%Y%m%d-%H%M%S.mp4``).
+    A segment is cut at the first frame whose time is ``segment_seconds`` past the segment's
+    first frame, so every segment starts with a keyframe and its own timestamps start at 0.
+    Each segment is a :class:`FileSink`: written to a partial file and renamed once closed.
+
+    Args:
+        output: the name pattern described above.
+        info: the source's :class:`VideoInfo`.
+        segment_seconds: length of a segment (a number, or text for :func:`parse_duration`).
+        copy_streams, codec, crf, preset, options: as for :class:`FileSink`; copied packets
+            are shifted by each segment's start.
+        overwrite: replace existing segment files (otherwise an existing first segment name
+            is an error, and a clash between wall-clock names gets a ``-1``, ``-2`` suffix).
+
+    Attributes:
+        segments: paths of the finished segments, in order.
+    """
+
+    def __init__(
+        self,
+        output: str | os.PathLike,
+        info: VideoInfo,
+        *,
+        segment_seconds: float | str,
+        copy_streams: list = (),
+        codec: str = "libx264",
+        crf: int | None = 18,
+        preset: str | None = "medium",
+        options: dict[str, str] | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        self.output = str(output)
+        self.info = info
+        self.segment_seconds = parse_duration(segment_seconds)
+        self.copy_streams = list(copy_streams)
+        self._sink_options = dict(codec=codec, crf=crf, preset=preset, options=options)
+        self.overwrite = overwrite
+        self.timestamped = "%" in self.output
+        path = Path(self.output)
+        if not path.parent.is_dir():
+            raise MediaError(f"cannot write {self.output}: folder {path.parent} does not exist")
+        if not path.suffix:
+            raise VidlightError(f"segment output {self.output!r} needs a file suffix, e.g. .mp4 or .mkv")
+        self.segments: list[Path] = []
+        self.frames_written = 0
+        self._current: FileSink | None = None
+        self._current_path: Path | None = None
+        self._start_pts: int | None = None  # first pts of the current segment (source time base)
+        self._index = 0
+        if not self.timestamped and not overwrite and self._numbered(0).exists():
+            raise VidlightError(f"{self._numbered(0)} already exists; pass -y/--overwrite to replace it")
+
+    def _numbered(self, n: int) -> Path:
+        path = Path(self.output)
+        return path.with_name(f"{path.stem}_{n:05d}{path.suffix}")
+
+    def _next_path(self) -> Path:
+        if not self.timestamped:
+            return self._numbered(self._index)
+        path = Path(time.strftime(self.output, time.localtime()))
+        if self.overwrite and path not in self.segments:
+            return path
+        candidate, k = path, 0
+        while candidate.exists() or candidate in self.segments:
+            k += 1
+            candidate = path.with_name(f"{path.stem}-{k}{path.suffix}")
+        return candidate
+
+    def _start_segment(self, pts: int) -> None:
+        path = self._next_path()
+        self._current = FileSink(path, self.info, copy_streams=self.copy_streams, **self._sink_options)
+        self._current_path = path
+        self._start_pts = pts
+        self._index += 1
+        log.info("recording segment %s", path)
+
+    def _finish_segment(self) -> None:
+        sink, self._current = self._current, None
+        if sink is not None:
+            sink.close(complete=True)
+            if sink.frames_written:
+                self.segments.append(self._current_path)
+
+    def write(self, rgb: np.ndarray, pts: int | None) -> None:
+        if pts is None:
+            # No timestamp: count frames at the nominal rate so segments still get cut.
+            rate = self.info.average_rate or 25
+            pts = (self._start_pts or 0) + round(self._current.frames_written / (rate * self.info.time_base)) \
+                if self._current is not None else 0
+        if self._current is not None and (pts - self._start_pts) * self.info.time_base >= self.segment_seconds:
+            self._finish_segment()
+        if self._current is None:
+            self._start_segment(pts)
+        self._current.write(rgb, pts - self._start_pts)
+        self.frames_written += 1
+
+    def mux_packet(self, packet: av.Packet) -> None:
+        if self._current is None or packet.pts is None or packet.time_base is None:
+            return
+        shift = round(self._start_pts * self.info.time_base / packet.time_base)
+        if packet.dts is not None and packet.dts - shift < 0:
+            return  # belongs before this segment's first picture
+        packet.pts -= shift
+        if packet.dts is not None:
+            packet.dts -= shift
+        self._current.mux_packet(packet)
+
+    def close(self, *, complete: bool = True) -> None:
+        """Finish the current segment, or with ``complete=False`` remove only that one."""
+        if complete:
+            self._finish_segment()
+        elif self._current is not None:
+            sink, self._current = self._current, None
+            sink.close(complete=False)
+
+
+class RtspSink(FileSink):
+    """Publishes the frames to an RTSP server (ANNOUNCE/RECORD), encoded for low latency.
+
+    x264 runs with ``tune=zerolatency``, no B-frames and a keyframe about every second, so
+    that a viewer who joins late waits at most a second. Frames are converted and
+    timestamped exactly as :class:`FileSink` does (its ``write`` is reused).
+
+    Args:
+        url: ``rtsp://`` or ``rtsps://`` address of the stream on the server.
+        info: the source's :class:`VideoInfo`.
+        transport: ``"tcp"`` (default) or ``"udp"``.
+        codec, preset, crf: encoder settings.
+        open_timeout_seconds: limit for connecting and announcing the stream.
+
+    Raises:
+        MediaError: the server cannot be reached or refuses the stream (one line, no credentials).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        info: VideoInfo,
+        *,
+        transport: str = "tcp",
+        codec: str = "libx264",
+        preset: str = "veryfast",
+        crf: int | None = 23,
+        open_timeout_seconds: float = 10.0,
+    ) -> None:
+        if transport not in ("tcp", "udp"):
+            raise VidlightError(f"invalid transport {transport!r}; valid values are tcp, udp")
+        self.url = str(url)
+        self.output = redact(self.url)
+        self.info = info
+        self.frames_written = 0
+        self._last_pts = None
+        self._warned_resize = False
+        self.stream_map = {}
+        self.tmp = None
+        rate = info.average_rate or Fraction(25)
+        options = {"tune": "zerolatency", "bf": "0", "g": str(max(1, round(rate))), "sc_threshold": "0"} \
+            if codec == "libx264" else {}
+        try:
+            self.container = av.open(self.url, mode="w", format="rtsp", options={
+                "rtsp_transport": transport,
+                "timeout": str(int(open_timeout_seconds * 1e6)),  # socket I/O, connecting included
+            })
+        except (av.error.FFmpegError, ValueError, OSError) as exc:
+            raise MediaError(f"cannot publish to {self.output}: {redact(str(getattr(exc, 'strerror', None) or exc))}") \
+                from None
+        try:
+            self._add_video_stream(codec, crf, preset, options)
+            start = time.monotonic()
+            self.container.start_encoding()  # connects, ANNOUNCEs and starts RECORD now, not at the first frame
+        except (av.error.FFmpegError, OSError) as exc:
+            elapsed = time.monotonic() - start if "start" in locals() else 0.0
+            reason = redact(str(getattr(exc, "strerror", None) or exc))
+            if getattr(exc, "errno", None) == 111:
+                reason = "connection refused (is the RTSP server running and the URL right?)"
+            elif elapsed >= 0.95 * open_timeout_seconds:
+                reason = f"no answer within {open_timeout_seconds:g} s (is the server reachable?)"
+            self.container = None  # dropping it frees FFmpeg's context; close() would try to finish
+            raise MediaError(f"cannot publish to {self.output}: {reason}") from None
+        except BaseException:
+            self.container = None
+            raise
+
+    def _add_video_stream(self, codec: str, crf: int | None, preset: str | None, options: dict[str, str]) -> None:
+        # RTSP clients expect 8-bit 4:2:0, whatever the source depth.
+        info = self.info
+        self.info = VideoInfo(**{**info.__dict__, "bit_depth": 8})
+        try:
+            super()._add_video_stream(codec, crf, preset, options)
+        finally:
+            self.info = info
+
+    def write(self, rgb: np.ndarray, pts: int | None) -> None:
+        if rgb.dtype == np.uint16:
+            rgb = (rgb >> 8).astype(np.uint8)
+        super().write(rgb, pts)
+
+    def mux_packet(self, packet: av.Packet) -> None:
+        pass  # only the picture is published
+
+    def close(self, *, complete: bool = True) -> None:
+        """Flush the encoder and end the session (TEARDOWN)."""
+        container, self.container = self.container, None
+        if container is None:
+            return
+        try:
+            if complete:
+                container.mux(self.stream.encode(None))
+        except (av.error.FFmpegError, OSError) as exc:
+            log.warning("%s: could not flush the last frames (%s)", self.output, redact(str(exc)))
+        finally:
+            try:
+                container.close()
+            except (av.error.FFmpegError, OSError):
+                pass
+
+
+def open_sink(
+    spec: str | os.PathLike,
+    info: VideoInfo,
+    *,
+    copy_streams: list = (),
+    segment_seconds: float | str | None = None,
+    codec: str = "libx264",
+    crf: int | None = 18,
+    preset: str | None = "medium",
+    overwrite: bool = False,
+    transport: str = "tcp",
+):
+    """The sink for what the user typed.
+
+    ``"null"`` → :class:`NullSink`; ``rtsp://``/``rtsps://`` → :class:`RtspSink`; an existing
+    folder, a path ending with ``/`` or a pattern containing ``{index`` → :class:`ImageDirSink`;
+    with ``segment_seconds`` → :class:`SegmentedFileSink`; anything else → :class:`FileSink`.
+    """
+    text = str(spec)
+    if text == "null":
+        return NullSink(info)
+    if re.match(r"(?i)^rtsps?://", text):
+        return RtspSink(text, info, transport=transport, codec=codec,
+                        **({"crf": crf} if crf is not None else {}))
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://", text):
+        raise VidlightError(f"cannot write to {redact(text)}: outputs are files, folders, rtsp:// URLs or null")
+    if "{index" in text:
+        path = Path(text)
+        return ImageDirSink(path.parent, info, pattern=path.name)
+    if text.endswith(("/", os.sep)) or Path(text).is_dir():
+        return ImageDirSink(text, info)
+    if segment_seconds is not None:
+        return SegmentedFileSink(text, info, segment_seconds=segment_seconds, copy_streams=copy_streams,
+                                 codec=codec, crf=crf, preset=preset, overwrite=overwrite)
+    if Path(text).exists() and not overwrite:
+        raise VidlightError(f"{text} already exists; pass -y/--overwrite to replace it")
+    return FileSink(text, info, copy_streams=copy_streams, codec=codec, crf=crf, preset=preset)
