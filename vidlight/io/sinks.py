@@ -299,6 +299,7 @@ class RtspSink(FileSink):
         except (av.error.FFmpegError, ValueError, OSError) as exc:
             raise MediaError(f"cannot publish to {self.output}: {redact(str(getattr(exc, 'strerror', None) or exc))}") \
                 from None
+        self.encoder_options = {**options, **({"preset": preset} if preset else {})}
         try:
             self._add_video_stream(codec, crf, preset, options)
             start = time.monotonic()

@@ -1,0 +1,265 @@
+"""Sinks: null, image folders, segmented recordings, RTSP publishing, and open_sink.
+
+Outputs are read back with PyAV or OpenCV. RtspSink publishes to FFmpeg's own RTSP
+receiver (the rtsp demuxer in listen mode, which accepts ANNOUNCE/RECORD) in a thread.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from media import gradient, mean_abs_diff, read_video, simple_clip
+from vidlight.errors import MediaError, VidlightError
+from vidlight.io.files import FileSink, FileSource, VideoInfo
+from vidlight.io.sinks import (ImageDirSink, NullSink, RtspSink, SegmentedFileSink, open_sink,
+                               parse_duration)
+
+FPS = 25
+
+
+def make_info(width: int = 64, height: int = 48, *, time_base: Fraction = Fraction(1, 90000),
+              depth: int = 8) -> VideoInfo:
+    return VideoInfo(width=width, height=height, time_base=time_base, average_rate=Fraction(FPS), frames=0,
+                     duration_seconds=None, colorspace=1, matrix=1, color_range=1, color_primaries=1,
+                     color_trc=1, bit_depth=depth, rotation=0, codec="h264")
+
+
+def pts_of(i: int) -> int:
+    return i * 90000 // FPS
+
+
+def closed_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def test_null_sink_counts() -> None:
+    sink = NullSink(make_info())
+    for i in range(5):
+        sink.write(gradient(64, 48, i), pts_of(i))
+    sink.close()
+    assert sink.frames_written == 5 and sink.output == "null"
+
+
+# --- image folders ---------------------------------------------------------------------------------
+
+
+def test_image_dir_sink_png_is_exact_8_and_16_bit(tmp_path: Path) -> None:
+    folder = tmp_path / "out"  # created: its parent exists
+    sink = ImageDirSink(folder, make_info())
+    written = [gradient(64, 48, i) for i in range(3)] + [gradient(64, 48, 3, depth=16)]
+    for i, rgb in enumerate(written):
+        sink.write(rgb, pts_of(i))
+    sink.close()
+    assert sink.frames_written == 4
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == [f"frame_{i:06d}.png" for i in range(4)]  # no temporary names left
+    for name, rgb in zip(files, written):
+        back = cv2.cvtColor(cv2.imread(str(folder / name), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB)
+        assert back.dtype == rgb.dtype
+        np.testing.assert_array_equal(back, rgb)
+
+
+def test_image_dir_sink_jpg_pattern_and_errors(tmp_path: Path) -> None:
+    sink = ImageDirSink(tmp_path, make_info(), pattern="img-{index}.jpg")
+    rgb = gradient(64, 48, 1)
+    sink.write(rgb, 0)
+    sink.write(gradient(64, 48, 2, depth=16), 1)  # jpg holds 8 bits: converted
+    back = cv2.cvtColor(cv2.imread(str(tmp_path / "img-0.jpg")), cv2.COLOR_BGR2RGB)
+    assert mean_abs_diff(back, rgb) < 3
+    assert cv2.imread(str(tmp_path / "img-1.jpg")).dtype == np.uint8
+    with pytest.raises(MediaError, match="does not exist"):
+        ImageDirSink(tmp_path / "missing" / "out", make_info())
+    with pytest.raises(VidlightError, match="must contain"):
+        ImageDirSink(tmp_path, make_info(), pattern="same.png")
+    with pytest.raises(VidlightError, match="must end with one of"):
+        ImageDirSink(tmp_path, make_info(), pattern="f{index}.gif")
+
+
+# --- segmented recording ----------------------------------------------------------------------------
+
+
+def test_parse_duration() -> None:
+    assert parse_duration("10m") == 600
+    assert parse_duration("90s") == 90
+    assert parse_duration("1h") == 3600
+    assert parse_duration("30") == 30
+    assert parse_duration("1.5h") == 5400
+    assert parse_duration(12) == 12
+    for bad in ("ten minutes", "10x", "", "-5", "0"):
+        with pytest.raises(VidlightError, match=r"invalid duration"):
+            parse_duration(bad)
+    with pytest.raises(VidlightError, match=r"10m"):
+        parse_duration("abc")
+
+
+def _record(sink, n: int, start: int = 0) -> list[np.ndarray]:
+    pictures = [gradient(64, 48, i) for i in range(start, start + n)]
+    for i, rgb in enumerate(pictures, start):
+        sink.write(rgb, pts_of(i) + 123456)  # a live source's timestamps need not start at 0
+    return pictures
+
+
+def test_segments_are_complete_playable_and_start_at_zero(tmp_path: Path) -> None:
+    sink = SegmentedFileSink(tmp_path / "cam.mp4", make_info(), segment_seconds="1s", preset="ultrafast")
+    pictures = _record(sink, 88)  # 3.52 s
+    sink.close()
+    assert sink.frames_written == 88
+    assert sink.segments == [tmp_path / f"cam_{n:05d}.mp4" for n in range(4)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [p.name for p in sink.segments]  # no partial files
+    counts, offset = [], 0
+    for path in sink.segments:
+        decoded = read_video(path)
+        counts.append(len(decoded.frames))
+        assert decoded.pts_seconds[0] == 0
+        assert decoded.pts_seconds == pytest.approx([i / FPS for i in range(len(decoded.frames))], abs=1e-3)
+        for got, want in zip(decoded.frames, pictures[offset:]):
+            assert mean_abs_diff(got, want) < 3
+        offset += len(decoded.frames)
+        with av.open(str(path)) as c:
+            first = next(c.demux(c.streams.video[0]))
+            assert first.is_keyframe
+    assert counts == [25, 25, 25, 13]
+
+
+def test_segment_close_incomplete_removes_only_the_current_one(tmp_path: Path) -> None:
+    sink = SegmentedFileSink(tmp_path / "cam.mkv", make_info(), segment_seconds=1, preset="ultrafast")
+    _record(sink, 60)  # two full segments and half of a third
+    sink.close(complete=False)
+    assert [p.name for p in sink.segments] == ["cam_00000.mkv", "cam_00001.mkv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cam_00000.mkv", "cam_00001.mkv"]
+    assert [len(read_video(p).frames) for p in sink.segments] == [25, 25]
+    with pytest.raises(VidlightError, match="already exists"):
+        SegmentedFileSink(tmp_path / "cam.mkv", make_info(), segment_seconds=1)
+
+
+def test_segment_names_from_wall_clock(tmp_path: Path) -> None:
+    sink = SegmentedFileSink(tmp_path / "cam_%Y%m%d-%H%M%S.mp4", make_info(), segment_seconds=0.4,
+                             preset="ultrafast")
+    before = time.strftime("%Y%m%d")
+    _record(sink, 25)
+    sink.close()
+    assert len(sink.segments) == 3  # 10 + 10 + 5 frames, named within one second or two
+    assert len(set(sink.segments)) == 3 and all(p.exists() for p in sink.segments)
+    assert all(p.name.startswith(f"cam_{before}") or p.name.startswith("cam_2") for p in sink.segments)
+
+
+def test_segments_carry_copied_audio_rebased(tmp_path: Path) -> None:
+    clip = simple_clip(tmp_path / "a.mp4", n=60, audio=True)  # 2 s at 30 fps
+    source = FileSource(clip.path)
+    sink = SegmentedFileSink(tmp_path / "rec.mp4", source.info, segment_seconds=1, preset="ultrafast",
+                             copy_streams=source.copy_streams)
+    for item in source:
+        if isinstance(item, av.Packet):
+            sink.mux_packet(item)
+        else:
+            sink.write(item.rgb, item.pts)
+    sink.close()
+    source.close()
+    assert len(sink.segments) == 2
+    for path in sink.segments:
+        with av.open(str(path)) as c:
+            audio = c.streams.audio[0]
+            starts = [float(p.pts * audio.time_base) for p in c.demux(audio) if p.pts is not None]
+            assert starts and min(starts) < 0.1 and max(starts) < 1.2  # re-based to the segment
+
+
+# --- RTSP publishing ----------------------------------------------------------------------------------
+
+
+def _receive(url: str, got: list, ready: threading.Event) -> None:
+    """FFmpeg's RTSP receiver in listen mode: accepts one publisher and decodes its stream."""
+    ready.set()
+    try:
+        with av.open(url, options={"rtsp_flags": "listen", "rtsp_transport": "tcp", "listen_timeout": "10"}) as c:
+            stream = c.streams.video[0]
+            for packet in c.demux(stream):
+                for frame in packet.decode():
+                    got.append((frame.pts, frame.to_ndarray(format="rgb24"), packet.is_keyframe))
+    except av.error.FFmpegError as exc:
+        got.append(exc)
+
+
+def test_rtsp_sink_publishes_low_latency_h264() -> None:
+    url = f"rtsp://127.0.0.1:{closed_port()}/live"
+    got: list = []
+    ready = threading.Event()
+    receiver = threading.Thread(target=_receive, args=(url, got, ready), daemon=True)
+    receiver.start()
+    ready.wait()
+    deadline = time.monotonic() + 5
+    while True:  # until the receiver listens
+        try:
+            sink = RtspSink(url, make_info(), open_timeout_seconds=2)
+            break
+        except MediaError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    assert sink.output == url
+    options = sink.encoder_options
+    assert options["tune"] == "zerolatency" and options["bf"] == "0" and options["g"] == str(FPS)
+    assert options["preset"] in ("veryfast", "ultrafast")
+    pictures = [gradient(64, 48, i) for i in range(50)]
+    for i, rgb in enumerate(pictures):
+        sink.write(rgb, pts_of(i) + 777)
+    sink.close()
+    receiver.join(10)
+    assert not receiver.is_alive()
+    assert not any(isinstance(x, Exception) for x in got), got
+    assert len(got) == 50 and sink.frames_written == 50
+    for (_, rgb, _), want in zip(got, pictures):
+        assert mean_abs_diff(rgb, want) < 4
+    stamps = [p for p, _, _ in got if p is not None]
+    assert all(b - a == 90000 // FPS for a, b in zip(stamps, stamps[1:]))  # no B-frames: in order, evenly
+    keyframes = [i for i, (_, _, key) in enumerate(got) if key]
+    assert keyframes[:2] == [0, FPS]  # a keyframe every second
+
+
+def test_rtsp_sink_refused_is_one_redacted_line() -> None:
+    port = closed_port()
+    start = time.monotonic()
+    with pytest.raises(MediaError) as info:
+        RtspSink(f"rtsp://admin:hunter22@127.0.0.1:{port}/live", make_info(), open_timeout_seconds=2)
+    message = str(info.value)
+    assert time.monotonic() - start < 1.5
+    assert "hunter22" not in message and "admin" not in message and "\n" not in message
+    assert f"rtsp://***@127.0.0.1:{port}/live" in message and "connection refused" in message
+
+
+# --- open_sink ------------------------------------------------------------------------------------------
+
+
+def test_open_sink_picks_the_sink(tmp_path: Path) -> None:
+    info = make_info()
+    assert isinstance(open_sink("null", info), NullSink)
+    assert isinstance(open_sink(str(tmp_path), info), ImageDirSink)
+    sink = open_sink(f"{tmp_path}/frames/", info)
+    assert isinstance(sink, ImageDirSink) and (tmp_path / "frames").is_dir()
+    sink = open_sink(str(tmp_path / "shots" / "s{index:03d}.jpg"), info)
+    assert isinstance(sink, ImageDirSink) and sink.pattern == "s{index:03d}.jpg"
+    sink = open_sink(tmp_path / "rec.mp4", info, segment_seconds="10m")
+    assert isinstance(sink, SegmentedFileSink) and sink.segment_seconds == 600
+    sink.close(complete=False)
+    sink = open_sink(tmp_path / "out.mp4", info, crf=20, preset="ultrafast")
+    assert isinstance(sink, FileSink)
+    sink.close(complete=False)
+    (tmp_path / "exists.mp4").write_bytes(b"x")
+    with pytest.raises(VidlightError, match="already exists"):
+        open_sink(tmp_path / "exists.mp4", info)
+    with pytest.raises(MediaError, match=r"rtsp://\*\*\*@127\.0\.0\.1"):
+        open_sink(f"rtsp://u:pw12345@127.0.0.1:{closed_port()}/x", info)
+    with pytest.raises(VidlightError, match="outputs are files"):
+        open_sink("http://127.0.0.1/x", info)
