@@ -478,3 +478,65 @@ def test_latest_frame_queue_get_blocks_until_put() -> None:
     assert 0.15 < time.monotonic() - start < 2
     with pytest.raises(ValueError):
         LatestFrameQueue(0)
+
+
+# --- RTSP, against GStreamer's server (tests/rtsp.py) -----------------------------------------------
+
+
+@pytest.fixture
+def rtsp_camera(tmp_path: Path):
+    rtsp = pytest.importorskip("rtsp", reason="tests/rtsp.py (the RTSP server harness) is not there")
+    rtsp.require_gstreamer()
+    clip = write_video(tmp_path / "cam.mp4", [gradient(64, 48, i) for i in range(2 * FPS)], rate=FPS,
+                       time_base=Fraction(1, FPS))
+    with rtsp.RtspServer(cameras={"/cam": clip.path}) as srv:
+        yield srv
+
+
+def test_rtsp_camera_power_loss_and_return(rtsp_camera) -> None:
+    url = rtsp_camera.url("/cam").replace("rtsp://", "rtsp://viewer:camsecret@")
+    source = LiveSource(url, open_timeout_seconds=5, read_timeout_seconds=2)
+    assert (source.info.width, source.info.height) == (64, 48) and "camsecret" not in source.name
+    events, thread = collect(source)
+    time.sleep(1.0)
+    rtsp_camera.kill()
+    lost = time.monotonic()
+    time.sleep(1.0)
+    rtsp_camera.start()  # same port
+    back = time.monotonic()
+    deadline = back + 6
+    while time.monotonic() < deadline and not any(t > back and isinstance(e, Frame) for t, e in events):
+        time.sleep(0.02)
+    source.close()
+    thread.join(2)
+    first_after = next(t for t, e in events if t > back and isinstance(e, Frame))
+    notice = next(e for _, e in events if isinstance(e, Reconnected))
+    print(f"RTSP: reading resumed {first_after - back:.2f} s after the server listened again "
+          f"(server down {back - lost:.2f} s, reported downtime {notice.downtime_seconds:.2f} s)")
+    assert first_after - back <= 2.0
+    pts = [e.pts for _, e in events if isinstance(e, Frame)]
+    assert pts[0] == 0 and all(b > a for a, b in zip(pts, pts[1:]))
+    assert max(np.diff(pts)) <= 2 * 90000 // FPS  # continuous across the outage
+
+
+def test_rtsp_stalled_camera_is_detected_and_reconnected(rtsp_camera) -> None:
+    source = LiveSource(rtsp_camera.url("/cam"), open_timeout_seconds=5, read_timeout_seconds=1)
+    events, thread = collect(source)
+    time.sleep(0.8)
+    rtsp_camera.pause()
+    paused = time.monotonic()
+    time.sleep(4.0)  # well past the read timeout (and what the socket still holds): the stream counts as lost
+    rtsp_camera.resume()
+    resumed = time.monotonic()
+    deadline = resumed + 6
+    while time.monotonic() < deadline and not any(isinstance(e, Reconnected) for _, e in events):
+        time.sleep(0.02)
+    time.sleep(0.3)
+    source.close()
+    thread.join(2)
+    assert source.reconnects >= 1, "the stall was not detected"
+    last_before = max(t for t, e in events if isinstance(e, Frame) and t < resumed)
+    first_after = next(t for t, e in events if isinstance(e, Frame) and t > resumed)
+    print(f"RTSP stall: last frame {last_before - paused:+.2f} s after pause, "
+          f"resumed {first_after - resumed:.2f} s after SIGCONT")
+    assert first_after - resumed <= 2.5
