@@ -54,10 +54,19 @@ NORM_EPS = 0.001  # evaluate.py: np.maximum(max - min, 0.001)
 PEAK_BYTES_PER_PIXEL = 2600  # fp32 inference, measured by tests/test_tiling.py
 
 
-def normalise(x: torch.Tensor) -> torch.Tensor:
-    """Official min-max normalisation over all pixels and channels of each frame."""
+def normalise(x: torch.Tensor, smooth=None) -> torch.Tensor:
+    """Official min-max normalisation over all pixels and channels of each frame.
+
+    ``smooth(key, index, value)`` (a :class:`vidlight.pipeline.temporal.StatisticsSmoother`)
+    replaces frame ``index``'s minimum (``"min"``) and maximum (``"max"``) by averages over time.
+    """
     lo = x.amin(dim=(1, 2, 3), keepdim=True)
     hi = x.amax(dim=(1, 2, 3), keepdim=True)
+    if smooth is not None:
+        lo = torch.tensor([smooth("min", j, float(v)) for j, v in enumerate(lo.flatten())],
+                          dtype=x.dtype, device=x.device).view_as(lo)
+        hi = torch.tensor([smooth("max", j, float(v)) for j, v in enumerate(hi.flatten())],
+                          dtype=x.dtype, device=x.device).view_as(hi)
     return (x - lo) / torch.clamp(hi - lo, min=NORM_EPS)
 
 
@@ -214,7 +223,11 @@ class KinD(nn.Module):
         """Every intermediate of the official evaluation, N x C x H x W each:
         ``innorm``, ``decomR``, ``decomI``, ``restoredR``, ``adjI``, ``grayw``, ``denoised``,
         ``fusion4`` and ``out`` (named as the reference fixtures)."""
-        return self.compose(normalise(x))
+        return self.compose(normalise(x, self.statistics_smoother))
+
+    # Set by the video pipeline (vidlight.pipeline.temporal.StatisticsSmoother): the min-max
+    # normalisation's statistics are then averaged over time rather than taken per frame.
+    statistics_smoother = None
 
     def compose(self, innorm: torch.Tensor) -> dict[str, torch.Tensor]:
         """:meth:`stages` from the normalised frame on (all local: tiles may run it)."""
@@ -247,7 +260,7 @@ class KinD(nn.Module):
     peak_bytes_per_pixel = PEAK_BYTES_PER_PIXEL
 
     def tile_prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return normalise(x), None
+        return normalise(x, self.statistics_smoother), None
 
     def tile_body(self, innorm: torch.Tensor) -> torch.Tensor:
         return self.compose(innorm)["out"]

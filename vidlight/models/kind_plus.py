@@ -218,7 +218,7 @@ class KinDPlus(nn.Module):
         """Every intermediate of the official evaluation, N x C x H x W each: ``innorm``,
         ``decomR``, ``decomI``, ``restoredR``, ``grayw``, ``denoised``, ``out`` (default flags)
         and, unless ``adjusted=False``, ``adjI``, ``fusion4`` and ``out_adj`` (``--adjustment``)."""
-        return self.compose(normalise(x), adjusted=adjusted)
+        return self.compose(normalise(x, self.statistics_smoother), adjusted=adjusted)
 
     def compose(self, innorm: torch.Tensor, *, adjusted: bool = True) -> dict[str, torch.Tensor]:
         """:meth:`stages` from the normalised frame on (all local: tiles may run it)."""
@@ -244,14 +244,18 @@ class KinDPlus(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.tile_body(normalise(x))
+        return self.tile_body(normalise(x, self.statistics_smoother))
+
+    # Set by the video pipeline (vidlight.pipeline.temporal.StatisticsSmoother): the min-max
+    # normalisation's statistics are then averaged over time rather than taken per frame.
+    statistics_smoother = None
 
     # Tiled inference (vidlight.pipeline.tiling): the min-max normalisation is global.
     tile_multiple = 4  # the decomposition net pools twice, the MSIA branches by 2 and 4
     peak_bytes_per_pixel = PEAK_BYTES_PER_PIXEL
 
     def tile_prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return normalise(x), None
+        return normalise(x, self.statistics_smoother), None
 
     def tile_body(self, innorm: torch.Tensor) -> torch.Tensor:
         stages = self.compose(innorm, adjusted=self.adjustment)

@@ -24,6 +24,8 @@ keymap below follows that order, and :func:`keras_to_torch_layout` transposes th
 
 from __future__ import annotations
 
+import functools
+
 import math
 from typing import Mapping
 
@@ -143,6 +145,10 @@ class MBLLEN(nn.Module):
         out = fuse_branches(x, self.features, self.enhance, self.fusion)
         return out[..., :h, :w] if (pad_h or pad_w) else out
 
+    # Set by the video pipeline (vidlight.pipeline.temporal.StatisticsSmoother): the
+    # post-processing's percentiles are then averaged over time rather than taken per frame.
+    statistics_smoother = None
+
     def postprocess_frames(self, raw: torch.Tensor, *, clip: bool = True) -> torch.Tensor:
         """The official post-processing with this model's settings, frame by frame."""
         return official_postprocess(
@@ -152,6 +158,7 @@ class MBLLEN(nn.Module):
             gamma=self.gamma,
             max_range=self.max_range,
             clip=clip,
+            smooth=self.statistics_smoother,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -276,23 +283,32 @@ def _powf(x: torch.Tensor, exponent: float) -> torch.Tensor:
 
 
 def _postprocess_frame(
-    y: torch.Tensor, high_percentile: float, low_percentile: float, gamma: float, max_range: float, clip: bool
+    y: torch.Tensor, high_percentile: float, low_percentile: float, gamma: float, max_range: float, clip: bool,
+    smooth=None,
 ) -> torch.Tensor:
     gray = _gray(y)
     bright = int((gray >= _f32(max_range)).sum())
     in_range = int((gray <= 1.0).sum())
     high = _percentile(gray, high_percentile)
+    if smooth is not None:
+        high = smooth("high", high)
     # Official: stretch when bright / in_range < (100 - hp) / 100. Where it would divide by
     # zero (no pixel <= 1; or high == 0, an all-dark frame) it yields inf/NaN: skipped here.
     if in_range > 0 and bright / in_range < (100.0 - high_percentile) / 100.0 and high > 0:
         y = (y * _f32(max_range / high)).clamp_max_(1.0)
     low = _percentile(_gray(y), low_percentile)
+    if smooth is not None:
+        low = smooth("low", low)
     if low != 1.0:  # official: division by zero (NaN image) when the black point is 1
         y = (y - _f32(low)) * _f32(1.0 / (1.0 - low))
     h, s, v = _rgb_to_hsv(y)
     s = _powf(s, gamma)
     y = _hsv_to_rgb(h, s, v).clamp_max_(1.0)
     return y.clamp_min_(0.0) if clip else y
+
+
+def _at_frame(smooth, index: int, key: str, value: float) -> float:
+    return smooth(key, index, value)
 
 
 def official_postprocess(
@@ -303,6 +319,7 @@ def official_postprocess(
     gamma: float = 0.8,
     max_range: float = 0.8,
     clip: bool = True,
+    smooth=None,
 ) -> torch.Tensor:
     """The official MBLLEN test-script post-processing, applied to each frame of ``raw``
     (N x 3 x H x W RGB, the raw network output). Computed in float32 whatever the input
@@ -316,10 +333,14 @@ def official_postprocess(
     Args:
         clip: also clip below at 0 (the official final step). False returns the values
             before it, which can be negative.
+        smooth: ``smooth(key, index, value)`` replaces the high (``"high"``) and low
+            (``"low"``) percentile of frame ``index`` (a
+            :class:`vidlight.pipeline.temporal.StatisticsSmoother`); None: the official per-frame values.
     """
     frames = [
-        _postprocess_frame(frame.float(), high_percentile, low_percentile, gamma, max_range, clip)
-        for frame in raw
+        _postprocess_frame(frame.float(), high_percentile, low_percentile, gamma, max_range, clip,
+                           None if smooth is None else functools.partial(_at_frame, smooth, j))
+        for j, frame in enumerate(raw)
     ]
     if not frames:
         return raw.clone()

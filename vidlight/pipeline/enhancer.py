@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from vidlight.pipeline.temporal import StatisticsSmoother
 from vidlight.pipeline.tiling import DEFAULT_OVERLAP, choose_tile, tiled_forward
 
 log = logging.getLogger("vidlight")
@@ -57,6 +59,7 @@ class FrameEnhancer:
         fp16: bool = False,
         tile: int | str = "auto",
         tile_overlap: int = DEFAULT_OVERLAP,
+        statistics_time: float | None = None,
     ) -> None:
         self.device = device
         self.tile = tile
@@ -69,6 +72,11 @@ class FrameEnhancer:
         # Clip models (mbllen-video) treat a batch as consecutive frames of one clip.
         self.clip_context = getattr(model, "clip_context", 0)
         self._context: torch.Tensor | None = None
+        # Models that normalise each frame by its own statistics (MBLLEN, KinD) get them
+        # averaged over time instead (not clip models: their context frames would count twice).
+        self.statistics: StatisticsSmoother | None = None
+        if statistics_time and hasattr(model, "statistics_smoother") and not self.clip_context:
+            self.statistics = StatisticsSmoother(time_constant=statistics_time)
         self._pinned: dict[tuple, torch.Tensor] = {}
         # CPU strips run on a pool of single-threaded workers (as many as torch's thread setting,
         # which OMP_NUM_THREADS controls) rather than on torch's OpenMP threads: an OpenMP
@@ -96,6 +104,8 @@ class FrameEnhancer:
     def reset(self) -> None:
         """Forget the previous frames (a scene cut, a new stream)."""
         self._context = None
+        if self.statistics is not None:
+            self.statistics.reset()
 
     def _run(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8/uint16 N x H x W x 3 on the device -> same dtype, enhanced."""
@@ -143,7 +153,20 @@ class FrameEnhancer:
         return out
 
     @torch.inference_mode()
-    def __call__(self, frames: list[np.ndarray] | np.ndarray) -> np.ndarray:
+    def __call__(self, frames: list[np.ndarray] | np.ndarray, seconds: Sequence[float | None] | None = None) -> np.ndarray:
+        """Enhance consecutive frames (uint8/uint16 H x W x 3); ``seconds``: their timestamps,
+        for the models whose per-frame statistics are averaged over time."""
+        if self.statistics is None:
+            return self._enhance(frames)
+        self.statistics.begin(seconds if seconds is not None else [None] * len(frames))
+        # Attached only while this enhancer runs the model, so the model object stays as loaded.
+        self.model.statistics_smoother = self.statistics
+        try:
+            return self._enhance(frames)
+        finally:
+            self.model.statistics_smoother = None
+
+    def _enhance(self, frames: list[np.ndarray] | np.ndarray) -> np.ndarray:
         if self.device.type == "cpu":
             batch = torch.from_numpy(np.stack(frames) if isinstance(frames, list) else frames)
             return self._run_strips(batch).numpy()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
+import numpy as np
 import torch
 
 from vidlight.errors import MediaError, VidlightError
@@ -173,8 +174,8 @@ def enhance_video(
             model = load_model(model, weights=weights, **(model_options or {}))
         if fp16 is None:
             fp16 = dev.type == "cuda" and getattr(model, "fp16_default", True)
-        enhancer = FrameEnhancer(model, device=dev, fp16=fp16,
-                                 tile=tile, tile_overlap=tile_overlap)
+        enhancer = FrameEnhancer(model, device=dev, fp16=fp16, tile=tile, tile_overlap=tile_overlap,
+                                 statistics_time=smooth_time if smooth else None)
         sink = FileSink(output, source.info, copy_streams=source.copy_streams, codec=codec, crf=crf, preset=preset)
     except BaseException:
         source.close()
@@ -183,6 +184,39 @@ def enhance_video(
     smoother = TemporalSmoother(time_constant=smooth_time, enabled=smooth,
                                 default_dt=float(1 / rate) if rate else 1 / 30)
     return _run(source, sink, enhancer, batch_size, progress, max_frames, smoother)
+
+
+def enhance_batch(
+    enhancer: FrameEnhancer,
+    smoother: TemporalSmoother | None,
+    frames: list[np.ndarray],
+    seconds: list[float | None],
+    tags: list,
+    *,
+    end: bool = False,
+) -> tuple[list[np.ndarray], list]:
+    """Enhance a batch and smooth it; returns the frames now final and their tags, in order.
+
+    The smoother holds back its look-ahead, so what comes out may be frames of earlier batches;
+    ``end`` returns everything still held. A scene cut also restarts a clip model's context
+    (mbllen-video), so a clip never mixes two scenes.
+    """
+    out: list[np.ndarray] = []
+    if frames:
+        cuts = smoother.scan(frames) if smoother is not None else []
+        start = 0
+        for cut in [*cuts, len(frames)]:
+            if cut > start:
+                out += list(enhancer(frames[start:cut], seconds[start:cut]))
+            if cut < len(frames):
+                enhancer.reset()
+            start = cut
+    if smoother is None:
+        return out, list(tags)
+    done = smoother.push(frames, out, seconds, tags) if frames else []
+    if end:
+        done += smoother.flush()
+    return [f for f, _ in done], [t for _, t in done]
 
 
 def _run(
@@ -217,12 +251,10 @@ def _run(
     seconds: list = []
     packets: list = []
 
-    def flush() -> None:
-        if frames or packets:
-            out = enhancer(frames) if frames else []
-            if smoother is not None and frames:
-                out = smoother(frames, list(out), seconds)
-            encoded.put((list(out), list(pts), list(packets)))
+    def flush(*, end: bool = False) -> None:
+        if frames or packets or end:
+            out, tags = enhance_batch(enhancer, smoother, frames, seconds, pts, end=end)
+            encoded.put((out, tags, list(packets)))
             frames.clear(), pts.clear(), seconds.clear(), packets.clear()
 
     try:
@@ -247,9 +279,13 @@ def _run(
                 if errors:
                     break
             if failure is None and not errors:
-                flush()
+                flush(end=True)
     except KeyboardInterrupt:
         interrupted = True
+        if smoother is not None:
+            # Frames the smoother still holds for its look-ahead are finished, not lost.
+            done = smoother.flush()
+            encoded.put(([f for f, _ in done], [t for _, t in done], []))
     except BaseException as exc:
         failure = exc
     finally:

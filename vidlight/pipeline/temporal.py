@@ -17,8 +17,10 @@ so this stage smooths a *low-resolution* brightness only, and applies it back as
 * :class:`TemporalSmoother` runs both on batches, in order, carrying state across batches;
   :meth:`TemporalSmoother.reset` is for stream reconnects.
 
-No look-ahead: each frame is corrected with what came before it, so the stage adds no delay.
-It is model-independent: it sees only (input frame, enhanced frame, pts) triples.
+A bounded look-ahead (2 frames by default) tells exposure flicker from real changes: the
+input's brightness trend is a running median, which keeps steps and ramps but not a frame
+that jumps away from its neighbours. The stage is model-independent: it sees only
+(input frame, enhanced frame, pts) triples.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ import cv2
 import numpy as np
 
 DEFAULT_TIME_CONSTANT = 0.5  # seconds
-DEFAULT_FOLLOW = 0.8
+DEFAULT_FOLLOW = 1.0
+DEFAULT_LOOKAHEAD = 2  # frames
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # BT.601, as vidlight.video_metrics
 
 
@@ -126,37 +129,53 @@ class SceneCutDetector:
         return False
 
 
+class _Pending:
+    """A frame waiting for its look-ahead: its levels, the frame itself, its alpha and tag."""
+
+    __slots__ = ("source", "level", "frame", "alpha", "tag")
+
+    def __init__(self, source: np.ndarray, level: np.ndarray, frame: np.ndarray, alpha: float, tag: object) -> None:
+        self.source, self.level, self.frame, self.alpha, self.tag = source, level, frame, alpha, tag
+
+
 class GainSmoother:
     """Smooths a low-resolution brightness of the enhanced frames over time and applies it as a gain.
 
     Per frame, the log luma of the input (``i_t``) and of the enhanced frame (``o_t``) are
     measured on a coarse grid (``grid_width`` cells wide, rows in proportion), or as one global
-    value (the log of the mean) when ``field`` is False. The smoothed output level is
+    value (the log of the mean) when ``field`` is False. Two things move ``o``: the input's
+    brightness, passed on by the model with a response ``k`` (1 for a fixed gain, about 0 for a
+    model that normalises every frame), and the model's own frame-to-frame pumping. The input's
+    brightness in turn is a real change of the scene (a light switched on, a pan to a brighter
+    area) plus exposure flicker. The filter keeps real changes and removes the rest:
 
-        ``s_t = alpha (s_{t-1} + follow * k_t * (i_t - i_{t-1})) + (1 - alpha) o_t``,
-        ``alpha = exp(-dt / time_constant)``
+    * the input's *trend* ``r_t`` is the median of ``i`` over ``t - lookahead .. t + lookahead``:
+      a median keeps steps and ramps exactly, while a frame that flickers away from its
+      neighbours does not move it. This is the only look-ahead, a bounded delay of
+      ``lookahead`` frames;
+    * ``o_t - k (i_t - r_t)`` is what the model would have output without the input's flicker;
+    * the smoothed level follows the trend's changes through ``k`` without lag and averages the
+      rest with an exponential moving average whose weight comes from the real time between
+      frames (``alpha = exp(-dt / time_constant)``, so VFR input and dropped live frames behave):
 
-    and the enhanced frame is multiplied by ``exp(s_t - o_t)`` (bilinear upsampling of the
-    grid; the same factor for R, G, B), clipped to the sample range.
+        ``s_t = alpha (s_{t-1} + follow * k (r_t - r_{t-1})) + (1 - alpha) (o_t - k (i_t - r_t))``;
 
-    ``k_t`` is the model's response to a change of the input's level, estimated online as the
-    least-squares slope of ``o`` on ``i`` changes over the last few time constants (clipped to
-    0..1, starting from 1; the current pair counts, so a cut teaches it at once): an identity or
-    fixed-gain model has 1, a model that normalises every frame about 0. ``follow`` is the share
-    of that expected response let through without lag:
+    * the enhanced frame is multiplied by ``exp(s_t - o_t)`` (bilinear upsampling of the grid;
+      the same factor for R, G, B), clipped to the sample range.
 
-    * 1: only what the model does *not* explain by the input is smoothed (its own pumping); a
-      stable model is left as it is, exposure flicker of the input passes as the model passes it.
-    * 0: the output's brightness is smoothed whatever moved it: exposure flicker of the input is
-      removed too, but real changes of the scene's brightness are followed within about tau.
-    * the default 0.8 keeps a stable model within codec loss on fast synthetic brightness changes
-      (the pipeline tests) and brings the output's flicker below the input's on real dark clips.
+    ``k`` is estimated online as the least-squares slope of ``o`` on ``i`` changes between
+    consecutive frames over the last few time constants (clipped to 0..1, starting from 1).
+    ``follow`` below 1 also lags real changes of the scene (``0``: the output's brightness is
+    smoothed whatever moved it).
+
+    Frames go in with :meth:`push` and come out, corrected and in order, ``lookahead`` frames
+    later; :meth:`drain` finishes the frames still waiting (at the end, or before a reset).
 
     Args:
         time_constant: tau in seconds (0 turns smoothing off).
-        follow: share (0..1) of the model's expected response to the input's change let through.
-        estimate_response: estimate ``k`` (else ``k = 1``: ``follow=1`` then smooths the gain
-            ``o - i`` exactly).
+        follow: share (0..1) of the model's expected response to the trend's change let through.
+        lookahead: frames after each frame that its trend may see (0: no delay, no median).
+        estimate_response: estimate ``k`` (else ``k = 1``).
         field: smooth each cell of the grid rather than the global level (corrects local flicker,
             but a moving bright object can then leave a coarse trail).
         grid_width: cells across the frame.
@@ -167,7 +186,7 @@ class GainSmoother:
     # The slope estimate: its memory (in time constants) and a prior of slope 1 worth one
     # frame pair with a 0.1 % change of the input's level. Real dark clips change by ~0.2 %
     # per frame; a prior worth a 1 % change held the slope near 1 on them and put back input
-    # flicker that SCI compresses (guoqi clip: 0.00092 unsmoothed -> 0.00107; with this: 0.00088).
+    # flicker that SCI compresses.
     SLOPE_MEMORY = 4.0
     SLOPE_PRIOR = 1e-6
 
@@ -176,6 +195,7 @@ class GainSmoother:
         *,
         time_constant: float = DEFAULT_TIME_CONSTANT,
         follow: float = DEFAULT_FOLLOW,
+        lookahead: int = DEFAULT_LOOKAHEAD,
         estimate_response: bool = True,
         field: bool = False,
         grid_width: int = 16,
@@ -186,25 +206,32 @@ class GainSmoother:
             raise ValueError(f"Invalid time constant ({time_constant}); it must be at least 0 seconds.")
         if not 0 <= follow <= 1:
             raise ValueError(f"Invalid follow ({follow}); it must be between 0 and 1.")
+        if lookahead < 0:
+            raise ValueError(f"Invalid lookahead ({lookahead}); it must be at least 0 frames.")
         if default_dt <= 0:
             raise ValueError(f"Invalid default dt ({default_dt}); it must be above 0 seconds.")
         self.time_constant = time_constant
         self.follow = follow
+        self.lookahead = lookahead
         self.estimate_response = estimate_response
         self.field = field
         self.grid_width = grid_width
         self.default_dt = default_dt
         self.eps = eps
         self.last_alpha: float | None = None
+        self._pending: deque[_Pending] = deque()
         self.reset()
 
     def reset(self) -> None:
-        """Start afresh: the next frame passes unchanged and becomes the smoothed state."""
+        """Start afresh; frames still waiting are dropped (call :meth:`drain` first to keep them)."""
+        self._pending.clear()
+        self._past: deque[np.ndarray] = deque(maxlen=max(1, self.lookahead))
         self._state: np.ndarray | None = None
+        self._trend: np.ndarray | None = None
         self._input: np.ndarray | None = None
+        self._output: float | None = None
         self._pts: float | None = None
         self._shape: tuple | None = None
-        self._output: float | None = None
         self._slope_sums = [self.SLOPE_PRIOR, self.SLOPE_PRIOR]  # sum di*do, sum di*di
 
     @property
@@ -237,34 +264,56 @@ class GainSmoother:
             return np.array(np.log(luma.mean() + self.eps), dtype=np.float32)
         return np.log(luma + self.eps)
 
-    def __call__(self, source: np.ndarray, output: np.ndarray, pts_seconds: float | None) -> np.ndarray:
-        """The corrected ``output`` for this (input, enhanced) pair; frames come in order."""
+    def push(self, source: np.ndarray, output: np.ndarray, pts_seconds: float | None,
+             tag: object = None) -> list[tuple[np.ndarray, object]]:
+        """Queue an (input, enhanced) pair; returns the (corrected frame, tag) pairs now final, in order."""
+        ready = []
         if self._shape is not None and output.shape != self._shape:
-            self.reset()  # a resolution change is a new stream as far as brightness goes
-        o = self._cells(output)
-        i = self._cells(source)
-        if self._state is None:
-            self._state = o
-            self.last_alpha = 0.0
-        else:
-            a = self.alpha(pts_seconds)
-            self.last_alpha = a
+            # A resolution change is a new stream as far as brightness goes.
+            ready = self.drain()
+            self.reset()
+        i, o = self._cells(source), self._cells(output)
+        a = self.alpha(pts_seconds) if self._input is not None else 0.0
+        if self._input is not None and self.estimate_response:
+            decay = a ** (1 / self.SLOPE_MEMORY)
             di = float((i - self._input).mean())
-            if self.estimate_response:
-                decay = a ** (1 / self.SLOPE_MEMORY)
-                do = float(np.mean(o)) - self._output
-                self._slope_sums[0] = decay * self._slope_sums[0] + di * do
-                self._slope_sums[1] = decay * self._slope_sums[1] + di * di
-            expected = self.follow * self.slope * (i - self._input)
-            self._state = a * (self._state + expected) + (1 - a) * o
-        self._input = i
-        self._output = float(np.mean(o))
+            do = float(np.mean(o)) - self._output
+            self._slope_sums[0] = decay * self._slope_sums[0] + di * do
+            self._slope_sums[1] = decay * self._slope_sums[1] + di * di
+        self._input, self._output, self._shape = i, float(np.mean(o)), output.shape
         if pts_seconds is not None:
             self._pts = pts_seconds
         elif self._pts is not None:
             self._pts += self.default_dt
-        self._shape = output.shape
-        return self._apply(output, np.exp(self._state - o))
+        self._pending.append(_Pending(i, o, output, a, tag))
+        while len(self._pending) > self.lookahead:
+            ready.append(self._finish())
+        return ready
+
+    def drain(self) -> list[tuple[np.ndarray, object]]:
+        """Finish every frame still waiting for its look-ahead (their trend sees what there is)."""
+        return [self._finish() for _ in range(len(self._pending))]
+
+    def _finish(self) -> tuple[np.ndarray, object]:
+        frame = self._pending[0]
+        # A symmetric window (as wide as both sides allow, at a stream's start and end too),
+        # so a ramp's median is the ramp itself.
+        m = min(self.lookahead, len(self._past), len(self._pending) - 1)
+        window = list(self._past)[len(self._past) - m:] + [p.source for p in list(self._pending)[: m + 1]]
+        trend = np.median(np.stack(window), axis=0)
+        k = self.slope
+        observed = frame.level - k * (frame.source - trend)
+        if self._state is None:
+            self._state = observed
+            self.last_alpha = 0.0
+        else:
+            a = frame.alpha
+            self._state = a * (self._state + self.follow * k * (trend - self._trend)) + (1 - a) * observed
+            self.last_alpha = a
+        self._trend = trend
+        self._past.append(frame.source)
+        self._pending.popleft()
+        return self._apply(frame.frame, np.exp(self._state - frame.level)), frame.tag
 
     def _apply(self, output: np.ndarray, factor: np.ndarray) -> np.ndarray:
         top = _max_value(output)
@@ -281,13 +330,71 @@ class GainSmoother:
         return np.clip(output.astype(np.float32) * full[..., None] + 0.5, 0, top).astype(output.dtype)
 
 
+class StatisticsSmoother:
+    """Exponential moving averages of a model's own per-frame statistics.
+
+    Some models normalise every frame by statistics of that frame alone: MBLLEN's
+    post-processing stretches the 95th percentile of gray to 0.8 and subtracts the 5th as the
+    black point; KinD and KinD++ min-max normalise their input. Noise moves these statistics
+    from frame to frame, and the output pumps. Such a model asks this object for the value to
+    use (``smoother(key, index, value)``, frames of a batch in order) and gets the running
+    average instead, weighted by the real time between frames (``alpha = exp(-dt / tau)``).
+    The pipeline calls :meth:`begin` with the batch's timestamps before the model runs, and
+    :meth:`reset` at scene cuts and new streams.
+
+    Args:
+        time_constant: tau in seconds.
+        default_dt: seconds between frames when a pts is missing or not increasing.
+    """
+
+    def __init__(self, *, time_constant: float = DEFAULT_TIME_CONSTANT, default_dt: float = 1 / 30) -> None:
+        if time_constant <= 0:
+            raise ValueError(f"Invalid time constant ({time_constant}); it must be above 0 seconds.")
+        self.time_constant = time_constant
+        self.default_dt = default_dt
+        self._alphas: list[float] = []
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the averages: the next frame's statistics are used as they are."""
+        self._state: dict[str, float] = {}
+        self._pts: float | None = None
+        self._fresh = True
+
+    def begin(self, seconds: Sequence[float | None]) -> None:
+        """The timestamps of the batch the model is about to run."""
+        alphas = []
+        for p in seconds:
+            if self._fresh:
+                alphas.append(0.0)
+                self._fresh = False
+            else:
+                dt = p - self._pts if p is not None and self._pts is not None and p > self._pts else self.default_dt
+                alphas.append(math.exp(-dt / self.time_constant))
+            self._pts = p if p is not None else (None if self._pts is None else self._pts + self.default_dt)
+        self._alphas = alphas
+
+    def __call__(self, key: str, index: int, value: float) -> float:
+        """The smoothed ``value`` of statistic ``key`` for frame ``index`` of the current batch."""
+        a = self._alphas[index] if index < len(self._alphas) else 0.0
+        previous = self._state.get(key)
+        smoothed = value if previous is None or a == 0.0 else a * previous + (1 - a) * value
+        self._state[key] = smoothed
+        return smoothed
+
+
 class TemporalSmoother:
     """The pipeline's smoothing stage: scene-cut detection plus :class:`GainSmoother`, batch by batch.
 
+    Frames go in with :meth:`push` and come back ``lookahead`` frames later; :meth:`flush`
+    returns the rest at the end of a stream. :meth:`scan` runs the cut detector ahead of the
+    model, so the pipeline can restart a clip model's context at a cut too.
+
     Args:
         time_constant: tau of the smoothing in seconds.
-        enabled: False passes frames through untouched.
+        enabled: False passes frames through untouched, at once.
         detect_cuts: restart the smoothing at scene cuts (see :class:`SceneCutDetector`).
+        lookahead: frames of delay the smoothing may use to tell flicker from real changes.
         default_dt: seconds between frames when a pts is missing (1 / the stream's frame rate).
         **options: further :class:`GainSmoother` options (``follow``, ``estimate_response``, ``field``).
     """
@@ -298,37 +405,77 @@ class TemporalSmoother:
         time_constant: float = DEFAULT_TIME_CONSTANT,
         enabled: bool = True,
         detect_cuts: bool = True,
+        lookahead: int = DEFAULT_LOOKAHEAD,
         default_dt: float = 1 / 30,
         **options,
     ) -> None:
         self.enabled = enabled and time_constant > 0
         self.detector = SceneCutDetector() if detect_cuts else None
-        self.smoother = GainSmoother(time_constant=time_constant, default_dt=default_dt, **options)
+        self.smoother = GainSmoother(time_constant=time_constant, lookahead=lookahead, default_dt=default_dt, **options)
         self.cuts: list[int] = []  # indices (in frames seen) where a cut reset the smoothing
         self._index = 0
+        self._scanned: deque[bool] = deque()
 
-    def reset(self) -> None:
-        """Forget the past (e.g. after a stream reconnect): the next frame starts afresh."""
+    @property
+    def delay_frames(self) -> int:
+        """Frames a pushed frame waits before it comes back."""
+        return self.smoother.lookahead if self.enabled else 0
+
+    def reset(self) -> list[tuple[np.ndarray, object]]:
+        """Forget the past (e.g. after a stream reconnect); returns the frames still waiting, finished."""
+        done = self.flush()
         self.smoother.reset()
+        self._scanned.clear()
         if self.detector is not None:
             self.detector.reset()
+        return done
 
-    def __call__(
+    def scan(self, inputs: Sequence[np.ndarray]) -> list[int]:
+        """Run the cut detector on the next input frames (before the model sees them).
+
+        Returns the positions in ``inputs`` where a new scene starts; :meth:`push` uses the
+        same decisions when these frames arrive.
+        """
+        if not self.enabled or self.detector is None:
+            return []
+        flags = [self.detector(f) for f in inputs]
+        self._scanned.extend(flags)
+        return [n for n, cut in enumerate(flags) if cut]
+
+    def push(
         self,
         inputs: Sequence[np.ndarray],
         outputs: Sequence[np.ndarray],
         pts: Sequence[float | None],
-    ) -> list[np.ndarray]:
-        """Corrected ``outputs`` for a batch of (input, enhanced, pts in seconds), in order."""
-        if not (len(inputs) == len(outputs) == len(pts)):
-            raise ValueError(f"inputs, outputs and pts differ in length ({len(inputs)}, {len(outputs)}, {len(pts)})")
+        tags: Sequence[object] | None = None,
+    ) -> list[tuple[np.ndarray, object]]:
+        """Queue a batch of (input, enhanced, pts in seconds, tag); returns the finished
+        (corrected frame, tag) pairs, in order."""
+        tags = [None] * len(inputs) if tags is None else tags
+        if not (len(inputs) == len(outputs) == len(pts) == len(tags)):
+            raise ValueError(f"inputs, outputs, pts and tags differ in length "
+                             f"({len(inputs)}, {len(outputs)}, {len(pts)}, {len(tags)})")
         if not self.enabled:
-            return list(outputs)
-        result = []
-        for source, output, p in zip(inputs, outputs, pts):
-            if self.detector is not None and self.detector(source):
+            return list(zip(outputs, tags))
+        ready = []
+        for source, output, p, tag in zip(inputs, outputs, pts, tags):
+            if self._scanned:
+                cut = self._scanned.popleft()
+            else:
+                cut = self.detector is not None and self.detector(source)
+            if cut:
+                ready += self.smoother.drain()
                 self.smoother.reset()
                 self.cuts.append(self._index)
-            result.append(self.smoother(source, output, p))
+            ready += self.smoother.push(source, output, p, tag)
             self._index += 1
-        return result
+        return ready
+
+    def flush(self) -> list[tuple[np.ndarray, object]]:
+        """The frames still waiting for their look-ahead, finished (end of stream)."""
+        return self.smoother.drain() if self.enabled else []
+
+    def __call__(self, inputs, outputs, pts) -> list[np.ndarray]:
+        """Corrected ``outputs`` for a whole clip, at once (push, then flush)."""
+        done = self.push(inputs, outputs, pts) + self.flush()
+        return [frame for frame, _ in done]
