@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -39,8 +42,8 @@ def main(quiet: bool) -> None:
 
 
 @main.command()
-@click.argument("input", type=click.Path(path_type=Path))
-@click.argument("output", type=click.Path(path_type=Path))
+@click.argument("source")
+@click.argument("sink")
 @click.option("-m", "--model", type=click.Choice(list_models()), default="sci", show_default=True,
               help="Enhancement method.")
 @click.option("-w", "--weights", help="Catalogue name (see `vidlight models`) or checkpoint path. [default: the model's]")
@@ -54,30 +57,81 @@ def main(quiet: bool) -> None:
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Model option, e.g. -o scale_factor=12 (see `vidlight models`).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Stop after this many seconds of the source (for live sources).")
 @click.option("--tile", default="auto", show_default=True, metavar="auto|off|PIXELS",
               help="Run the model on overlapping tiles of this side; auto tiles only frames that would not fit "
                    "in the free memory.")
 @click.option("--tile-overlap", type=click.IntRange(min=0), default=64, show_default=True,
               help="Pixels shared by neighbouring tiles (blended).")
 @click.option("--smooth/--no-smooth", default=True, show_default=True,
-              help="Smooth the output's low-resolution brightness over time (removes flicker; restarts at scene "
-                   "cuts).")
+              help="Smooth the output's brightness over time (removes flicker; restarts at scene cuts and "
+                   "reconnects).")
 @click.option("--smooth-time", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIME_CONSTANT,
               show_default=True, metavar="SECONDS", help="Time constant of the smoothing.")
-@click.option("-y", "--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--transport", type=click.Choice(["tcp", "udp"]), default="tcp", show_default=True,
+              help="RTSP transport, for rtsp:// sources and sinks.")
+@click.option("--open-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              metavar="SECONDS", help="Give up opening a stream that does not answer.")
+@click.option("--read-timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+              metavar="SECONDS", help="Treat a stream that sends nothing for this long as disconnected.")
+@click.option("--reconnect/--no-reconnect", default=True, show_default=True,
+              help="Reconnect a live source that drops, with capped exponential backoff.")
+@click.option("--max-reconnects", type=click.IntRange(min=0), metavar="N",
+              help="Give up after N failed attempts in a row. [default: never]")
+@click.option("--latest-frame/--all-frames", default=None,
+              help="When enhancement falls behind, skip to the newest frame (counted as dropped). "
+                   "[default: latest-frame for live sources, all frames for files]")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=25.0, show_default=True,
+              help="Frame rate of a folder of images.")
+@click.option("--segment", metavar="DURATION", help="Record into consecutive files of this length, e.g. 10m, 90s, 1h.")
+@click.option("-y", "--overwrite", is_flag=True, help="Replace SINK if it exists.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def process(input, output, model, weights, device, batch_size, fp16, codec, crf, preset, options, max_frames, tile,
-            tile_overlap, smooth, smooth_time, overwrite, no_progress):
-    """Enhance the video INPUT into OUTPUT (audio, subtitles, timestamps and colour tags kept)."""
+def process(source, sink, model, weights, device, batch_size, fp16, codec, crf, preset, options, max_frames, duration,
+            tile, tile_overlap, smooth, smooth_time, transport, open_timeout, read_timeout, reconnect, max_reconnects,
+            latest_frame, fps, segment, overwrite, no_progress):
+    """Enhance SOURCE into SINK.
+
+    \b
+    SOURCE: a video file, rtsp:// rtmp:// http(s):// stream, webcam (/dev/video0) or folder of images.
+    SINK:   a video file, an rtsp:// URL to publish to, a folder (out/ or out/{index:06d}.png), or null.
+
+    Files keep their audio, subtitles, timestamps and colour tags. Live sources are reconnected
+    when they drop and run until --duration, --max-frames, Ctrl-C or SIGTERM; the output is
+    finalised and playable either way.
+    """
     from vidlight.pipeline.runner import enhance_video
 
-    stats = enhance_video(
-        input, output, model=model, weights=weights, device=device, batch_size=batch_size, fp16=fp16,
-        codec=codec, crf=crf, preset=preset, overwrite=overwrite, progress=not no_progress,
-        model_options=_parse_options(options), max_frames=max_frames, tile=_parse_tile(tile), tile_overlap=tile_overlap,
-        smooth=smooth, smooth_time=smooth_time,
-    )
-    logging.getLogger("vidlight").info("wrote %s: %d frames in %.1f s (%.1f fps)", output, stats.frames, stats.seconds, stats.fps)
+    with _stop_on_sigterm():
+        stats = enhance_video(
+            source, sink, model=model, weights=weights, device=device, batch_size=batch_size, fp16=fp16,
+            codec=codec, crf=crf, preset=preset, overwrite=overwrite, progress=not no_progress,
+            model_options=_parse_options(options), max_frames=max_frames, duration_seconds=duration,
+            tile=_parse_tile(tile), tile_overlap=tile_overlap, smooth=smooth, smooth_time=smooth_time,
+            transport=transport, open_timeout_seconds=open_timeout, read_timeout_seconds=read_timeout,
+            reconnect=reconnect, max_reconnects=max_reconnects, latest_frame=latest_frame, fps=fps,
+            segment_seconds=segment,
+        )
+    from vidlight.io.live import redact
+
+    logging.getLogger("vidlight").info("wrote %s: %s", redact(str(sink)), stats.summary())
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm():
+    """SIGTERM (a service manager stopping us) ends the run as Ctrl-C does: output finalised."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _parse_tile(value: str) -> int | str:
@@ -114,10 +168,12 @@ def run(pipeline, overrides, no_progress):
     """Run a pipeline definition (TOML), e.g. pipelines/file-to-file.toml."""
     from vidlight.pipeline.config import load_pipeline, run_pipeline
 
+    from vidlight.io.live import redact
+
     config = load_pipeline(pipeline, list(overrides))
-    stats = run_pipeline(config, progress=not no_progress)
-    logging.getLogger("vidlight").info("wrote %s: %d frames in %.1f s (%.1f fps)", config["sink"], stats.frames,
-                                       stats.seconds, stats.fps)
+    with _stop_on_sigterm():
+        stats = run_pipeline(config, progress=not no_progress)
+    logging.getLogger("vidlight").info("wrote %s: %s", redact(str(config["sink"])), stats.summary())
 
 
 @main.command()

@@ -55,6 +55,7 @@ class Frame:
     rgb: np.ndarray
     pts: int | None
     time_seconds: float | None
+    received: float | None = None  # time.monotonic() when the pipeline got it (for latency)
 
 
 def _bit_depth(stream: av.video.stream.VideoStream) -> int:

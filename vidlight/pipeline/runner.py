@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
@@ -21,8 +22,11 @@ import numpy as np
 import torch
 
 from vidlight.errors import MediaError, VidlightError
-from vidlight.io.files import FileSink, FileSource, Frame
+from vidlight.io.files import Frame
+from vidlight.io.live import Reconnected, classify, open_source, redact
+from vidlight.io.sinks import open_sink, parse_duration
 from vidlight.models import load_model
+from vidlight.pipeline.queues import LatestFrameQueue
 from vidlight.pipeline.enhancer import FrameEnhancer, resolve_device, single_threaded_torch
 from vidlight.pipeline.temporal import DEFAULT_TIME_CONSTANT, TemporalSmoother
 from vidlight.pipeline.tiling import DEFAULT_OVERLAP, parse_tile
@@ -44,10 +48,29 @@ class RunStats:
     seconds: float
     corrupt_packets: int
     interrupted: bool = False
+    dropped: int = 0  # live sources: frames skipped to keep latency bounded (latest-frame policy)
+    reconnects: int = 0
+    latency_seconds: list[float] = field(default_factory=list, repr=False)  # receipt -> written, per frame
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def latency(self, quantile: float) -> float | None:
+        """A quantile (0..1) of the per-frame latency, from receipt of the frame to its write."""
+        if not self.latency_seconds:
+            return None
+        return float(np.quantile(self.latency_seconds, quantile))
+
+    def summary(self) -> str:
+        """One line: frames, time, fps, and for live runs drops, reconnects and latency."""
+        text = f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps)"
+        if self.dropped or self.reconnects or self.latency_seconds:
+            text += f", {self.dropped} dropped, {self.reconnects} reconnect(s)"
+        if self.latency_seconds:
+            text += (f", latency median {1000 * self.latency(0.5):.0f} ms, p95 {1000 * self.latency(0.95):.0f} ms,"
+                     f" max {1000 * max(self.latency_seconds):.0f} ms")
+        return text
 
 
 class _Failure:
@@ -66,15 +89,21 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
     return False
 
 
-def _read(source: FileSource, q: queue.Queue, stop: threading.Event, max_frames: int | None) -> None:
+def _read(source, q, stop: threading.Event, max_frames: int | None) -> None:
     frames = 0
+    latest = isinstance(q, LatestFrameQueue)
     try:
         for item in source:
+            if stop.is_set():
+                return
             if isinstance(item, Frame):
                 if max_frames is not None and frames >= max_frames:
                     return
                 frames += 1
-            if not _put(q, item, stop):
+                item.received = time.monotonic()
+            if latest:
+                q.put(item)  # never blocks: when the model falls behind, the oldest frame goes
+            elif not _put(q, item, stop):
                 return
     except BaseException as exc:  # handed to the main thread
         _put(q, _Failure(exc), stop)
@@ -82,17 +111,19 @@ def _read(source: FileSource, q: queue.Queue, stop: threading.Event, max_frames:
         _put(q, _END, stop)
 
 
-def _write(sink: FileSink, q: queue.Queue, errors: list, bar) -> None:
+def _write(sink, q: queue.Queue, errors: list, bar, latencies: list[float]) -> None:
     while True:
         item = q.get()
         if item is _END:
             return
         if errors:
             continue  # drain after a failure so the producer never blocks
-        frames, pts, packets = item
+        frames, tags, packets = item
         try:
-            for rgb, p in zip(frames, pts):
+            for rgb, (p, received) in zip(frames, tags):
                 sink.write(rgb, p)
+                if received is not None:
+                    latencies.append(time.monotonic() - received)
             for packet in packets:
                 sink.mux_packet(packet)
         except BaseException as exc:
@@ -121,16 +152,31 @@ def enhance_video(
     progress: bool = True,
     model_options: dict | None = None,
     max_frames: int | None = None,
+    duration_seconds: float | None = None,
     tile: int | str = "auto",
     tile_overlap: int = DEFAULT_OVERLAP,
     smooth: bool = True,
     smooth_time: float = DEFAULT_TIME_CONSTANT,
+    transport: str = "tcp",
+    open_timeout_seconds: float = 10.0,
+    read_timeout_seconds: float = 5.0,
+    reconnect: bool = True,
+    max_reconnects: int | None = None,
+    latest_frame: bool | None = None,
+    fps: float = 25.0,
+    segment_seconds: float | str | None = None,
+    stop_event: threading.Event | None = None,
 ) -> RunStats:
-    """Enhance a video file into a new file, keeping timestamps, audio, colour tags and rotation.
+    """Enhance a video, stream, webcam or image folder into a file, stream or folder.
+
+    Files keep their timestamps, audio, colour tags and rotation. Live sources (``rtsp://``,
+    ``rtmp://``, ``http(s)://``, ``/dev/videoN``) are read with timeouts, reconnected with
+    capped exponential backoff, re-timed from 0, and processed under a latest-frame policy.
 
     Args:
-        input: the video to enhance.
-        output: where to write; the container format follows its suffix.
+        input: a video file, a stream URL, a webcam (``/dev/videoN``) or a folder of images.
+        output: a video file (the container follows its suffix), an ``rtsp://`` URL to publish
+            to, a folder (``out/`` or ``out/{index:06d}.png``) for images, or ``null``.
         model: a model name (see :func:`vidlight.list_models`) or a loaded model.
         weights: weights for a model given by name (catalogue name or file path).
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
@@ -142,21 +188,27 @@ def enhance_video(
         progress: show a progress bar.
         model_options: options for :func:`vidlight.load_model`.
         max_frames: stop after this many frames (the output is then complete and shorter).
+        duration_seconds: stop after this much of the source's time (live: since the first frame).
         tile: ``"auto"`` (tile big frames when they would not fit in memory), ``"off"`` / 0,
             or a tile side in pixels; ``tile_overlap``: pixels shared by neighbouring tiles.
-        smooth: smooth the output's low-resolution brightness over time, restarting at scene
-            cuts (removes flicker; see :mod:`vidlight.pipeline.temporal`).
+        smooth: smooth the output's brightness over time, restarting at scene cuts and
+            reconnects (removes flicker; see :mod:`vidlight.pipeline.temporal`).
         smooth_time: the smoothing's time constant in seconds.
+        transport: RTSP over ``"tcp"`` or ``"udp"``.
+        open_timeout_seconds, read_timeout_seconds: give up on a stream that does not answer.
+        reconnect: reconnect a live source that ends or stalls (forever, or ``max_reconnects``
+            attempts per outage).
+        latest_frame: when the model falls behind, skip to the newest frame and count the drops
+            (default: on for live sources, off for files and folders, which are never dropped).
+        fps: frame rate given to a folder of images.
+        segment_seconds: write the output as consecutive files of this length (``"10m"``).
+        stop_event: set it to end the run cleanly from another thread (as Ctrl-C does).
 
     Returns:
-        :class:`RunStats`. If interrupted (Ctrl-C), the output is finalised with the frames
-        done so far and :class:`Interrupted` is raised.
+        :class:`RunStats`. If interrupted (Ctrl-C, SIGTERM through the CLI, ``stop_event``),
+        the output is finalised with the frames done so far; a file source then raises
+        :class:`Interrupted`, a live one returns (stopping is how a live run ends).
     """
-    input, output = Path(input), Path(output)
-    if output.exists() and not overwrite:
-        raise VidlightError(f"{output} already exists; pass -y/--overwrite to replace it")
-    if input.resolve() == output.resolve():
-        raise VidlightError("the output must be a different file from the input")
     dev = resolve_device(device)
     tile = parse_tile(tile)
     if tile_overlap < 0:
@@ -165,10 +217,26 @@ def enhance_video(
         raise VidlightError(f"batch size must be at least 1, got {batch_size}")
     if not smooth_time > 0:
         raise VidlightError(f"smoothing time constant must be above 0 seconds, got {smooth_time}")
+    if duration_seconds is not None and not duration_seconds > 0:
+        raise VidlightError(f"duration must be above 0 seconds, got {duration_seconds}")
+    if transport not in ("tcp", "udp"):
+        raise VidlightError(f"invalid transport {transport!r}; valid: tcp, udp")
+    if segment_seconds is not None:
+        segment_seconds = parse_duration(segment_seconds)
+    kind = classify(str(input))
+    if kind == "file" and sink_is_file(output):
+        if Path(output).exists() and not overwrite:
+            raise VidlightError(f"{output} already exists; pass -y/--overwrite to replace it")
+        if Path(input).resolve() == Path(output).resolve():
+            raise VidlightError("the output must be a different file from the input")
     batch_size = batch_size or default_batch_size(dev)
     if fp16 and dev.type != "cuda":
         log.warning("fp16 needs a CUDA device; running in fp32 on %s", dev.type)
-    source = FileSource(input)  # a bad input is reported before any model is loaded
+    stop_event = stop_event or threading.Event()
+    # A bad input is reported before any model is loaded.
+    source = open_source(input, transport=transport, open_timeout_seconds=open_timeout_seconds,
+                         read_timeout_seconds=read_timeout_seconds, reconnect=reconnect,
+                         max_reconnects=max_reconnects, fps=fps, stop_event=stop_event)
     try:
         if isinstance(model, str):
             model = load_model(model, weights=weights, **(model_options or {}))
@@ -176,14 +244,25 @@ def enhance_video(
             fp16 = dev.type == "cuda" and getattr(model, "fp16_default", True)
         enhancer = FrameEnhancer(model, device=dev, fp16=fp16, tile=tile, tile_overlap=tile_overlap,
                                  statistics_time=smooth_time if smooth else None)
-        sink = FileSink(output, source.info, copy_streams=source.copy_streams, codec=codec, crf=crf, preset=preset)
+        sink = open_sink(output, source.info, copy_streams=source.copy_streams, segment_seconds=segment_seconds,
+                         codec=codec, crf=crf, preset=preset, overwrite=overwrite, transport=transport)
     except BaseException:
         source.close()
         raise
     rate = source.info.average_rate
     smoother = TemporalSmoother(time_constant=smooth_time, enabled=smooth,
                                 default_dt=float(1 / rate) if rate else 1 / 30)
-    return _run(source, sink, enhancer, batch_size, progress, max_frames, smoother)
+    live = getattr(source, "live", False)
+    return _run(source, sink, enhancer, batch_size, progress, max_frames, smoother,
+                latest_frame=live if latest_frame is None else latest_frame,
+                duration_seconds=duration_seconds, stop_event=stop_event)
+
+
+def sink_is_file(output: str | Path) -> bool:
+    """Whether ``output`` names a single video file (not a URL, folder, pattern or null)."""
+    text = str(output)
+    return not (text == "null" or "://" in text or "{index" in text or text.endswith(("/", os.sep))
+                or Path(text).is_dir())
 
 
 def enhance_batch(
@@ -220,25 +299,32 @@ def enhance_batch(
 
 
 def _run(
-    source: FileSource,
-    sink: FileSink,
+    source,
+    sink,
     enhancer: FrameEnhancer,
     batch_size: int,
     progress: bool,
     max_frames: int | None = None,
     smoother: TemporalSmoother | None = None,
+    *,
+    latest_frame: bool = False,
+    duration_seconds: float | None = None,
+    stop_event: threading.Event | None = None,
 ) -> RunStats:
     from tqdm.auto import tqdm
 
-    stop = threading.Event()
-    decoded: queue.Queue = queue.Queue(maxsize=2 * batch_size)
+    stop = stop_event or threading.Event()
+    live = getattr(source, "live", False)
+    decoded = LatestFrameQueue(2 * batch_size) if latest_frame else queue.Queue(maxsize=2 * batch_size)
     encoded: queue.Queue = queue.Queue(maxsize=2)
     errors: list[BaseException] = []
+    latencies: list[float] = []
     total = min(filter(None, (source.info.frames, max_frames)), default=None)
-    bar = tqdm(total=total, unit="frame", desc=source.path.name, disable=not progress,
-               dynamic_ncols=True)
+    name = getattr(source, "name", None) or source.path.name
+    bar = tqdm(total=total, unit="frame", desc=name, disable=not progress, dynamic_ncols=True)
     reader = threading.Thread(target=_read, args=(source, decoded, stop, max_frames), daemon=True, name="vidlight-read")
-    writer = threading.Thread(target=_write, args=(sink, encoded, errors, bar), daemon=True, name="vidlight-write")
+    writer = threading.Thread(target=_write, args=(sink, encoded, errors, bar, latencies), daemon=True,
+                              name="vidlight-write")
     # The strip pool does the CPU parallelism; torch's own threads would only contend with it.
     threads = single_threaded_torch() if getattr(enhancer, "workers", 0) > 1 else contextlib.nullcontext()
     start = time.perf_counter()
@@ -247,33 +333,57 @@ def _run(
     interrupted = False
     failure: BaseException | None = None
     frames: list = []
-    pts: list = []
+    tags: list = []
     seconds: list = []
     packets: list = []
+    first_time: float | None = None
+    reporter = _LiveReport(source, decoded, latencies) if live else None
 
     def flush(*, end: bool = False) -> None:
         if frames or packets or end:
-            out, tags = enhance_batch(enhancer, smoother, frames, seconds, pts, end=end)
-            encoded.put((out, tags, list(packets)))
-            frames.clear(), pts.clear(), seconds.clear(), packets.clear()
+            out, done = enhance_batch(enhancer, smoother, frames, seconds, tags, end=end)
+            encoded.put((out, done, list(packets)))
+            frames.clear(), tags.clear(), seconds.clear(), packets.clear()
 
     try:
         with threads:
             while True:
-                item = decoded.get()
+                try:
+                    item = decoded.get(timeout=0.2)
+                except queue.Empty:
+                    item = None
+                if stop.is_set():
+                    interrupted = True
+                    break
+                if reporter is not None:
+                    reporter.tick()
+                if item is None:
+                    continue
                 if item is _END:
                     break
                 if isinstance(item, _Failure):
                     failure = item.exc
                     break
                 if isinstance(item, Frame):
+                    if duration_seconds is not None and item.time_seconds is not None:
+                        first_time = item.time_seconds if first_time is None else first_time
+                        if item.time_seconds - first_time >= duration_seconds:
+                            break
                     if frames and item.rgb.shape != frames[0].shape:
                         flush()  # a size change mid-stream starts a new batch
                     frames.append(item.rgb)
-                    pts.append(item.pts)
+                    tags.append((item.pts, getattr(item, "received", None)))
                     seconds.append(item.time_seconds)
                     if len(frames) == batch_size:
                         flush()
+                elif isinstance(item, Reconnected):
+                    # A new stream: what was smoothed or kept as clip context belongs to the old one.
+                    flush(end=True)
+                    if smoother is not None:
+                        smoother.reset()
+                    enhancer.reset()
+                    log.info("%s: reconnected (#%d) after %.1f s, %dx%d", name, item.count,
+                             item.downtime_seconds, item.width, item.height)
                 elif isinstance(item, av.Packet):
                     packets.append(item)
                 if errors:
@@ -290,6 +400,8 @@ def _run(
         failure = exc
     finally:
         stop.set()
+        if live:
+            source.close()  # interrupts a pending read (LiveSource.close is thread-safe)
         encoded.put(_END)
         writer.join()
         reader.join(timeout=5)
@@ -301,19 +413,47 @@ def _run(
         sink.close(complete=failure is None)
     except VidlightError as exc:
         failure = failure or exc
-    stats = RunStats(sink.frames_written, time.perf_counter() - start, source.corrupt_packets, interrupted)
+    stats = RunStats(sink.frames_written, time.perf_counter() - start, source.corrupt_packets, interrupted,
+                     dropped=getattr(decoded, "dropped", 0), reconnects=getattr(source, "reconnects", 0),
+                     latency_seconds=latencies if live else [])
+    output = getattr(sink, "output", "the output")
     if failure is not None:
         if isinstance(failure, VidlightError):
             raise failure
         if isinstance(failure, av.error.FFmpegError):
-            raise MediaError(f"failed on {source.path} -> {sink.output}: {failure}") from failure
+            raise MediaError(redact(f"failed on {name} -> {output}: {failure}")) from failure
         raise failure
     if source.corrupt_packets:
-        log.warning("%s: skipped %d corrupt packet(s)", source.path, source.corrupt_packets)
-    if interrupted:
+        log.warning("%s: skipped %d corrupt packet(s)", name, source.corrupt_packets)
+    if live:
+        log.info("%s: %s", name, stats.summary())
+    if interrupted and not live:
         if stats.frames == 0:
             raise Interrupted("interrupted before the first frame was done; nothing was written")
-        raise Interrupted(f"interrupted: {sink.output} holds the first {stats.frames} frames")
+        raise Interrupted(f"interrupted: {output} holds the first {stats.frames} frames")
     if stats.frames == 0:
-        raise MediaError(f"no frame of {source.path} could be decoded")
+        raise MediaError(f"no frame of {name} could be decoded")
     return stats
+
+
+class _LiveReport:
+    """Logs fps, drops, reconnects and latency of a live run every ``every_seconds``."""
+
+    def __init__(self, source, queue_, latencies: list[float], every_seconds: float = 10.0) -> None:
+        self.source, self.queue, self.latencies = source, queue_, latencies
+        self.every = every_seconds
+        self.next = time.monotonic() + every_seconds
+        self.frames_then = 0
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now < self.next:
+            return
+        count = len(self.latencies)
+        recent = self.latencies[self.frames_then:]
+        fps = (count - self.frames_then) / (now - self.next + self.every)
+        lat = f", latency {1000 * float(np.median(recent)):.0f} ms" if recent else ""
+        log.info("%s: %.1f fps, %d dropped, %d reconnect(s)%s", self.source.name, fps,
+                 getattr(self.queue, "dropped", 0), getattr(self.source, "reconnects", 0), lat)
+        self.frames_then = count
+        self.next = now + self.every
