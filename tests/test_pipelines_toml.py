@@ -34,3 +34,53 @@ def test_pipeline_errors_are_one_line(tmp_path):
     assert len(unknown.output.strip().splitlines()) == 1 and "Traceback" not in unknown.output
     nofile = runner.invoke(main, ["run", str(tmp_path / "nope.toml")])
     assert nofile.exit_code == 1 and "does not exist" in nofile.output
+
+
+def test_toml_keys_are_the_process_flags():
+    """One vocabulary: every TOML key is a `vidlight process` flag (with '_' for '-'), and every
+    flag of `process` that configures the run is a TOML key."""
+    from vidlight.cli import process
+    from vidlight.pipeline.config import KEYS
+
+    flags = set()
+    for param in process.params:
+        if param.name in ("source", "sink"):
+            continue
+        longs = [o for o in param.opts + param.secondary_opts if o.startswith("--")]
+        flags |= {o[2:].replace("-", "_").removeprefix("no_") for o in longs}
+    keys = set(KEYS) - {"source", "sink", "options"}
+    aliases = {"option": "options", "progress": None, "fp32": "fp16", "all_frames": "latest_frame"}
+    flags = {aliases.get(f, f) for f in flags} - {None, "options"}
+    assert keys == flags
+
+
+def test_every_ready_pipeline_loads_with_its_required_keys(tmp_path):
+    from vidlight.pipeline.config import load_pipeline
+
+    files = sorted(PIPELINES.glob("*.toml"))
+    assert {p.stem for p in files} >= {"file-to-file", "folder-to-folder", "rtsp-relay", "camera-recording"}
+    for path in files:
+        config = load_pipeline(path, ["source=in.mp4", "sink=out.mp4"])
+        assert config["source"] == "in.mp4" and config["sink"] == "out.mp4"
+
+
+def test_folder_of_videos_to_folder(tmp_path):
+    src = tmp_path / "night"
+    src.mkdir()
+    for name, n in (("a.mp4", 4), ("b.mkv", 5)):
+        simple_clip(src / name, n=n)
+    (src / "notes.txt").write_text("not a video")
+    out = tmp_path / "enhanced"
+    args = ["run", str(PIPELINES / "folder-to-folder.toml"), "--no-progress", "--set", f"source={src}",
+            "--set", f"sink={out}", "--set", "preset=\"ultrafast\""]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mkv"]
+    for name, n in (("a.mp4", 4), ("b.mkv", 5)):
+        with av.open(str(out / name)) as c:
+            assert sum(1 for _ in c.decode(video=0)) == n
+    # Run again: both exist, both are skipped (nothing rewritten).
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0, again.output
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes

@@ -2,16 +2,20 @@
 
     >>> import vidlight
     >>> vidlight.enhance_video("dark.mp4", "bright.mp4", model="sci")
+    >>> for frame in vidlight.enhanced_frames("rtsp://camera/stream"):  # a detector's input
+    ...     detect(frame.image, frame.pts_seconds)
     >>> model = vidlight.load_model("zero-dce++", scale_factor=12)
     >>> enhanced = model(batch)  # N x 3 x H x W float RGB in [0, 1] -> same shape
 """
 
 from vidlight.errors import MediaError, VidlightError, WeightsError
 from vidlight.models import list_models, load_model
+from vidlight.pipeline.iterate import EnhancedFrame, enhanced_frames
 from vidlight.pipeline.runner import Interrupted, RunStats, enhance_video
 from vidlight.weights import Weights, list_weights
 
 __all__ = [
+    "EnhancedFrame",
     "Interrupted",
     "MediaError",
     "RunStats",
@@ -19,6 +23,7 @@ __all__ = [
     "Weights",
     "WeightsError",
     "enhance_video",
+    "enhanced_frames",
     "list_models",
     "list_weights",
     "load_model",

@@ -93,17 +93,19 @@ def process(source, sink, model, weights, device, batch_size, fp16, codec, crf, 
     """Enhance SOURCE into SINK.
 
     \b
-    SOURCE: a video file, rtsp:// rtmp:// http(s):// stream, webcam (/dev/video0) or folder of images.
+    SOURCE: a video file, rtsp:// rtmp:// http(s):// stream, webcam (/dev/video0), folder of images,
+            or folder of videos (each is enhanced into the SINK folder under its own name).
     SINK:   a video file, an rtsp:// URL to publish to, a folder (out/ or out/{index:06d}.png), or null.
 
     Files keep their audio, subtitles, timestamps and colour tags. Live sources are reconnected
     when they drop and run until --duration, --max-frames, Ctrl-C or SIGTERM; the output is
     finalised and playable either way.
     """
-    from vidlight.pipeline.runner import enhance_video
+    from vidlight.pipeline.runner import enhance_folder, enhance_video, videos_in
 
+    run = enhance_folder if videos_in(source) else enhance_video  # a folder of videos -> a folder
     with _stop_on_sigterm():
-        stats = enhance_video(
+        stats = run(
             source, sink, model=model, weights=weights, device=device, batch_size=batch_size, fp16=fp16,
             codec=codec, crf=crf, preset=preset, overwrite=overwrite, progress=not no_progress,
             model_options=_parse_options(options), max_frames=max_frames, duration_seconds=duration,

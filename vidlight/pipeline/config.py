@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 
 from vidlight.errors import VidlightError
-from vidlight.pipeline.runner import RunStats, enhance_video
+from vidlight.pipeline.runner import RunStats, enhance_folder, enhance_video, videos_in
 
 # TOML key -> enhance_video argument (the CLI flag names, with '-' as '_').
 KEYS = {
@@ -75,5 +75,6 @@ def load_pipeline(path: str | os.PathLike, overrides: list[str] = ()) -> dict:
 
 
 def run_pipeline(config: dict, *, progress: bool = True) -> RunStats:
-    """Run a loaded pipeline definition."""
-    return enhance_video(**{KEYS[k]: v for k, v in config.items()}, progress=progress)
+    """Run a loaded pipeline definition (a folder of videos as source: each one, into a folder)."""
+    run = enhance_folder if videos_in(config["source"]) else enhance_video
+    return run(**{KEYS[k]: v for k, v in config.items()}, progress=progress)

@@ -224,7 +224,7 @@ def enhance_video(
     if segment_seconds is not None:
         segment_seconds = parse_duration(segment_seconds)
     kind = classify(str(input))
-    if kind == "file" and sink_is_file(output):
+    if kind == "file" and not hasattr(output, "write") and sink_is_file(output):
         if Path(output).exists() and not overwrite:
             raise VidlightError(f"{output} already exists; pass -y/--overwrite to replace it")
         if Path(input).resolve() == Path(output).resolve():
@@ -244,8 +244,12 @@ def enhance_video(
             fp16 = dev.type == "cuda" and getattr(model, "fp16_default", True)
         enhancer = FrameEnhancer(model, device=dev, fp16=fp16, tile=tile, tile_overlap=tile_overlap,
                                  statistics_time=smooth_time if smooth else None)
-        sink = open_sink(output, source.info, copy_streams=source.copy_streams, segment_seconds=segment_seconds,
-                         codec=codec, crf=crf, preset=preset, overwrite=overwrite, transport=transport)
+        if hasattr(output, "write"):  # a sink object (e.g. vidlight.pipeline.iterate.FrameQueueSink)
+            sink = output
+            sink.open(source.info)
+        else:
+            sink = open_sink(output, source.info, copy_streams=source.copy_streams, segment_seconds=segment_seconds,
+                             codec=codec, crf=crf, preset=preset, overwrite=overwrite, transport=transport)
     except BaseException:
         source.close()
         raise
@@ -256,6 +260,60 @@ def enhance_video(
     return _run(source, sink, enhancer, batch_size, progress, max_frames, smoother,
                 latest_frame=live if latest_frame is None else latest_frame,
                 duration_seconds=duration_seconds, stop_event=stop_event)
+
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".mts", ".flv", ".wmv")
+
+
+def videos_in(folder: str | Path) -> list[Path]:
+    """The video files directly in ``folder`` (by suffix), sorted; [] when it is not a folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
+                  and not p.name.startswith("."))
+
+
+def enhance_folder(input: str | Path, output: str | Path, *, overwrite: bool = False, **options) -> RunStats:
+    """Enhance every video in the folder ``input`` into the folder ``output`` (same names).
+
+    Videos whose output exists are skipped unless ``overwrite``, so an interrupted batch can be
+    run again to finish it. ``options`` are those of :func:`enhance_video`. A video that fails
+    is reported and the batch goes on; the run then ends with a :class:`VidlightError`
+    naming how many failed.
+
+    Returns:
+        the :class:`RunStats` of the whole batch (frames and seconds summed).
+    """
+    videos = videos_in(input)
+    if not videos:
+        raise VidlightError(f"{input} holds no video files ({', '.join(VIDEO_SUFFIXES)})")
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise VidlightError(f"{output} is a file; the output of a folder of videos is a folder")
+    output.mkdir(parents=True, exist_ok=True)
+    total = RunStats(0, 0.0, 0)
+    failed = []
+    for video in videos:
+        target = output / video.name
+        if target.exists() and not overwrite:
+            log.info("%s exists: skipped (pass -y/--overwrite to redo it)", target)
+            continue
+        try:
+            stats = enhance_video(video, target, overwrite=overwrite, **options)
+        except Interrupted:
+            raise
+        except VidlightError as exc:
+            log.error("%s: %s", video.name, exc)
+            failed.append(video.name)
+            continue
+        total.frames += stats.frames
+        total.seconds += stats.seconds
+        total.corrupt_packets += stats.corrupt_packets
+        log.info("%s -> %s: %s", video.name, target, stats.summary())
+    if failed:
+        raise VidlightError(f"{len(failed)} of {len(videos)} videos failed ({', '.join(failed)}); the rest are in {output}")
+    return total
 
 
 def sink_is_file(output: str | Path) -> bool:
