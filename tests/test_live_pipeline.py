@@ -216,9 +216,6 @@ def test_real_dark_camera_to_file(shared_dir: Path, tmp_path: Path) -> None:
     assert min(means) > max(camera_means) + 10, (min(means), max(camera_means))
 
 
-@pytest.mark.xfail(strict=True, reason="vidlight bug: LiveSource._frame_time re-bases on the 2nd frame when "
-                                       "FFmpeg's RTSP reader gives the 1st frame no pts, so the 2nd is "
-                                       "stamped 1/90000 s after the 1st (see the report)")
 def test_first_two_live_frames_are_a_frame_interval_apart(dark_clip: Path, tmp_path: Path) -> None:
     output = tmp_path / "out.mp4"
     with RtspServer(cameras={"/cam": dark_clip}) as server:
@@ -295,12 +292,7 @@ def test_camera_killed_and_restarted(dark_clip: Path, tmp_path: Path, monkeypatc
 # --- 3. a stalled camera -------------------------------------------------------------------------------
 
 
-LIVE_END_BUG = ("vidlight bug: runner._read's `finally: _put(q, _END, stop)` calls LatestFrameQueue.put(item, "
-                "timeout=0.1), which takes no timeout: TypeError in the reader thread, _END never arrives, and a "
-                "live run whose source ends by itself (no reconnect, max_frames) runs until stopped")
 
-
-@pytest.mark.xfail(strict=True, reason=LIVE_END_BUG)
 def test_stalled_camera_without_reconnect_ends_the_run(dark_clip: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch,
                                                        caplog: pytest.LogCaptureFixture) -> None:
@@ -346,7 +338,6 @@ def test_stalled_camera_without_reconnect_ends_the_run(dark_clip: Path, tmp_path
     assert np.all(np.diff(pts) > 0)
 
 
-@pytest.mark.xfail(strict=True, reason=LIVE_END_BUG)
 def test_live_run_ends_after_max_frames(dark_clip: Path, tmp_path: Path) -> None:
     """``max_frames`` on a live source (latest-frame policy, the default) ends the run by itself;
     a watchdog sets ``stop_event`` after 8 s so a hang fails instead of blocking."""

@@ -373,6 +373,10 @@ class LiveSource:
         if pts is not None and stream.time_base:
             if session["pts0"] is None:
                 session["pts0"] = pts
+                if session.get("clock_timed") and self._last_time is not None:
+                    # Frames before this one had no pts (FFmpeg's RTSP reader leaves the first
+                    # one without): this one follows them by a frame interval.
+                    session["offset"] = self._last_time + self._interval()
             t = session["offset"] + float((pts - session["pts0"]) * stream.time_base)
             last = self._last_time
             if last is not None and (t < last - self._interval() or t > last + self.read_timeout_seconds + 1):
@@ -383,6 +387,7 @@ class LiveSource:
                 t = session["offset"]
             return t
         # No timestamp: the wall clock is the best we know.
+        session["clock_timed"] = True
         return session["offset"] + now - session["wall0"]
 
     def _interval(self) -> float:

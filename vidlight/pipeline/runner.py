@@ -78,8 +78,11 @@ class _Failure:
         self.exc = exc
 
 
-def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
+def _put(q: queue.Queue | LatestFrameQueue, item: object, stop: threading.Event) -> bool:
     """Blocking put that gives up once ``stop`` is set (so no thread waits forever)."""
+    if isinstance(q, LatestFrameQueue):
+        q.put(item)  # never blocks: when the model falls behind, the oldest frame goes
+        return True
     while not stop.is_set():
         try:
             q.put(item, timeout=0.1)
@@ -91,7 +94,6 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
 
 def _read(source, q, stop: threading.Event, max_frames: int | None) -> None:
     frames = 0
-    latest = isinstance(q, LatestFrameQueue)
     try:
         for item in source:
             if stop.is_set():
@@ -101,9 +103,7 @@ def _read(source, q, stop: threading.Event, max_frames: int | None) -> None:
                     return
                 frames += 1
                 item.received = time.monotonic()
-            if latest:
-                q.put(item)  # never blocks: when the model falls behind, the oldest frame goes
-            elif not _put(q, item, stop):
+            if not _put(q, item, stop):
                 return
     except BaseException as exc:  # handed to the main thread
         _put(q, _Failure(exc), stop)
@@ -416,6 +416,8 @@ def _run(
                 if reporter is not None:
                     reporter.tick()
                 if item is None:
+                    if live and frames:
+                        flush()  # a silent source: do not hold its last frames back
                     continue
                 if item is _END:
                     break
