@@ -88,8 +88,11 @@ def make_clip(source: Path, dest: Path, height: int, max_frames: int | None) -> 
 class _NoModel:
     """Stands in for the enhancer to measure the pipeline's I/O alone."""
 
-    def __call__(self, frames):
+    def __call__(self, frames, seconds=None):
         return frames
+
+    def reset(self) -> None:
+        pass
 
 
 def _timed_run(clip: Path, out: Path, enhancer, batch_size: int, codec: str, crf: int, preset: str) -> Figure:
