@@ -245,6 +245,13 @@ class RtspServer:
         return self._process
 
 
+def closed_port() -> int:
+    """A port on 127.0.0.1 where nothing listens (bound, then released): connections are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @contextlib.contextmanager
 def silent_tcp_server() -> Iterator[int]:
     """A TCP server on 127.0.0.1 that accepts connections and never sends a byte; yields its port.

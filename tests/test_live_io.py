@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from media import gradient, mean_abs_diff, read_video, simple_clip, write_video
+from rtsp import closed_port
 from vidlight.errors import MediaError, VidlightError
 from vidlight.io.files import FileSource, Frame
 from vidlight.io.live import ImageDirSource, LiveSource, Reconnected, classify, open_source, redact
@@ -131,14 +132,6 @@ def server(live_clip):
     yield make
     for srv in servers:
         srv.stop()
-
-
-def closed_port() -> int:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 def collect(source, until: threading.Event | None = None) -> tuple[list, threading.Thread]:

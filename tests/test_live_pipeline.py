@@ -225,6 +225,28 @@ def test_first_two_live_frames_are_a_frame_interval_apart(dark_clip: Path, tmp_p
     assert gaps.min() > 0.5 / 30, f"frame gaps (s): {np.round(gaps, 5).tolist()}"
 
 
+def outage_script(writes: "WriteClock", *, frames_before: int, down, up, seconds: float,
+                  marks_as: tuple[str, str]):
+    """A :class:`Controller` script for an outage: once ``frames_before`` frames are written,
+    ``down()``, wait ``seconds``, ``up()`` (marking both moments under ``marks_as``), then wait
+    for the first write after the return and 15 more."""
+    went, came = marks_as
+
+    def script(marks: dict[str, float]) -> None:
+        assert writes.wait_for(frames_before, timeout=20), f"no {frames_before} frames written before the outage"
+        down()
+        marks[went] = time.monotonic()
+        time.sleep(seconds)
+        up()
+        marks[came] = time.monotonic()
+        first = writes.first_after(marks[came], timeout=10)
+        assert first is not None, "no frame within 10 s of the source's return"
+        marks["first"] = first
+        writes.wait_for(writes.count() + 15, timeout=5)
+
+    return script
+
+
 # --- 2. power loss and return ------------------------------------------------------------------------
 
 
@@ -246,18 +268,8 @@ def test_camera_killed_and_restarted(dark_clip: Path, tmp_path: Path, monkeypatc
     with RtspServer(cameras={"/cam": dark_clip}) as server:
         port = server.port
 
-        def script(marks: dict[str, float]) -> None:
-            assert writes.wait_for(45, timeout=20), "no 1.5 s of output before the kill"
-            server.kill()
-            marks["killed"] = time.monotonic()
-            time.sleep(downtime)
-            server.restart()
-            marks["back"] = time.monotonic()
-            first = writes.first_after(marks["back"], timeout=10)
-            assert first is not None, "no frame within 10 s of the server's return"
-            marks["first"] = first
-            writes.wait_for(writes.count() + 15, timeout=5)
-
+        script = outage_script(writes, frames_before=45, down=server.kill, up=server.restart, seconds=downtime,
+                               marks_as=("killed", "back"))
         controller = Controller(script, stop)
         controller.start()
         stats = enhance_video(server.url("/cam"), output, read_timeout_seconds=2, stop_event=stop, **RUN)
@@ -365,18 +377,8 @@ def test_stalled_camera_is_reconnected_after_resume(dark_clip: Path, tmp_path: P
     output = tmp_path / "out.mp4"
     with RtspServer(cameras={"/cam": dark_clip}) as server:
 
-        def script(marks: dict[str, float]) -> None:
-            assert writes.wait_for(30, timeout=20), "no 1 s of output before the stall"
-            server.pause()
-            marks["paused"] = time.monotonic()
-            time.sleep(3)
-            server.resume()
-            marks["resumed"] = time.monotonic()
-            first = writes.first_after(marks["resumed"], timeout=10)
-            assert first is not None, "no frame within 10 s of the camera's resumption"
-            marks["first"] = first
-            writes.wait_for(writes.count() + 15, timeout=5)
-
+        script = outage_script(writes, frames_before=30, down=server.pause, up=server.resume, seconds=3,
+                               marks_as=("paused", "resumed"))
         controller = Controller(script, stop)
         controller.start()
         stats = enhance_video(server.url("/cam"), output, read_timeout_seconds=1, open_timeout_seconds=2,

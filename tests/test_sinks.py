@@ -6,7 +6,6 @@ receiver (the rtsp demuxer in listen mode, which accepts ANNOUNCE/RECORD) in a t
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from fractions import Fraction
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 
 from media import gradient, mean_abs_diff, read_video, simple_clip
+from rtsp import closed_port
 from vidlight.errors import MediaError, VidlightError
 from vidlight.io.files import FileSink, FileSource, VideoInfo
 from vidlight.io.sinks import (ImageDirSink, NullSink, RtspSink, SegmentedFileSink, open_sink,
@@ -35,14 +35,6 @@ def make_info(width: int = 64, height: int = 48, *, time_base: Fraction = Fracti
 
 def pts_of(i: int) -> int:
     return i * 90000 // FPS
-
-
-def closed_port() -> int:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 def test_null_sink_counts() -> None:

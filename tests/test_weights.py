@@ -8,7 +8,6 @@ import hashlib
 import json
 import http.server
 import shutil
-import socket
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -18,6 +17,7 @@ import pytest
 import torch
 
 import vidlight
+from rtsp import closed_port
 from vidlight.weights import ASSETS_DIR
 import vidlight.weights
 from vidlight import VidlightError, WeightsError, load_model
@@ -158,12 +158,6 @@ def served(shared_dir: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
         thread.join(timeout=5)
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_download_writes_verified_file(served: tuple[str, Path], tmp_path: Path) -> None:
     base, source = served
     dest = tmp_path / "out" / "sub" / "medium.pt"
@@ -195,7 +189,7 @@ def test_download_missing_file_raises(served: tuple[str, Path], tmp_path: Path) 
 def test_download_unreachable_raises(tmp_path: Path) -> None:
     dest = tmp_path / "x.pt"
     with pytest.raises(WeightsError, match="could not download"):
-        download(f"http://127.0.0.1:{_closed_port()}/x", dest, sha256="0" * 64, progress=False, timeout_seconds=5)
+        download(f"http://127.0.0.1:{closed_port()}/x", dest, sha256="0" * 64, progress=False, timeout_seconds=5)
     assert not dest.exists()
     assert not dest.with_name("x.pt.tmp").exists()
 

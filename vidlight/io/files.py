@@ -58,6 +58,31 @@ class Frame:
     received: float | None = None  # time.monotonic() when the pipeline got it (for latency)
 
 
+def output_colorspace(tag: int, height: int) -> int:
+    """The AVCOL_SPC tag to convert with and to write: ``tag`` when vidlight knows its matrix;
+    for untagged (or unknown) video what players assume, BT.709 for HD and BT.601 for SD."""
+    if tag in _MATRIX_OF_TAG:
+        return tag
+    return int(Colorspace.ITU709) if height >= 720 else int(Colorspace.ITU601)
+
+
+def output_color_range(tag: int) -> int:
+    """``tag`` when it is limited (MPEG) or full (JPEG) range; an unknown range is limited."""
+    return tag if tag in (int(ColorRange.MPEG), int(ColorRange.JPEG)) else int(ColorRange.MPEG)
+
+
+def frame_to_rgb(frame: av.VideoFrame, info: VideoInfo) -> np.ndarray:
+    """RGB samples of ``frame`` (uint8, or uint16 above 8 bits) with ``info``'s matrix and range:
+    the one YUV -> RGB conversion of every source."""
+    return frame.to_ndarray(
+        format="rgb48le" if info.bit_depth > 8 else "rgb24",
+        src_colorspace=info.matrix,
+        src_color_range=info.color_range,
+        dst_color_range=ColorRange.JPEG,
+        threads=1,  # the pipeline runs stages in parallel; swscale's own threads only contend
+    )
+
+
 def _bit_depth(stream: av.video.stream.VideoStream) -> int:
     fmt = stream.codec_context.format
     return max((c.bits for c in fmt.components), default=8) if fmt is not None else 8
@@ -115,13 +140,8 @@ class FileSource:
             first = next(container.decode(s), None)
         except av.error.FFmpegError:
             pass
-        colorspace = first.colorspace if first is not None else cc.colorspace
-        if colorspace not in _MATRIX_OF_TAG:
-            # Untagged: what players assume, BT.709 for HD and BT.601 for SD.
-            colorspace = int(Colorspace.ITU709) if cc.height >= 720 else int(Colorspace.ITU601)
-        color_range = first.color_range if first is not None else cc.color_range
-        if color_range not in (int(ColorRange.MPEG), int(ColorRange.JPEG)):
-            color_range = int(ColorRange.MPEG)
+        colorspace = output_colorspace(first.colorspace if first is not None else cc.colorspace, cc.height)
+        color_range = output_color_range(first.color_range if first is not None else cc.color_range)
         duration = float(s.duration * s.time_base) if s.duration else (
             container.duration / 1e6 if container.duration else None
         )
@@ -142,15 +162,15 @@ class FileSource:
             codec=cc.name,
         )
 
+    live = False  # a file is read at its own pace, never dropped or reconnected
+
+    @property
+    def name(self) -> str:
+        """For progress bars and logs."""
+        return self.path.name
+
     def to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
-        fmt = "rgb48le" if self.info.bit_depth > 8 else "rgb24"
-        return frame.to_ndarray(
-            format=fmt,
-            src_colorspace=self.info.matrix,
-            src_color_range=self.info.color_range,
-            dst_color_range=ColorRange.JPEG,
-            threads=1,  # the pipeline runs stages in parallel; swscale's own threads only contend
-        )
+        return frame_to_rgb(frame, self.info)
 
     def __iter__(self) -> Iterator[Frame | av.Packet]:
         for packet in self.container.demux(self.stream, *self.copy_streams):

@@ -32,7 +32,15 @@ import numpy as np
 from av.video.reformatter import ColorRange, Colorspace
 
 from vidlight.errors import MediaError, VidlightError
-from vidlight.io.files import _MATRIX_OF_TAG, FileSource, Frame, VideoInfo
+from vidlight.io.files import (
+    _MATRIX_OF_TAG,
+    FileSource,
+    Frame,
+    VideoInfo,
+    frame_to_rgb,
+    output_color_range,
+    output_colorspace,
+)
 
 log = logging.getLogger("vidlight")
 
@@ -98,18 +106,6 @@ class Reconnected:
     height: int
 
 
-class _WithInfo:
-    """Adapter so that :meth:`FileSource.to_rgb`, the one YUV→RGB conversion, serves any info."""
-
-    def __init__(self, info: VideoInfo) -> None:
-        self.info = info
-
-
-def frame_to_rgb(frame: av.VideoFrame, info: VideoInfo) -> np.ndarray:
-    """RGB samples of ``frame`` (uint8, or uint16 above 8 bits) with ``info``'s matrix and range."""
-    return FileSource.to_rgb(_WithInfo(info), frame)
-
-
 def info_from_frame(frame: av.VideoFrame, stream: av.video.stream.VideoStream, *,
                     time_base: Fraction = LIVE_TIME_BASE) -> VideoInfo:
     """A :class:`VideoInfo` from the first decoded picture of a live stream.
@@ -117,12 +113,8 @@ def info_from_frame(frame: av.VideoFrame, stream: av.video.stream.VideoStream, *
     The tags follow FileSource's rules: untagged colour is BT.709 from 720 lines up, BT.601
     below; an unknown range is limited.
     """
-    colorspace = frame.colorspace
-    if colorspace not in _MATRIX_OF_TAG:
-        colorspace = int(Colorspace.ITU709) if frame.height >= 720 else int(Colorspace.ITU601)
-    color_range = frame.color_range
-    if color_range not in (int(ColorRange.MPEG), int(ColorRange.JPEG)):
-        color_range = int(ColorRange.MPEG)
+    colorspace = output_colorspace(frame.colorspace, frame.height)
+    color_range = output_color_range(frame.color_range)
     rate = stream.average_rate or stream.guessed_rate
     if rate is not None and not (1 <= rate <= 240):
         rate = None  # RTP streams often report their 90 kHz clock here
@@ -652,10 +644,4 @@ def open_source(spec: str | os.PathLike, **options: Any):
     if kind == "images":
         return ImageDirSource(spec, **{k: v for k, v in options.items() if k in _IMAGE_OPTIONS})
     path = spec[len("file://"):] if spec.startswith("file://") else spec
-    source = FileSource(path, **{k: v for k, v in options.items() if k in _FILE_OPTIONS})
-    # FileSource predates these two attributes; give them to it until files.py has them.
-    if not hasattr(source, "name"):
-        source.name = source.path.name
-    if not hasattr(source, "live"):
-        source.live = False
-    return source
+    return FileSource(path, **{k: v for k, v in options.items() if k in _FILE_OPTIONS})

@@ -351,6 +351,27 @@ class RtspSink(FileSink):
                 pass
 
 
+def classify_sink(spec: str | os.PathLike) -> str:
+    """What kind of output ``spec`` names: ``"null"``, ``"rtsp"``, ``"pattern"`` (an image
+    name pattern with ``{index``), ``"images"`` (a folder) or ``"file"``.
+
+    Raises:
+        VidlightError: a URL vidlight cannot write to.
+    """
+    text = str(spec)
+    if text == "null":
+        return "null"
+    if re.match(r"(?i)^rtsps?://", text):
+        return "rtsp"
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://", text):
+        raise VidlightError(f"cannot write to {redact(text)}: outputs are files, folders, rtsp:// URLs or null")
+    if "{index" in text:
+        return "pattern"
+    if text.endswith(("/", os.sep)) or Path(text).is_dir():
+        return "images"
+    return "file"
+
+
 def open_sink(
     spec: str | os.PathLike,
     info: VideoInfo,
@@ -370,17 +391,16 @@ def open_sink(
     with ``segment_seconds`` → :class:`SegmentedFileSink`; anything else → :class:`FileSink`.
     """
     text = str(spec)
-    if text == "null":
+    kind = classify_sink(text)
+    if kind == "null":
         return NullSink(info)
-    if re.match(r"(?i)^rtsps?://", text):
+    if kind == "rtsp":
         return RtspSink(text, info, transport=transport, codec=codec,
                         **({"crf": crf} if crf is not None else {}))
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://", text):
-        raise VidlightError(f"cannot write to {redact(text)}: outputs are files, folders, rtsp:// URLs or null")
-    if "{index" in text:
+    if kind == "pattern":
         path = Path(text)
         return ImageDirSink(path.parent, info, pattern=path.name)
-    if text.endswith(("/", os.sep)) or Path(text).is_dir():
+    if kind == "images":
         return ImageDirSink(text, info)
     if segment_seconds is not None:
         return SegmentedFileSink(text, info, segment_seconds=segment_seconds, copy_streams=copy_streams,

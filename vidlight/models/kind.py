@@ -63,10 +63,10 @@ def normalise(x: torch.Tensor, smooth=None) -> torch.Tensor:
     lo = x.amin(dim=(1, 2, 3), keepdim=True)
     hi = x.amax(dim=(1, 2, 3), keepdim=True)
     if smooth is not None:
-        lo = torch.tensor([smooth("min", j, float(v)) for j, v in enumerate(lo.flatten())],
-                          dtype=x.dtype, device=x.device).view_as(lo)
-        hi = torch.tensor([smooth("max", j, float(v)) for j, v in enumerate(hi.flatten())],
-                          dtype=x.dtype, device=x.device).view_as(hi)
+        # One device-to-host copy per batch, not one per frame.
+        lows, highs = lo.flatten().tolist(), hi.flatten().tolist()
+        lo = torch.tensor([smooth("min", j, v) for j, v in enumerate(lows)], dtype=x.dtype, device=x.device).view_as(lo)
+        hi = torch.tensor([smooth("max", j, v) for j, v in enumerate(highs)], dtype=x.dtype, device=x.device).view_as(hi)
     return (x - lo) / torch.clamp(hi - lo, min=NORM_EPS)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
 import threading
 import time
@@ -24,7 +23,7 @@ import torch
 from vidlight.errors import MediaError, VidlightError
 from vidlight.io.files import Frame
 from vidlight.io.live import Reconnected, classify, open_source, redact
-from vidlight.io.sinks import open_sink, parse_duration
+from vidlight.io.sinks import classify_sink, open_sink, parse_duration
 from vidlight.models import load_model
 from vidlight.pipeline.queues import LatestFrameQueue
 from vidlight.pipeline.enhancer import FrameEnhancer, resolve_device, single_threaded_torch
@@ -224,7 +223,7 @@ def enhance_video(
     if segment_seconds is not None:
         segment_seconds = parse_duration(segment_seconds)
     kind = classify(str(input))
-    if kind == "file" and not hasattr(output, "write") and sink_is_file(output):
+    if kind == "file" and not hasattr(output, "write") and classify_sink(output) == "file":
         if Path(output).exists() and not overwrite:
             raise VidlightError(f"{output} already exists; pass -y/--overwrite to replace it")
         if Path(input).resolve() == Path(output).resolve():
@@ -316,13 +315,6 @@ def enhance_folder(input: str | Path, output: str | Path, *, overwrite: bool = F
     return total
 
 
-def sink_is_file(output: str | Path) -> bool:
-    """Whether ``output`` names a single video file (not a URL, folder, pattern or null)."""
-    text = str(output)
-    return not (text == "null" or "://" in text or "{index" in text or text.endswith(("/", os.sep))
-                or Path(text).is_dir())
-
-
 def enhance_batch(
     enhancer: FrameEnhancer,
     smoother: TemporalSmoother | None,
@@ -378,7 +370,7 @@ def _run(
     errors: list[BaseException] = []
     latencies: list[float] = []
     total = min(filter(None, (source.info.frames, max_frames)), default=None)
-    name = getattr(source, "name", None) or source.path.name
+    name = source.name
     bar = tqdm(total=total, unit="frame", desc=name, disable=not progress, dynamic_ncols=True)
     reader = threading.Thread(target=_read, args=(source, decoded, stop, max_frames), daemon=True, name="vidlight-read")
     writer = threading.Thread(target=_write, args=(sink, encoded, errors, bar, latencies), daemon=True,
