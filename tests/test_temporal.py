@@ -202,6 +202,39 @@ def test_follow_below_one_lags_a_ramp() -> None:
     assert ratios[-1] < 0.995
 
 
+def test_gains_below_half_a_step_survive_eight_bit_rounding() -> None:
+    """A 0.2 % gain on pixels of 40..80 is less than half a step for every pixel, so plain
+    rounding would return the frame unchanged; the mean must still move by 0.2 % (to within
+    1/64 of a step, the dither's resolution), and the same frame and gain give the same output
+    (a fixed pattern, no frame-to-frame noise)."""
+    rng = np.random.default_rng(0)
+    frame = rng.integers(40, 81, (64, 96, 3)).astype(np.uint8)
+    g = GainSmoother()
+    for factor in (1.002, 0.998, 1.0005):
+        out = g._apply(frame, np.array(factor, dtype=np.float32))
+        assert abs(out.astype(np.float64).mean() - frame.mean() * factor) < 1 / 64
+        assert np.abs(out.astype(int) - frame.astype(int)).max() <= 1
+        assert np.array_equal(out, g._apply(frame, np.array(factor, dtype=np.float32)))
+    assert np.array_equal(g._apply(frame, np.array(1.0, dtype=np.float32)), frame)
+    field = g._apply(frame, np.full((4, 6), 1.002, dtype=np.float32))
+    assert abs(field.astype(np.float64).mean() - frame.mean() * 1.002) < 1 / 64
+
+
+def test_small_flicker_a_model_amplifies_ends_below_the_inputs() -> None:
+    """Real dark clips move by ~0.1..0.3 % per frame. A model whose brightness moves more than
+    its input's (here 1.2x in log, as EnlightenGAN's network with the fixture weights does on
+    the real clips) pumps more than its input, and the corrections that bring it below the
+    input's are below half an 8-bit step."""
+    n = 40
+    exposure = 1 + 0.002 * np.random.default_rng(2).choice([-1, 1], n)  # +-0.2 % frame to frame
+    scene = texture(96, 64, 0) * 0.5
+    inputs = [to_uint8(scene * e) for e in exposure]
+    outputs = [to_uint8(scene * 0.6 * e ** 1.2) for e in exposure]  # at most 77 of 255, as dark as EnlightenGAN's
+    out, _ = smoothed(inputs, outputs)
+    assert fi(outputs) > fi(inputs) > 0.0015
+    assert fi(out) <= fi(inputs)
+
+
 def test_frames_come_back_after_the_lookahead_in_order() -> None:
     n = 11
     inputs = dark_scene(n, noise=0.02)
