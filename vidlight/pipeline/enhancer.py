@@ -39,7 +39,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 class FrameEnhancer:
-    """Callable mapping N x H x W x 3 uint8 (or uint16) RGB frames to enhanced frames of the same dtype.
+    """Callable mapping N x H x W x 3 uint8 (or uint16) RGB frames to enhanced frames of the same
+    dtype (16 bits for 8-bit input with ``keep_precision``).
 
     Args:
         model: a vidlight model (``forward`` maps N x 3 x H x W float in [0, 1] to the same);
@@ -49,6 +50,12 @@ class FrameEnhancer:
         tile: ``"auto"`` (tile when a batch would not fit in the free memory), 0 (never) or
             the side of the tiles in pixels (see :mod:`vidlight.pipeline.tiling`).
         tile_overlap: pixels shared by neighbouring tiles.
+        statistics_time: average the per-frame statistics of the models that have them (MBLLEN,
+            KinD) over this many seconds (None: frame by frame).
+        keep_precision: return 8-bit input's frames as 16-bit (0..65535), so that the temporal
+            stage, which multiplies them by a gain, rounds to 8 bits once, after its gain: a
+            gain of 1.002 is lost to a second rounding (60 x 1.002 rounds to 60), while the
+            model's own sub-step detail keeps the rounding of the result bound to the picture.
     """
 
     def __init__(
@@ -60,8 +67,10 @@ class FrameEnhancer:
         tile: int | str = "auto",
         tile_overlap: int = DEFAULT_OVERLAP,
         statistics_time: float | None = None,
+        keep_precision: bool = False,
     ) -> None:
         self.device = device
+        self.keep_precision = keep_precision
         self.tile = tile
         self.tile_overlap = tile_overlap
         self._auto_tiles: dict[tuple, int | None] = {}
@@ -108,15 +117,19 @@ class FrameEnhancer:
             self.statistics.reset()
 
     def _run(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8/uint16 N x H x W x 3 on the device -> same dtype, enhanced."""
+        """uint8/uint16 N x H x W x 3 on the device -> enhanced, in :meth:`output_dtype`."""
         peak = 255.0 if frames.dtype == torch.uint8 else 65535.0
         x = frames.permute(0, 3, 1, 2).to(self.dtype, memory_format=torch.channels_last).mul_(1.0 / peak)
         tile = self._tile_for(x.shape)
         y = tiled_forward(self.model, x, tile, self.tile_overlap) if tile else self.model(x)
-        y = y.float().clamp_(0.0, 1.0).mul_(peak).add_(0.5)
-        if frames.dtype == torch.uint8:
-            return y.to(torch.uint8).permute(0, 2, 3, 1)
+        if self.output_dtype(frames.dtype) == torch.uint8:
+            return y.float().clamp_(0.0, 1.0).mul_(255.0).add_(0.5).to(torch.uint8).permute(0, 2, 3, 1)
+        y = y.float().clamp_(0.0, 1.0).mul_(65535.0).add_(0.5)
         return y.to(torch.int32).to(torch.uint16).permute(0, 2, 3, 1)
+
+    def output_dtype(self, input_dtype: torch.dtype) -> torch.dtype:
+        """The dtype of enhanced frames for input of ``input_dtype`` (16 bits when keeping precision)."""
+        return torch.uint16 if self.keep_precision or input_dtype != torch.uint8 else torch.uint8
 
     def _tile_for(self, shape: torch.Size) -> int | None:
         if self.tile != "auto":
@@ -137,7 +150,7 @@ class FrameEnhancer:
             return self._run_clip(frames)
         if self.halo is None or rows >= h:
             return self._run(frames)
-        out = torch.empty_like(frames)
+        out = torch.empty(frames.shape, dtype=self.output_dtype(frames.dtype))
 
         def strip(y0: int) -> None:
             y1 = min(h, y0 + rows)
@@ -178,7 +191,7 @@ class FrameEnhancer:
             host_in[i].copy_(torch.from_numpy(f))
         run = self._run_clip if self.clip_context else self._run
         result = run(host_in.to(self.device, non_blocking=True))
-        host_out = self._buffer("out", shape, dtype)
+        host_out = self._buffer("out", shape, self.output_dtype(dtype))
         host_out.copy_(result, non_blocking=True)
         torch.cuda.current_stream(self.device).synchronize()  # once per batch, not per frame
         return host_out.numpy().copy()

@@ -242,7 +242,7 @@ def enhance_video(
         if fp16 is None:
             fp16 = dev.type == "cuda" and getattr(model, "fp16_default", True)
         enhancer = FrameEnhancer(model, device=dev, fp16=fp16, tile=tile, tile_overlap=tile_overlap,
-                                 statistics_time=smooth_time if smooth else None)
+                                 statistics_time=smooth_time if smooth else None, keep_precision=smooth)
         if hasattr(output, "write"):  # a sink object (e.g. vidlight.pipeline.iterate.FrameQueueSink)
             sink = output
             sink.open(source.info)
