@@ -57,9 +57,16 @@ def test_toml_keys_are_the_process_flags():
 def test_every_ready_pipeline_loads_with_its_required_keys(tmp_path):
     from vidlight.pipeline.config import load_pipeline
 
+    from vidlight.pipeline.config import load_serve_config
+
     files = sorted(PIPELINES.glob("*.toml"))
-    assert {p.stem for p in files} >= {"file-to-file", "folder-to-folder", "rtsp-relay", "camera-recording"}
+    assert {p.stem for p in files} >= {"file-to-file", "folder-to-folder", "rtsp-relay", "camera-recording",
+                                       "multi-camera"}
     for path in files:
+        if path.stem == "multi-camera":  # for `vidlight serve`
+            shared, streams = load_serve_config(path, ["device=cpu"])
+            assert shared["device"] == "cpu" and len(streams) == 2 and all(s.source and s.sink for s in streams)
+            continue
         config = load_pipeline(path, ["source=in.mp4", "sink=out.mp4"])
         assert config["source"] == "in.mp4" and config["sink"] == "out.mp4"
 

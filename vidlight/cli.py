@@ -179,6 +179,30 @@ def run(pipeline, overrides, no_progress):
 
 
 @main.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a top-level key (shared, or every stream's default), e.g. --set device=cuda.")
+def serve(config, overrides):
+    """Enhance several cameras in one process (TOML, e.g. pipelines/multi-camera.toml).
+
+    One model on one device; its batches hold frames of every stream, and each stream keeps its
+    own smoothing, reconnects and sink. Runs until every stream ends, or Ctrl-C / SIGTERM, which
+    finalise every output. A stream that fails does not stop the others; the exit status is
+    then 1.
+    """
+    from vidlight.pipeline.config import load_serve_config
+    from vidlight.pipeline.serve import serve as serve_streams
+
+    shared, streams = load_serve_config(config, list(overrides))
+    with _stop_on_sigterm():
+        report = serve_streams(streams, **shared)
+    logging.getLogger("vidlight").info("%s", report.summary())
+    if report.failures:
+        raise VidlightError(f"{len(report.failures)} of {len(streams)} streams failed: "
+                            + "; ".join(f"{name}: {error}" for name, error in report.failures.items()))
+
+
+@main.command()
 def models():
     """List the models, their weights, licenses, and whether the weights are here."""
     for name in list_models():

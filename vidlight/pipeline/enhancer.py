@@ -84,7 +84,8 @@ class FrameEnhancer:
         # Models that normalise each frame by its own statistics (MBLLEN, KinD) get them
         # averaged over time instead (not clip models: their context frames would count twice).
         self.statistics: StatisticsSmoother | None = None
-        if statistics_time and hasattr(model, "statistics_smoother") and not self.clip_context:
+        self.averages_statistics = hasattr(model, "statistics_smoother") and not self.clip_context
+        if statistics_time and self.averages_statistics:
             self.statistics = StatisticsSmoother(time_constant=statistics_time)
         self._pinned: dict[tuple, torch.Tensor] = {}
         # CPU strips run on a pool of single-threaded workers (as many as torch's thread setting,
@@ -166,14 +167,22 @@ class FrameEnhancer:
         return out
 
     @torch.inference_mode()
-    def __call__(self, frames: list[np.ndarray] | np.ndarray, seconds: Sequence[float | None] | None = None) -> np.ndarray:
+    def __call__(self, frames: list[np.ndarray] | np.ndarray, seconds: Sequence[float | None] | None = None,
+                 *, statistics=None) -> np.ndarray:
         """Enhance consecutive frames (uint8/uint16 H x W x 3); ``seconds``: their timestamps,
-        for the models whose per-frame statistics are averaged over time."""
-        if self.statistics is None:
-            return self._enhance(frames)
-        self.statistics.begin(seconds if seconds is not None else [None] * len(frames))
+        for the models whose per-frame statistics are averaged over time.
+
+        ``statistics``: what the model asks for its averaged statistics instead of this
+        enhancer's own (called as ``statistics(key, index_in_batch, value)``; the many-stream
+        server routes each frame of a mixed batch to its stream's averages).
+        """
+        if statistics is None:
+            if self.statistics is None:
+                return self._enhance(frames)
+            self.statistics.begin(seconds if seconds is not None else [None] * len(frames))
+            statistics = self.statistics
         # Attached only while this enhancer runs the model, so the model object stays as loaded.
-        self.model.statistics_smoother = self.statistics
+        self.model.statistics_smoother = statistics
         try:
             return self._enhance(frames)
         finally:

@@ -91,7 +91,9 @@ def _put(q: queue.Queue | LatestFrameQueue, item: object, stop: threading.Event)
     return False
 
 
-def _read(source, q, stop: threading.Event, max_frames: int | None) -> None:
+def _read(source, q, stop: threading.Event, max_frames: int | None, notify=None) -> None:
+    """Feeds ``source``'s items into ``q`` until it ends, fails (handed on) or ``stop``;
+    ``notify()`` is called after each item (a consumer watching several queues)."""
     frames = 0
     try:
         for item in source:
@@ -104,10 +106,14 @@ def _read(source, q, stop: threading.Event, max_frames: int | None) -> None:
                 item.received = time.monotonic()
             if not _put(q, item, stop):
                 return
+            if notify is not None:
+                notify()
     except BaseException as exc:  # handed to the main thread
         _put(q, _Failure(exc), stop)
     finally:
         _put(q, _END, stop)
+        if notify is not None:
+            notify()
 
 
 def _write(sink, q: queue.Queue, errors: list, bar, latencies: list[float]) -> None:

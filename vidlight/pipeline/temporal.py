@@ -386,10 +386,13 @@ class StatisticsSmoother:
         self._pts: float | None = None
         self._fresh = True
 
-    def begin(self, seconds: Sequence[float | None]) -> None:
-        """The timestamps of the batch the model is about to run."""
+    def begin(self, seconds: Sequence[float | None], restart: Sequence[int] = ()) -> None:
+        """The timestamps of the batch the model is about to run; ``restart``: positions in it
+        where a new scene starts (the averages start again there, as after :meth:`reset`)."""
         alphas = []
-        for p in seconds:
+        for n, p in enumerate(seconds):
+            if n in restart:
+                self._fresh = True
             if self._fresh:
                 alphas.append(0.0)
                 self._fresh = False

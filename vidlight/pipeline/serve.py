@@ -1,0 +1,474 @@
+"""Many cameras in one process: one model on one device, its batches filled across streams.
+
+As DeepStream's stream muxer does, the frames waiting on every stream are gathered into one
+batch for the model (frames of one size per model call), and each enhanced frame goes back to
+its own stream. Everything that carries state stays per stream: the reader and its
+latest-frame buffer, scene-cut detection, the temporal smoothing, the model's averaged
+statistics (MBLLEN, KinD), the sink and its writer. A clip model (mbllen-video) needs
+consecutive frames of one stream in a call, so it runs each stream's frames in their own call.
+
+A stream that cannot be opened, fails, or ends does not stop the others. A live camera that is
+down at start-up is retried (with its ``reconnect`` settings) until it answers.
+
+    streams = [Stream("gate", "rtsp://cam1/stream", "gate.mp4"),
+               Stream("yard", "rtsp://cam2/stream", "rtsp://127.0.0.1:8554/yard")]
+    report = serve(streams, model="sci", stop_event=stop)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from vidlight.errors import VidlightError
+from vidlight.io.files import Frame
+from vidlight.io.live import Reconnected, classify, open_source, redact
+from vidlight.io.sinks import classify_sink, open_sink, parse_duration
+from vidlight.models import load_model
+from vidlight.pipeline.enhancer import FrameEnhancer, resolve_device
+from vidlight.pipeline.queues import LatestFrameQueue
+from vidlight.pipeline.runner import (_END, RunStats, _Failure, _LiveReport, _read, _write, default_batch_size,
+                                      enhance_batch)
+from vidlight.pipeline.temporal import DEFAULT_TIME_CONSTANT, StatisticsSmoother, TemporalSmoother
+from vidlight.pipeline.tiling import DEFAULT_OVERLAP, parse_tile
+
+log = logging.getLogger("vidlight")
+
+# A batch is run once it is full or once its oldest frame has waited this long (a camera at
+# 25 fps sends a frame every 40 ms), as DeepStream's muxer does with its batched-push-timeout.
+BATCH_WAIT_SECONDS = 0.04
+# Between attempts to open a live source that was down at start-up.
+START_RETRY_SECONDS = (1.0, 10.0)
+
+
+@dataclass
+class Stream:
+    """One source -> sink pair of :func:`serve`, with the per-stream settings of ``enhance_video``."""
+
+    name: str
+    source: str
+    sink: str
+    codec: str = "libx264"
+    crf: int | None = 18
+    preset: str | None = "medium"
+    max_frames: int | None = None
+    duration_seconds: float | None = None
+    transport: str = "tcp"
+    open_timeout_seconds: float = 10.0
+    read_timeout_seconds: float = 5.0
+    reconnect: bool = True
+    max_reconnects: int | None = None
+    latest_frame: bool | None = None
+    fps: float = 25.0
+    segment_seconds: float | str | None = None
+    overwrite: bool = False
+
+
+@dataclass
+class ServeReport:
+    """What a :func:`serve` run did: per stream, and how full the model's batches were."""
+
+    streams: dict[str, RunStats] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)  # stream name -> the error, one line
+    model_calls: int = 0
+    frames: int = 0  # frames through the model
+    mixed_calls: int = 0  # model calls with frames of two or more streams
+    interrupted: bool = False
+
+    @property
+    def mean_batch(self) -> float:
+        return self.frames / self.model_calls if self.model_calls else 0.0
+
+    def summary(self) -> str:
+        return (f"{len(self.streams)} stream(s), {len(self.failures)} failed; {self.model_calls} model calls, "
+                f"{self.mean_batch:.1f} frames per call, {self.mixed_calls} with frames of several streams")
+
+
+class _Live:
+    """A running stream: its source, buffers, threads, temporal state and sink."""
+
+    def __init__(self, spec: Stream, source, sink, *, stop: threading.Event, arrived: threading.Event,
+                 share: int, smooth: bool, smooth_time: float, statistics: bool, enhancer: FrameEnhancer | None,
+                 latencies: list[float] | None = None) -> None:
+        self.spec, self.source, self.sink, self.name = spec, source, sink, spec.name
+        self.live = getattr(source, "live", False)
+        latest = self.live if spec.latest_frame is None else spec.latest_frame
+        self.decoded = LatestFrameQueue(2 * share) if latest else queue.Queue(maxsize=2 * share)
+        self.encoded: queue.Queue = queue.Queue(maxsize=2)
+        self.errors: list[BaseException] = []
+        self.latencies: list[float] = [] if latencies is None else latencies
+        rate = source.info.average_rate
+        self.smoother = TemporalSmoother(time_constant=smooth_time, enabled=smooth,
+                                         default_dt=float(1 / rate) if rate else 1 / 30)
+        self.statistics = StatisticsSmoother(time_constant=smooth_time) if statistics and smooth else None
+        self.enhancer = enhancer  # its own, for clip models only (their context is per stream)
+        self.frames: list[np.ndarray] = []
+        self.tags: list = []
+        self.seconds: list = []
+        self.packets: list = []
+        self.waiting_since: float | None = None
+        self.first_time: float | None = None
+        self.ending = False  # the source ended (or the duration was reached): finish after the pending frames
+        self.held: object = None  # a boundary item waiting for the frames before it (see collect)
+        self.failure: BaseException | None = None
+        self.start = time.perf_counter()
+        self.reporter = _LiveReport(source, self.decoded, self.latencies)
+        self.reader = threading.Thread(target=_read, args=(source, self.decoded, stop, spec.max_frames, arrived.set),
+                                       daemon=True, name=f"vidlight-read-{spec.name}")
+        self.writer = threading.Thread(target=_write, args=(sink, self.encoded, self.errors, None, self.latencies),
+                                       daemon=True, name=f"vidlight-write-{spec.name}")
+        self.writer.start()
+        self.reader.start()
+
+    def collect(self, share: int) -> None:
+        """Take items off the buffer until ``share`` frames are pending, the buffer is empty, or a
+        boundary: a reconnect, or a frame of another size, is held back (:attr:`held`) until
+        the frames before it have been through the model."""
+        while len(self.frames) < share and not self.ending and self.failure is None and self.held is None:
+            if self.errors:
+                self.failure = self.errors[0]
+                return
+            try:
+                item = self.decoded.get(timeout=0) if isinstance(self.decoded, LatestFrameQueue) \
+                    else self.decoded.get_nowait()
+            except queue.Empty:
+                return
+            self._take_item(item)
+
+    def resume(self) -> None:
+        """Take the held boundary item (the frames before it are through the model)."""
+        item, self.held = self.held, None
+        if item is not None:
+            self._take_item(item, boundary_ok=True)
+
+    def _take_item(self, item: object, *, boundary_ok: bool = False) -> None:
+        if item is _END:
+            self.ending = True
+        elif isinstance(item, _Failure):
+            self.failure = item.exc
+        elif isinstance(item, Frame):
+            if self.spec.duration_seconds is not None and item.time_seconds is not None:
+                self.first_time = item.time_seconds if self.first_time is None else self.first_time
+                if item.time_seconds - self.first_time >= self.spec.duration_seconds:
+                    self.ending = True
+                    return
+            if self.frames and item.rgb.shape != self.frames[0].shape and not boundary_ok:
+                self.held = item  # one size per model call
+                return
+            self.frames.append(item.rgb)
+            self.tags.append((item.pts, getattr(item, "received", None)))
+            self.seconds.append(item.time_seconds)
+            if self.waiting_since is None:
+                self.waiting_since = time.monotonic()
+        elif isinstance(item, Reconnected):
+            if self.frames and not boundary_ok:
+                self.held = item
+                return
+            # A new stream: what was smoothed or kept as context belongs to the old one.
+            self.hand_over([], end=True)
+            self.smoother.reset()
+            if self.statistics is not None:
+                self.statistics.reset()
+            if self.enhancer is not None:
+                self.enhancer.reset()
+            log.info("%s: reconnected (#%d) after %.1f s, %dx%d", self.name, item.count,
+                     item.downtime_seconds, item.width, item.height)
+        elif isinstance(item, av.Packet):
+            self.packets.append(item)
+
+    def take(self) -> tuple[list, list, list]:
+        """The pending frames, their timestamps and tags; pending is empty afterwards."""
+        frames, seconds, tags = self.frames, self.seconds, self.tags
+        self.frames, self.seconds, self.tags, self.waiting_since = [], [], [], None
+        return frames, seconds, tags
+
+    def hand_over(self, done: list, *, end: bool) -> None:
+        """Frames back from the smoother, to the writer with the packets waiting."""
+        if end:
+            done = done + self.smoother.flush()
+        if done or self.packets:
+            self.encoded.put(([f for f, _ in done], [t for _, t in done], self.packets))
+            self.packets = []
+
+    def enhance_alone(self) -> int:
+        """A clip model's call: this stream's pending frames on its own enhancer; returns how many."""
+        frames, seconds, tags = self.take()
+        out, done = enhance_batch(self.enhancer, self.smoother, frames, seconds, tags)
+        self.encoded.put((out, done, self.packets))
+        self.packets = []
+        return len(frames)
+
+    def finish(self, *, interrupted: bool = False) -> RunStats:
+        """Stop the threads, finalise the sink; the stream's stats."""
+        self.source.close()
+        if interrupted:
+            self.hand_over([], end=True)  # frames the smoother holds are finished, not lost
+        self.encoded.put(_END)
+        self.writer.join()
+        self.reader.join(timeout=5)
+        self.source.close()
+        failure = self.failure or (self.errors[0] if self.errors else None)
+        # A live recording that broke off is still a complete, playable file up to there.
+        try:
+            self.sink.close(complete=failure is None or self.live)
+        except VidlightError as exc:
+            failure = failure or exc
+        self.failure = failure
+        return RunStats(self.sink.frames_written, time.perf_counter() - self.start, self.source.corrupt_packets,
+                        interrupted, dropped=getattr(self.decoded, "dropped", 0),
+                        reconnects=getattr(self.source, "reconnects", 0),
+                        latency_seconds=self.latencies if self.live else [])
+
+
+class _Statistics:
+    """Routes a mixed batch's statistics to each frame's own stream (``(key, index, value)``)."""
+
+    def __init__(self) -> None:
+        self._frames: list[tuple[StatisticsSmoother | None, int]] = []
+
+    def add(self, smoother: StatisticsSmoother | None, seconds: list, cuts: list[int]) -> None:
+        if smoother is not None:
+            smoother.begin(seconds, restart=cuts)
+        self._frames += [(smoother, n) for n in range(len(seconds))]
+
+    def __call__(self, key: str, index: int, value: float) -> float:
+        smoother, n = self._frames[index]
+        return value if smoother is None else smoother(key, n, value)
+
+
+def serve(
+    streams: list[Stream],
+    *,
+    model: str | torch.nn.Module = "sci",
+    weights: str | None = None,
+    device: str | torch.device = "auto",
+    batch_size: int | None = None,
+    fp16: bool | None = None,
+    model_options: dict | None = None,
+    tile: int | str = "auto",
+    tile_overlap: int = DEFAULT_OVERLAP,
+    smooth: bool = True,
+    smooth_time: float = DEFAULT_TIME_CONSTANT,
+    stop_event: threading.Event | None = None,
+) -> ServeReport:
+    """Enhance several sources into their sinks in one process, batching frames across streams.
+
+    Args:
+        streams: the source -> sink pairs (names unique), each with its own stream settings.
+        model, weights, device, batch_size, fp16, model_options, tile, tile_overlap, smooth,
+            smooth_time: as for :func:`vidlight.enhance_video`, shared by every stream (one model
+            on one device); ``batch_size`` counts frames of all streams together.
+        stop_event: set it to end every stream cleanly (as Ctrl-C does).
+
+    Returns:
+        a :class:`ServeReport`; streams that failed are in its ``failures`` (the others ran on).
+        It returns when every stream has ended or failed, or when stopped.
+
+    Raises:
+        VidlightError: a bad setting (before anything is opened), or no stream could be started.
+    """
+    if not streams:
+        raise VidlightError("no streams to serve; add [[streams]] with a source and a sink")
+    names = [s.name for s in streams]
+    for name in names:
+        if names.count(name) > 1:
+            raise VidlightError(f"two streams are named {name!r}; give each its own name")
+    sinks = [str(s.sink) for s in streams if classify_sink(s.sink) != "null"]
+    for sink in sinks:
+        if sinks.count(sink) > 1:
+            raise VidlightError(f"two streams write to {redact(sink)}; give each its own sink")
+    for s in streams:
+        if not s.source or not s.sink:
+            raise VidlightError(f"stream {s.name!r} needs a source and a sink")
+        if classify_sink(s.sink) == "file" and Path(s.sink).exists() and not s.overwrite:
+            raise VidlightError(f"{s.sink} (stream {s.name!r}) already exists; set overwrite = true to replace it")
+        if s.segment_seconds is not None:
+            s.segment_seconds = parse_duration(s.segment_seconds)
+    dev = resolve_device(device)
+    tile = parse_tile(tile)
+    batch_size = batch_size or default_batch_size(dev)
+    if batch_size < 1:
+        raise VidlightError(f"batch size must be at least 1, got {batch_size}")
+    if not smooth_time > 0:
+        raise VidlightError(f"smoothing time constant must be above 0 seconds, got {smooth_time}")
+    stop = stop_event or threading.Event()
+    arrived = threading.Event()
+    started: queue.Queue = queue.Queue()
+    report = ServeReport()
+    share = max(1, math.ceil(batch_size / len(streams)))
+    starters = [threading.Thread(target=_start, args=(s, stop, started), daemon=True, name=f"vidlight-open-{s.name}")
+                for s in streams]
+    for t in starters:
+        t.start()
+    if isinstance(model, str):
+        model = load_model(model, weights=weights, **(model_options or {}))
+    if fp16 is None:
+        fp16 = dev.type == "cuda" and getattr(model, "fp16_default", True)
+    enhancer = FrameEnhancer(model, device=dev, fp16=fp16, tile=tile, tile_overlap=tile_overlap, keep_precision=smooth)
+    clip_model = bool(enhancer.clip_context)
+    running: list[_Live] = []
+    pending_starts = len(streams)
+    try:
+        while pending_starts or running:
+            if stop.is_set():
+                report.interrupted = True
+                break
+            while True:  # streams that have opened (or given up)
+                try:
+                    spec, opened = started.get_nowait()
+                except queue.Empty:
+                    break
+                pending_starts -= 1
+                if isinstance(opened, BaseException):
+                    report.failures[spec.name] = _one_line(opened)
+                    log.error("%s: %s", spec.name, report.failures[spec.name])
+                    continue
+                source, sink = opened
+                own = None
+                if clip_model:
+                    own = FrameEnhancer(model, device=dev, fp16=fp16, tile=tile, tile_overlap=tile_overlap,
+                                        keep_precision=smooth)
+                running.append(_Live(spec, source, sink, stop=stop, arrived=arrived, share=share, smooth=smooth,
+                                     smooth_time=smooth_time, statistics=enhancer.averages_statistics, enhancer=own))
+                log.info("%s: %s -> %s, %dx%d", spec.name, source.name, redact(str(getattr(sink, "output", spec.sink))),
+                         source.info.width, source.info.height)
+            for s in running:
+                if s.held is not None and not s.frames:
+                    s.resume()
+                s.collect(max(1, math.ceil(batch_size / len(running))))
+                s.reporter.tick()
+            # Streams that are done: their last frames, then their sink.
+            for s in [s for s in running if s.ending or s.failure is not None]:
+                if s.frames and s.failure is None:
+                    _run_model(enhancer, [s], clip_model, report)
+                if s.failure is None:
+                    s.hand_over([], end=True)
+                _close(s, report)
+                running.remove(s)
+            waiting = [s for s in running if s.frames]
+            total = sum(len(s.frames) for s in waiting)
+            if not waiting:
+                arrived.wait(0.1)
+                arrived.clear()
+                continue
+            oldest = min(s.waiting_since for s in waiting)
+            waited = time.monotonic() - oldest
+            blocked = any(s.held is not None for s in waiting)
+            if total < batch_size and waited < BATCH_WAIT_SECONDS and not blocked:
+                arrived.wait(BATCH_WAIT_SECONDS - waited)
+                arrived.clear()
+                continue
+            _run_model(enhancer, waiting, clip_model, report)
+    except KeyboardInterrupt:
+        report.interrupted = True
+    except BaseException as exc:  # a bug: no stream's output may pass for complete
+        for s in running:
+            s.failure = s.failure or exc
+        raise
+    finally:
+        stop.set()
+        for s in running:
+            _close(s, report, interrupted=report.interrupted)
+        for t in starters:
+            t.join(timeout=0.5)
+        while True:  # a source that opened just as we stopped
+            try:
+                _, opened = started.get_nowait()
+            except queue.Empty:
+                break
+            if not isinstance(opened, BaseException):
+                opened[0].close()
+                opened[1].close(complete=False)
+    if len(report.failures) == len(streams):
+        raise VidlightError(f"no stream could run: {'; '.join(f'{n}: {e}' for n, e in report.failures.items())}")
+    return report
+
+
+def _one_line(exc: BaseException) -> str:
+    return redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+def _close(s: _Live, report: ServeReport, *, interrupted: bool = False) -> None:
+    stats = s.finish(interrupted=interrupted)
+    report.streams[s.name] = stats
+    if s.failure is not None:
+        report.failures[s.name] = _one_line(s.failure)
+        log.error("%s: %s (%d frames written)", s.name, report.failures[s.name], stats.frames)
+    else:
+        log.info("%s: %s", s.name, stats.summary())
+
+
+def _start(spec: Stream, stop: threading.Event, started: queue.Queue) -> None:
+    """Open a stream's source and sink (retrying a live source that is down, as its reconnect
+    settings allow); hands ``(spec, (source, sink))`` or ``(spec, error)`` to ``started``."""
+    live = classify(str(spec.source)) in ("url", "webcam")
+    attempts = 0
+    delay, cap = START_RETRY_SECONDS
+    while True:
+        try:
+            source = open_source(spec.source, transport=spec.transport, open_timeout_seconds=spec.open_timeout_seconds,
+                                 read_timeout_seconds=spec.read_timeout_seconds, reconnect=spec.reconnect,
+                                 max_reconnects=spec.max_reconnects, fps=spec.fps, stop_event=stop)
+            break
+        except VidlightError as exc:
+            retry = live and spec.reconnect and (spec.max_reconnects is None or attempts < spec.max_reconnects)
+            if not retry or stop.is_set():
+                started.put((spec, exc))
+                return
+            attempts += 1
+            log.warning("%s: %s; trying again in %.0f s", spec.name, _one_line(exc), delay)
+            if stop.wait(delay):
+                started.put((spec, exc))
+                return
+            delay = min(cap, delay * 2)
+        except BaseException as exc:
+            started.put((spec, exc))
+            return
+    try:
+        sink = open_sink(spec.sink, source.info, copy_streams=source.copy_streams, segment_seconds=spec.segment_seconds,
+                         codec=spec.codec, crf=spec.crf, preset=spec.preset, overwrite=spec.overwrite,
+                         transport=spec.transport)
+    except BaseException as exc:
+        source.close()
+        started.put((spec, exc))
+        return
+    started.put((spec, (source, sink)))
+
+
+def _run_model(enhancer: FrameEnhancer, waiting: list[_Live], clip_model: bool, report: ServeReport) -> None:
+    """One round: the pending frames of ``waiting`` streams through the model, back to each stream."""
+    if clip_model:  # a clip is consecutive frames of one stream
+        for s in waiting:
+            report.frames += s.enhance_alone()
+            report.model_calls += 1
+        return
+    # Frames of one size go through the model together.
+    groups: dict[tuple, list[tuple[_Live, list, list, list, list[int]]]] = {}
+    for s in waiting:
+        frames, seconds, tags = s.take()
+        cuts = s.smoother.scan(frames)
+        groups.setdefault((frames[0].shape, frames[0].dtype), []).append((s, frames, seconds, tags, cuts))
+    for parts in groups.values():
+        statistics = _Statistics()
+        batch = []
+        for s, frames, seconds, _, cuts in parts:
+            statistics.add(s.statistics, seconds, cuts)
+            batch += frames
+        out = enhancer(batch, statistics=statistics if enhancer.averages_statistics else None)
+        report.model_calls += 1
+        report.frames += len(batch)
+        report.mixed_calls += len(parts) > 1
+        start = 0
+        for s, frames, seconds, tags, _ in parts:
+            mine = list(out[start:start + len(frames)])
+            start += len(frames)
+            s.hand_over(s.smoother.push(frames, mine, seconds, tags), end=False)
