@@ -250,6 +250,29 @@ def outage_script(writes: "WriteClock", *, frames_before: int, down, up, seconds
 # --- 2. power loss and return ------------------------------------------------------------------------
 
 
+def test_rtsp_camera_over_udp(dark_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--transport udp: RTP over UDP from the real server (FFmpeg does not fall back to TCP when
+    told udp, so frames arriving means UDP carried them)."""
+    import vidlight.io.live as vl_live
+
+    asked = []
+    original = vl_live.av.open
+
+    def open_(url, *args, **kwargs):
+        if str(url).startswith("rtsp://"):
+            asked.append((kwargs.get("options") or {}).get("rtsp_transport"))
+        return original(url, *args, **kwargs)
+
+    monkeypatch.setattr(vl_live.av, "open", open_)
+    output = tmp_path / "udp.mp4"
+    with RtspServer(cameras={"/cam": dark_clip}) as server:
+        stats = enhance_video(server.url("/cam"), output, transport="udp", duration_seconds=2, **RUN)
+    assert asked and set(asked) == {"udp"}
+    assert_finalised(output)
+    pts, _, _ = probe(output)
+    assert len(pts) == stats.frames >= 40, stats.summary()
+
+
 def test_camera_killed_and_restarted(dark_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGKILL the server after ~1.5 s of output, restart it on the same port 1.5 s later.
 
