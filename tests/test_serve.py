@@ -153,6 +153,17 @@ def test_a_failing_stream_does_not_stop_the_others(clips, tmp_path: Path) -> Non
         serve([Stream("x", str(tmp_path / "nope.mp4"), str(tmp_path / "x.mp4"))], model="sci", device="cpu")
 
 
+def test_bad_weights_leave_nothing_behind(clips, tmp_path: Path) -> None:
+    """The sources open while the model loads: a model that cannot load still closes them, and
+    no half-written output is left."""
+    out = tmp_path / "out"
+    out.mkdir()
+    streams = [Stream(n, str(clips[n]), str(out / f"{n}.mp4")) for n in ("a", "b")]
+    with pytest.raises(VidlightError):
+        serve(streams, model="sci", weights=str(tmp_path / "missing.pt"), device="cpu")
+    assert list(out.iterdir()) == []
+
+
 def write_config(path: Path, text: str) -> Path:
     path.write_text(text)
     return path

@@ -97,15 +97,15 @@ class _Live:
     """A running stream: its source, buffers, threads, temporal state and sink."""
 
     def __init__(self, spec: Stream, source, sink, *, stop: threading.Event, arrived: threading.Event,
-                 share: int, smooth: bool, smooth_time: float, statistics: bool, enhancer: FrameEnhancer | None,
-                 latencies: list[float] | None = None) -> None:
+                 share: int, smooth: bool, smooth_time: float, statistics: bool,
+                 enhancer: FrameEnhancer | None) -> None:
         self.spec, self.source, self.sink, self.name = spec, source, sink, spec.name
         self.live = getattr(source, "live", False)
         latest = self.live if spec.latest_frame is None else spec.latest_frame
         self.decoded = LatestFrameQueue(2 * share) if latest else queue.Queue(maxsize=2 * share)
         self.encoded: queue.Queue = queue.Queue(maxsize=2)
         self.errors: list[BaseException] = []
-        self.latencies: list[float] = [] if latencies is None else latencies
+        self.latencies: list[float] = []
         rate = source.info.average_rate
         self.smoother = TemporalSmoother(time_constant=smooth_time, enabled=smooth,
                                          default_dt=float(1 / rate) if rate else 1 / 30)
@@ -309,15 +309,17 @@ def serve(
                 for s in streams]
     for t in starters:
         t.start()
-    if isinstance(model, str):
-        model = load_model(model, weights=weights, **(model_options or {}))
-    if fp16 is None:
-        fp16 = dev.type == "cuda" and getattr(model, "fp16_default", True)
-    enhancer = FrameEnhancer(model, device=dev, fp16=fp16, tile=tile, tile_overlap=tile_overlap, keep_precision=smooth)
-    clip_model = bool(enhancer.clip_context)
     running: list[_Live] = []
     pending_starts = len(streams)
     try:
+        # Loaded while the sources open; a bad model or weights still closes what they opened.
+        if isinstance(model, str):
+            model = load_model(model, weights=weights, **(model_options or {}))
+        if fp16 is None:
+            fp16 = dev.type == "cuda" and getattr(model, "fp16_default", True)
+        enhancer = FrameEnhancer(model, device=dev, fp16=fp16, tile=tile, tile_overlap=tile_overlap,
+                                 keep_precision=smooth)
+        clip_model = bool(enhancer.clip_context)
         while pending_starts or running:
             if stop.is_set():
                 report.interrupted = True
@@ -379,7 +381,7 @@ def serve(
         for s in running:
             _close(s, report, interrupted=report.interrupted)
         for t in starters:
-            t.join(timeout=0.5)
+            t.join(timeout=5)  # an opening live source gives up at once when stopped
         while True:  # a source that opened just as we stopped
             try:
                 _, opened = started.get_nowait()
