@@ -338,21 +338,22 @@ class GainSmoother:
         corrections smoothing makes on real footage are 0.1 .. 1 % per frame, less than half an
         8-bit step for most pixels, so applying them to a rounded frame would change nothing.
         """
-        scale = _max_value(np.empty(0, dtype)) / _max_value(output)
+        top = _max_value(np.empty(0, dtype))
+        scale = top / _max_value(output)
         if factor.ndim == 0:
             f = float(factor) * scale
             if f == 1.0:
                 return output
             if dtype == np.uint8:
                 return cv2.convertScaleAbs(output, alpha=f)  # saturating, rounded, one pass
-            return np.clip(output.astype(np.float32) * f + 0.5, 0, _max_value(output)).astype(dtype)
+            return np.clip(output.astype(np.float32) * f + 0.5, 0, top).astype(dtype)
         h, w = output.shape[:2]
         # Cell centres map to pixel centres under cv2's bilinear resize, so the field is smooth.
         full = cv2.resize(factor.astype(np.float32) * scale, (w, h), interpolation=cv2.INTER_LINEAR)
         scaled = output.astype(np.float32) * (full[..., None] if output.ndim == 3 else full)
         if dtype == np.uint8:
             return cv2.convertScaleAbs(scaled)
-        return np.clip(scaled + 0.5, 0, _max_value(np.empty(0, dtype))).astype(dtype)
+        return np.clip(scaled + 0.5, 0, top).astype(dtype)
 
 
 class StatisticsSmoother:
