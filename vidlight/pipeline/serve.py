@@ -22,7 +22,7 @@ import math
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import av
@@ -291,10 +291,13 @@ def serve(
             raise VidlightError(f"stream {s.name!r} needs a source and a sink")
         if classify_sink(s.sink) == "file" and Path(s.sink).exists() and not s.overwrite:
             raise VidlightError(f"{s.sink} (stream {s.name!r}) already exists; set overwrite = true to replace it")
-        if s.segment_seconds is not None:
-            s.segment_seconds = parse_duration(s.segment_seconds)
+    # Durations parsed up front (a bad one is a setting error), on copies: the caller's stay as given.
+    streams = [replace(s, segment_seconds=parse_duration(s.segment_seconds)) if s.segment_seconds is not None else s
+               for s in streams]
     dev = resolve_device(device)
     tile = parse_tile(tile)
+    if tile_overlap < 0:
+        raise VidlightError(f"tile overlap must be at least 0 pixels, got {tile_overlap}")
     batch_size = batch_size or default_batch_size(dev)
     if batch_size < 1:
         raise VidlightError(f"batch size must be at least 1, got {batch_size}")
