@@ -138,8 +138,7 @@ class _Live:
                 self.failure = self.errors[0]
                 return
             try:
-                item = self.decoded.get(timeout=0) if isinstance(self.decoded, LatestFrameQueue) \
-                    else self.decoded.get_nowait()
+                item = self.decoded.get(timeout=0)  # either queue kind: Empty at once when empty
             except queue.Empty:
                 return
             self._take_item(item)

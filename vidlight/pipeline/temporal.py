@@ -39,18 +39,18 @@ DEFAULT_HOLD = 0.001  # log units: the applied gain moves in steps of at least 0
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # BT.601, as vidlight.video_metrics
 
 
-def _max_value(frame: np.ndarray) -> float:
-    if frame.dtype == np.uint8:
+def _max_value(dtype: np.dtype) -> float:
+    if dtype == np.uint8:
         return 255.0
-    if frame.dtype == np.uint16:
+    if dtype == np.uint16:
         return 65535.0
-    raise ValueError(f"Invalid frame dtype ({frame.dtype}). Supported values are uint8, uint16.")
+    raise ValueError(f"Invalid frame dtype ({dtype}). Supported values are uint8, uint16.")
 
 
 def _lowres_luma(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Luma in [0, 1], area-resized to ``size`` (w, h) first (cheap: the resize does the averaging)."""
     small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-    return (small.astype(np.float32) @ LUMA) / _max_value(frame)
+    return (small.astype(np.float32) @ LUMA) / _max_value(frame.dtype)
 
 
 class SceneCutDetector:
@@ -338,8 +338,8 @@ class GainSmoother:
         corrections smoothing makes on real footage are 0.1 .. 1 % per frame, less than half an
         8-bit step for most pixels, so applying them to a rounded frame would change nothing.
         """
-        top = _max_value(np.empty(0, dtype))
-        scale = top / _max_value(output)
+        top = _max_value(dtype)
+        scale = top / _max_value(output.dtype)
         if factor.ndim == 0:
             f = float(factor) * scale
             if f == 1.0:
