@@ -35,7 +35,7 @@ import numpy as np
 DEFAULT_TIME_CONSTANT = 0.5  # seconds
 DEFAULT_FOLLOW = 1.0
 DEFAULT_LOOKAHEAD = 2  # frames
-DEFAULT_HOLD = 0.001  # log units: the applied gain moves in steps of at least 0.1 %
+DEFAULT_HYSTERESIS = 0.9  # steps of the output's bit depth: a pixel keeps last frame's value this close
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # BT.601, as vidlight.video_metrics
 
 
@@ -165,8 +165,8 @@ class GainSmoother:
 
     * the enhanced frame is multiplied by ``exp(s_t - o_t)`` (bilinear upsampling of the grid;
       the same factor for R, G, B), clipped to the sample range, and rounded to the input's
-      bit depth; the factor applied changes only when the wanted one moves more than ``hold``
-      away from it.
+      bit depth, with hysteresis: a sample whose exact value is within ``hysteresis`` steps of
+      its value in the previous output frame keeps that value.
 
     ``k`` is estimated online as the least-squares slope of ``o`` on ``i`` changes between
     consecutive frames over the last few time constants (clipped to 0..1, starting from 1).
@@ -186,11 +186,13 @@ class GainSmoother:
         grid_width: cells across the frame.
         default_dt: seconds between frames when a pts is missing or not increasing (1 / fps).
         eps: added to luma (in [0, 1]) before the log, so black areas give finite values.
-        hold: the applied gain changes only when the wanted one is more than this far from it
-            (in log units, 0.001 = 0.1 %, far below a visible change). A static scene's
-            frame-wise output rounds the same way from frame to frame; a gain that moves by a
-            fraction of a step every frame re-rounds every pixel, which adds 1/12 of a step
-            squared of noise (the warping error of a static camera rose by 10 to 20 %).
+        hysteresis: how far (in steps of the output's bit depth, below 1) a sample's exact
+            value may be from its previous output value and still keep it (0: plain
+            rounding). The corrections are a fraction of a step on real footage, and a gain
+            moving by a fraction of a step every frame re-rounds pixels of a static picture
+            to and fro; rounding with hysteresis keeps a static pixel still instead, and its
+            value stays within ``hysteresis`` steps of the exact one, so a pixel lags a real
+            change by less than one step and a moving edge is not dragged.
     """
 
     # The slope estimate: its memory (in time constants) and a prior of slope 1 worth one
@@ -211,7 +213,7 @@ class GainSmoother:
         grid_width: int = 16,
         default_dt: float = 1 / 30,
         eps: float = 1e-3,
-        hold: float = DEFAULT_HOLD,
+        hysteresis: float = DEFAULT_HYSTERESIS,
     ) -> None:
         if time_constant < 0:
             raise ValueError(f"Invalid time constant ({time_constant}); it must be at least 0 seconds.")
@@ -221,6 +223,8 @@ class GainSmoother:
             raise ValueError(f"Invalid lookahead ({lookahead}); it must be at least 0 frames.")
         if default_dt <= 0:
             raise ValueError(f"Invalid default dt ({default_dt}); it must be above 0 seconds.")
+        if not 0 <= hysteresis < 1:
+            raise ValueError(f"Invalid hysteresis ({hysteresis}); it must be at least 0 and below 1 step.")
         self.time_constant = time_constant
         self.follow = follow
         self.lookahead = lookahead
@@ -229,7 +233,7 @@ class GainSmoother:
         self.grid_width = grid_width
         self.default_dt = default_dt
         self.eps = eps
-        self.hold = hold
+        self.hysteresis = hysteresis
         self.last_alpha: float | None = None
         self._pending: deque[_Pending] = deque()
         self.reset()
@@ -239,7 +243,7 @@ class GainSmoother:
         self._pending.clear()
         self._past: deque[np.ndarray] = deque(maxlen=max(1, self.lookahead))
         self._state: np.ndarray | None = None
-        self._applied: np.ndarray | None = None
+        self._last: np.ndarray | None = None  # the previous output frame, for the hysteresis
         self._trend: np.ndarray | None = None
         self._input: np.ndarray | None = None
         self._output: float | None = None
@@ -326,34 +330,39 @@ class GainSmoother:
         self._trend = trend
         self._past.append(frame.source)
         self._pending.popleft()
-        wanted = self._state - frame.level
-        if self._applied is None or float(np.max(np.abs(wanted - self._applied))) > self.hold:
-            self._applied = wanted
-        return self._apply(frame.frame, np.exp(self._applied), frame.dtype), frame.tag
+        last = self._last if self._last is not None and self._last.shape == frame.frame.shape else None
+        self._last = apply_gain(frame.frame, np.exp(self._state - frame.level), frame.dtype, last, self.hysteresis)
+        return self._last, frame.tag
 
-    def _apply(self, output: np.ndarray, factor: np.ndarray, dtype: np.dtype) -> np.ndarray:
-        """``output`` times ``factor`` (a scalar, or the grid upsampled), rounded once to ``dtype``.
 
-        The enhancer hands over 8-bit sources' frames at 16 bits (``keep_precision``): the
-        corrections smoothing makes on real footage are 0.1 .. 1 % per frame, less than half an
-        8-bit step for most pixels, so applying them to a rounded frame would change nothing.
-        """
-        top = _max_value(dtype)
-        scale = top / _max_value(output.dtype)
-        if factor.ndim == 0:
-            f = float(factor) * scale
-            if f == 1.0:
-                return output
-            if dtype == np.uint8:
-                return cv2.convertScaleAbs(output, alpha=f)  # saturating, rounded, one pass
-            return np.clip(output.astype(np.float32) * f + 0.5, 0, top).astype(dtype)
+def apply_gain(output: np.ndarray, factor: np.ndarray, dtype: np.dtype, last: np.ndarray | None = None,
+           hysteresis: float = 0.0) -> np.ndarray:
+    """``output`` times ``factor`` (a scalar, or the grid upsampled), rounded once to ``dtype``;
+    a sample within ``hysteresis`` steps of ``last`` (the previous output frame) keeps its value there.
+
+    The enhancer hands over 8-bit sources' frames at 16 bits (``keep_precision``): the
+    corrections smoothing makes on real footage are 0.1 .. 1 % per frame, less than half an
+    8-bit step for most pixels, so applying them to a rounded frame would change nothing.
+    """
+    top = _max_value(dtype)
+    scale = top / _max_value(output.dtype)
+    if factor.ndim == 0:
+        f = float(factor) * scale
+        if f == 1.0 and output.dtype == dtype:
+            return output  # integers already: nothing to round, nothing the hysteresis could keep
+        exact = np.multiply(output, np.float32(f), dtype=np.float32)
+    else:
         h, w = output.shape[:2]
         # Cell centres map to pixel centres under cv2's bilinear resize, so the field is smooth.
         full = cv2.resize(factor.astype(np.float32) * scale, (w, h), interpolation=cv2.INTER_LINEAR)
-        scaled = output.astype(np.float32) * (full[..., None] if output.ndim == 3 else full)
-        if dtype == np.uint8:
-            return cv2.convertScaleAbs(scaled)
-        return np.clip(scaled + 0.5, 0, top).astype(dtype)
+        exact = np.multiply(output, full[..., None] if output.ndim == 3 else full, dtype=np.float32)
+    rounded = cv2.convertScaleAbs(exact) if dtype == np.uint8 else np.clip(exact + 0.5, 0, top).astype(dtype)
+    if last is not None and hysteresis > 0:
+        rows = (exact.shape[0], -1)  # 2-D views: OpenCV's compare takes one channel
+        near = cv2.compare(cv2.absdiff(exact.reshape(rows), last.reshape(rows).astype(np.float32)), hysteresis,
+                           cv2.CMP_LE)
+        cv2.copyTo(last.reshape(rows), near, rounded.reshape(rows))  # in place
+    return rounded
 
 
 class StatisticsSmoother:
@@ -486,7 +495,7 @@ class TemporalSmoother:
                              f"({len(inputs)}, {len(outputs)}, {len(pts)}, {len(tags)})")
         if not self.enabled:
             one = np.array(1.0, dtype=np.float32)  # 16-bit outputs of 8-bit inputs still come back 8-bit
-            return [(self.smoother._apply(o, one, i.dtype), t) for i, o, t in zip(inputs, outputs, tags)]
+            return [(apply_gain(o, one, i.dtype), t) for i, o, t in zip(inputs, outputs, tags)]
         ready = []
         for source, output, p, tag in zip(inputs, outputs, pts, tags):
             if self._scanned:
