@@ -69,6 +69,9 @@ def main(quiet: bool) -> None:
                    "reconnects).")
 @click.option("--smooth-time", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIME_CONSTANT,
               show_default=True, metavar="SECONDS", help="Time constant of the smoothing.")
+@click.option("--denoise/--no-denoise", default=False, show_default=True,
+              help="Also average each pixel with its past where the picture did not change (lowers the "
+                   "noise enhancement amplifies; needs --smooth).")
 @click.option("--transport", type=click.Choice(["tcp", "udp"]), default="tcp", show_default=True,
               help="RTSP transport, for rtsp:// sources and sinks.")
 @click.option("--open-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
@@ -88,7 +91,7 @@ def main(quiet: bool) -> None:
 @click.option("-y", "--overwrite", is_flag=True, help="Replace SINK if it exists.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def process(source, sink, model, weights, device, batch_size, fp16, codec, crf, preset, options, max_frames, duration,
-            tile, tile_overlap, smooth, smooth_time, transport, open_timeout, read_timeout, reconnect, max_reconnects,
+            tile, tile_overlap, smooth, smooth_time, denoise, transport, open_timeout, read_timeout, reconnect, max_reconnects,
             latest_frame, fps, segment, overwrite, no_progress):
     """Enhance SOURCE into SINK.
 
@@ -103,6 +106,8 @@ def process(source, sink, model, weights, device, batch_size, fp16, codec, crf, 
     """
     from vidlight.pipeline.runner import enhance_folder, enhance_video, videos_in
 
+    if denoise and not smooth:
+        raise click.UsageError("--denoise works in the smoothing stage; drop --no-smooth")
     run = enhance_folder if videos_in(source) else enhance_video  # a folder of videos -> a folder
     with _stop_on_sigterm():
         stats = run(
@@ -110,7 +115,7 @@ def process(source, sink, model, weights, device, batch_size, fp16, codec, crf, 
             codec=codec, crf=crf, preset=preset, overwrite=overwrite, progress=not no_progress,
             model_options=_parse_options(options), max_frames=max_frames, duration_seconds=duration,
             tile=_parse_tile(tile), tile_overlap=tile_overlap, smooth=smooth, smooth_time=smooth_time,
-            transport=transport, open_timeout_seconds=open_timeout, read_timeout_seconds=read_timeout,
+            denoise=denoise, transport=transport, open_timeout_seconds=open_timeout, read_timeout_seconds=read_timeout,
             reconnect=reconnect, max_reconnects=max_reconnects, latest_frame=latest_frame, fps=fps,
             segment_seconds=segment,
         )

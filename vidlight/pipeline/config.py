@@ -26,6 +26,7 @@ KEYS = {
     "tile_overlap": "tile_overlap",
     "smooth": "smooth",
     "smooth_time": "smooth_time",
+    "denoise": "denoise",
     "duration": "duration_seconds",
     "transport": "transport",
     "open_timeout": "open_timeout_seconds",
@@ -91,7 +92,7 @@ def run_pipeline(config: dict, *, progress: bool = True) -> RunStats:
 # Keys of a many-stream definition (``vidlight serve``): the model and how it runs are shared
 # by every stream; the rest are per stream, and at the top level they are every stream's default.
 SHARED_KEYS = ("model", "weights", "device", "batch_size", "fp16", "tile", "tile_overlap", "smooth",
-               "smooth_time", "options")
+               "smooth_time", "denoise", "options")
 STREAM_KEYS = tuple(k for k in KEYS if k not in SHARED_KEYS)
 
 

@@ -162,6 +162,7 @@ def enhance_video(
     tile_overlap: int = DEFAULT_OVERLAP,
     smooth: bool = True,
     smooth_time: float = DEFAULT_TIME_CONSTANT,
+    denoise: bool = False,
     transport: str = "tcp",
     open_timeout_seconds: float = 10.0,
     read_timeout_seconds: float = 5.0,
@@ -199,6 +200,8 @@ def enhance_video(
         smooth: smooth the output's brightness over time, restarting at scene cuts and
             reconnects (removes flicker; see :mod:`vidlight.pipeline.temporal`).
         smooth_time: the smoothing's time constant in seconds.
+        denoise: in the smoothing stage, also average each pixel with its past where the picture
+            did not change (the noise enhancement amplifies; see :mod:`vidlight.pipeline.denoise`).
         transport: RTSP over ``"tcp"`` or ``"udp"``.
         open_timeout_seconds, read_timeout_seconds: give up on a stream that does not answer.
         reconnect: reconnect a live source that ends or stalls (forever, or ``max_reconnects``
@@ -220,8 +223,7 @@ def enhance_video(
         raise VidlightError(f"tile overlap must be at least 0 pixels, got {tile_overlap}")
     if batch_size is not None and batch_size < 1:
         raise VidlightError(f"batch size must be at least 1, got {batch_size}")
-    if not smooth_time > 0:
-        raise VidlightError(f"smoothing time constant must be above 0 seconds, got {smooth_time}")
+    check_smoothing(smooth, smooth_time, denoise)
     if duration_seconds is not None and not duration_seconds > 0:
         raise VidlightError(f"duration must be above 0 seconds, got {duration_seconds}")
     if transport not in ("tcp", "udp"):
@@ -259,12 +261,21 @@ def enhance_video(
         source.close()
         raise
     rate = source.info.average_rate
-    smoother = TemporalSmoother(time_constant=smooth_time, enabled=smooth,
+    smoother = TemporalSmoother(time_constant=smooth_time, enabled=smooth, denoise=denoise,
                                 default_dt=float(1 / rate) if rate else 1 / 30)
     live = getattr(source, "live", False)
     return _run(source, sink, enhancer, batch_size, progress, max_frames, smoother,
                 latest_frame=live if latest_frame is None else latest_frame,
                 duration_seconds=duration_seconds, stop_event=stop_event)
+
+
+def check_smoothing(smooth: bool, smooth_time: float, denoise: bool) -> None:
+    """Raise :class:`VidlightError` for settings of the temporal stage that cannot work together."""
+    if not smooth_time > 0:
+        raise VidlightError(f"smoothing time constant must be above 0 seconds, got {smooth_time}")
+    if denoise and not smooth:
+        raise VidlightError("denoising runs in the smoothing stage: turn smoothing on (drop --no-smooth) "
+                            "or denoising off")
 
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".mts", ".flv", ".wmv")

@@ -36,8 +36,8 @@ from vidlight.io.sinks import classify_sink, open_sink, parse_duration
 from vidlight.models import load_model
 from vidlight.pipeline.enhancer import FrameEnhancer, resolve_device
 from vidlight.pipeline.queues import LatestFrameQueue
-from vidlight.pipeline.runner import (_END, RunStats, _Failure, _LiveReport, _read, _write, default_batch_size,
-                                      enhance_batch)
+from vidlight.pipeline.runner import (_END, RunStats, _Failure, _LiveReport, _read, _write, check_smoothing,
+                                      default_batch_size, enhance_batch)
 from vidlight.pipeline.temporal import DEFAULT_TIME_CONSTANT, StatisticsSmoother, TemporalSmoother
 from vidlight.pipeline.tiling import DEFAULT_OVERLAP, parse_tile
 
@@ -97,7 +97,7 @@ class _Live:
     """A running stream: its source, buffers, threads, temporal state and sink."""
 
     def __init__(self, spec: Stream, source, sink, *, stop: threading.Event, arrived: threading.Event,
-                 share: int, smooth: bool, smooth_time: float, statistics: bool,
+                 share: int, smooth: bool, smooth_time: float, denoise: bool, statistics: bool,
                  enhancer: FrameEnhancer | None) -> None:
         self.spec, self.source, self.sink, self.name = spec, source, sink, spec.name
         self.live = getattr(source, "live", False)
@@ -107,7 +107,7 @@ class _Live:
         self.errors: list[BaseException] = []
         self.latencies: list[float] = []
         rate = source.info.average_rate
-        self.smoother = TemporalSmoother(time_constant=smooth_time, enabled=smooth,
+        self.smoother = TemporalSmoother(time_constant=smooth_time, enabled=smooth, denoise=denoise,
                                          default_dt=float(1 / rate) if rate else 1 / 30)
         self.statistics = StatisticsSmoother(time_constant=smooth_time) if statistics and smooth else None
         self.enhancer = enhancer  # its own, for clip models only (their context is per stream)
@@ -257,6 +257,7 @@ def serve(
     tile_overlap: int = DEFAULT_OVERLAP,
     smooth: bool = True,
     smooth_time: float = DEFAULT_TIME_CONSTANT,
+    denoise: bool = False,
     stop_event: threading.Event | None = None,
 ) -> ServeReport:
     """Enhance several sources into their sinks in one process, batching frames across streams.
@@ -264,7 +265,7 @@ def serve(
     Args:
         streams: the source -> sink pairs (names unique), each with its own stream settings.
         model, weights, device, batch_size, fp16, model_options, tile, tile_overlap, smooth,
-            smooth_time: as for :func:`vidlight.enhance_video`, shared by every stream (one model
+            smooth_time, denoise: as for :func:`vidlight.enhance_video`, shared by every stream (one model
             on one device); ``batch_size`` counts frames of all streams together.
         stop_event: set it to end every stream cleanly (as Ctrl-C does).
 
@@ -300,8 +301,7 @@ def serve(
     batch_size = batch_size or default_batch_size(dev)
     if batch_size < 1:
         raise VidlightError(f"batch size must be at least 1, got {batch_size}")
-    if not smooth_time > 0:
-        raise VidlightError(f"smoothing time constant must be above 0 seconds, got {smooth_time}")
+    check_smoothing(smooth, smooth_time, denoise)
     stop = stop_event or threading.Event()
     arrived = threading.Event()
     started: queue.Queue = queue.Queue()
@@ -342,7 +342,7 @@ def serve(
                     own = FrameEnhancer(model, device=dev, fp16=fp16, tile=tile, tile_overlap=tile_overlap,
                                         keep_precision=smooth)
                 running.append(_Live(spec, source, sink, stop=stop, arrived=arrived, share=share, smooth=smooth,
-                                     smooth_time=smooth_time, statistics=enhancer.averages_statistics, enhancer=own))
+                                     smooth_time=smooth_time, denoise=denoise, statistics=enhancer.averages_statistics, enhancer=own))
                 log.info("%s: %s -> %s, %dx%d", spec.name, source.name, redact(str(getattr(sink, "output", spec.sink))),
                          source.info.width, source.info.height)
             for s in running:

@@ -32,6 +32,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from .denoise import TemporalDenoiser
+
 DEFAULT_TIME_CONSTANT = 0.5  # seconds
 DEFAULT_FOLLOW = 1.0
 DEFAULT_LOOKAHEAD = 2  # frames
@@ -193,6 +195,8 @@ class GainSmoother:
             to and fro; rounding with hysteresis keeps a static pixel still instead, and its
             value stays within ``hysteresis`` steps of the exact one, so a pixel lags a real
             change by less than one step and a moving edge is not dragged.
+        denoise: also average each frame with the previous output where the picture did not
+            change (:class:`vidlight.pipeline.denoise.TemporalDenoiser`), before the rounding.
     """
 
     # The slope estimate: its memory (in time constants) and a prior of slope 1 worth one
@@ -214,6 +218,7 @@ class GainSmoother:
         default_dt: float = 1 / 30,
         eps: float = 1e-3,
         hysteresis: float = DEFAULT_HYSTERESIS,
+        denoise: bool = False,
     ) -> None:
         if time_constant < 0:
             raise ValueError(f"Invalid time constant ({time_constant}); it must be at least 0 seconds.")
@@ -234,6 +239,7 @@ class GainSmoother:
         self.default_dt = default_dt
         self.eps = eps
         self.hysteresis = hysteresis
+        self.denoiser = TemporalDenoiser() if denoise else None
         self.last_alpha: float | None = None
         self._pending: deque[_Pending] = deque()
         self.reset()
@@ -244,6 +250,8 @@ class GainSmoother:
         self._past: deque[np.ndarray] = deque(maxlen=max(1, self.lookahead))
         self._state: np.ndarray | None = None
         self._last: np.ndarray | None = None  # the previous output frame, for the hysteresis
+        if self.denoiser is not None:
+            self.denoiser.reset()
         self._trend: np.ndarray | None = None
         self._input: np.ndarray | None = None
         self._output: float | None = None
@@ -331,14 +339,16 @@ class GainSmoother:
         self._past.append(frame.source)
         self._pending.popleft()
         last = self._last if self._last is not None and self._last.shape == frame.frame.shape else None
-        self._last = apply_gain(frame.frame, np.exp(self._state - frame.level), frame.dtype, last, self.hysteresis)
+        self._last = apply_gain(frame.frame, np.exp(self._state - frame.level), frame.dtype, last, self.hysteresis,
+                                self.denoiser)
         return self._last, frame.tag
 
 
 def apply_gain(output: np.ndarray, factor: np.ndarray, dtype: np.dtype, last: np.ndarray | None = None,
-           hysteresis: float = 0.0) -> np.ndarray:
-    """``output`` times ``factor`` (a scalar, or the grid upsampled), rounded once to ``dtype``;
-    a sample within ``hysteresis`` steps of ``last`` (the previous output frame) keeps its value there.
+               hysteresis: float = 0.0, denoiser: TemporalDenoiser | None = None) -> np.ndarray:
+    """``output`` times ``factor`` (a scalar, or the grid upsampled), through ``denoiser`` if
+    given, rounded once to ``dtype``; a sample within ``hysteresis`` steps of ``last`` (the
+    previous output frame) keeps its value there.
 
     The enhancer hands over 8-bit sources' frames at 16 bits (``keep_precision``): the
     corrections smoothing makes on real footage are 0.1 .. 1 % per frame, less than half an
@@ -348,7 +358,7 @@ def apply_gain(output: np.ndarray, factor: np.ndarray, dtype: np.dtype, last: np
     scale = top / _max_value(output.dtype)
     if factor.ndim == 0:
         f = float(factor) * scale
-        if f == 1.0 and output.dtype == dtype:
+        if f == 1.0 and output.dtype == dtype and denoiser is None:
             return output  # integers already: nothing to round, nothing the hysteresis could keep
         exact = np.multiply(output, np.float32(f), dtype=np.float32)
     else:
@@ -356,6 +366,8 @@ def apply_gain(output: np.ndarray, factor: np.ndarray, dtype: np.dtype, last: np
         # Cell centres map to pixel centres under cv2's bilinear resize, so the field is smooth.
         full = cv2.resize(factor.astype(np.float32) * scale, (w, h), interpolation=cv2.INTER_LINEAR)
         exact = np.multiply(output, full[..., None] if output.ndim == 3 else full, dtype=np.float32)
+    if denoiser is not None:
+        exact = denoiser(exact, step=top / 255)
     rounded = cv2.convertScaleAbs(exact) if dtype == np.uint8 else np.clip(exact + 0.5, 0, top).astype(dtype)
     if last is not None and hysteresis > 0:
         rows = (exact.shape[0], -1)  # 2-D views: OpenCV's compare takes one channel
