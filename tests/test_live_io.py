@@ -192,6 +192,30 @@ def test_refused_first_open_is_one_redacted_actionable_line() -> None:
     assert "connection refused" in message and "\n" not in message
 
 
+def test_missing_webcam_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    """No camera at /dev/videoN (this container has none, nor v4l2loopback): exit 1, one line
+    that says what to check, no output left behind."""
+    from click.testing import CliRunner
+
+    from vidlight.cli import main
+
+    device = next(f"/dev/video{n}" for n in range(40, 100) if not Path(f"/dev/video{n}").exists())
+    result = CliRunner().invoke(main, ["process", device, str(tmp_path / "out.mp4"), "--no-progress"])
+    assert result.exit_code == 1
+    assert result.output.strip().count("\n") == 0 and device in result.output and "webcam" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out.mp4").exists()
+
+
+def test_webcams_open_through_ffmpegs_v4l2_demuxer() -> None:
+    """The webcam path really asks FFmpeg's video4linux2 demuxer (in PyAV's wheel): given a
+    device that is no camera, the demuxer's own ioctl refusal comes back as one MediaError line.
+    (A real capture cannot be tested here: no /dev/video device in this container.)"""
+    source = None
+    with pytest.raises(MediaError, match="ioctl") as info:
+        source = LiveSource("/dev/null", input_format="v4l2", open_timeout_seconds=3, reconnect=False)
+    assert source is None and "\n" not in str(info.value)
+
+
 def test_open_timeout_fires_on_a_server_that_never_answers(server) -> None:
     srv = server(respond=False)
     start = time.monotonic()
