@@ -296,6 +296,12 @@ class LiveSource:
             opts["timeout"] = read_us  # socket I/O timeout, also while connecting
         elif scheme in ("http", "https", "rtmp", "udp", "srt"):
             opts["rw_timeout"] = read_us
+        if scheme == "rtmp":
+            # FFmpeg's RTMP reader learns which streams to expect only from codec ids in the
+            # stream's metadata. nginx-rtmp's metadata names none, so opening waited out the
+            # whole analyzeduration (5 s by default): every (re)connection stalled 5 s and then
+            # handed over 5 s of backlog at once. 1 s still finds streams that are sending.
+            opts["analyzeduration"] = "1000000"
         opts.update(self.extra_options)
         return opts
 
