@@ -474,6 +474,40 @@ def test_a_cut_restarts_a_clip_models_context() -> None:
     assert model.clips[3] == levels[6:12]  # then carries its own 2 frames of context
 
 
+def test_clip_models_are_rounded_without_hysteresis(tmp_path: Path) -> None:
+    """A slowly brightening scene (+0.4 % a frame) through the same smooth model, once as a
+    frame model and once as a clip model: with the hysteresis, the frame model's pixels lag the
+    frame-wise output by a fraction of a step on average; the clip model's (already still and
+    smooth output, mbllen-video) are rounded plainly and do not lag."""
+    import torch
+    from torch import nn
+
+    from vidlight.pipeline.iterate import enhanced_frames
+
+    class Gain(nn.Module):
+        """1.6x a 7 x 7 local mean: smooth output, moving by fractions of a step (as the real
+        models' does) when the 8-bit input steps."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            local = nn.functional.avg_pool2d(x, 7, stride=1, padding=3, count_include_pad=False)
+            return (local * 1.6).clamp(0, 1)
+
+    class ClipGain(Gain):
+        clip_context = 2
+
+    scene = texture(96, 64, 7) * 0.3 + 0.1
+    ramp = [scene * (1 + 0.004 * t) for t in range(30)]  # 25..100 levels, +0.4 % a frame
+    clip = write_video(tmp_path / "ramp.mkv", [to_uint8(f) for f in ramp], codec="ffv1", pix_fmt="bgr0").path
+    lags = {}
+    for name, model in (("frame", Gain()), ("clip", ClipGain())):
+        runs = {smooth: [f.image.astype(np.float64) for f in enhanced_frames(str(clip), model=model, device="cpu",
+                                                                             smooth=smooth)]
+                for smooth in (False, True)}
+        lags[name] = float(np.mean([(a - b).mean() for a, b in zip(runs[True][10:], runs[False][10:])]))
+    assert lags["frame"] < -0.15  # -0.42 when written
+    assert abs(lags["clip"]) < 0.1  # -0.03
+
+
 def test_pipeline_smoothing_on_by_default(tmp_path: Path) -> None:
     n = 40
     clip = write_video(tmp_path / "in.mp4", dark_scene(n, exposure=flicker_exposure(n, 0.2), noise=0.02))

@@ -37,7 +37,7 @@ from vidlight.models import load_model
 from vidlight.pipeline.enhancer import FrameEnhancer, resolve_device
 from vidlight.pipeline.queues import LatestFrameQueue
 from vidlight.pipeline.runner import (_END, RunStats, _Failure, _LiveReport, _read, _write, check_smoothing,
-                                      default_batch_size, enhance_batch)
+                                      default_batch_size, enhance_batch, hysteresis_for)
 from vidlight.pipeline.temporal import DEFAULT_TIME_CONSTANT, StatisticsSmoother, TemporalSmoother
 from vidlight.pipeline.tiling import DEFAULT_OVERLAP, parse_tile
 
@@ -97,7 +97,7 @@ class _Live:
     """A running stream: its source, buffers, threads, temporal state and sink."""
 
     def __init__(self, spec: Stream, source, sink, *, stop: threading.Event, arrived: threading.Event,
-                 share: int, smooth: bool, smooth_time: float, denoise: bool, statistics: bool,
+                 share: int, smooth: bool, smooth_time: float, denoise: bool, hysteresis: float, statistics: bool,
                  enhancer: FrameEnhancer | None) -> None:
         self.spec, self.source, self.sink, self.name = spec, source, sink, spec.name
         self.live = getattr(source, "live", False)
@@ -108,7 +108,7 @@ class _Live:
         self.latencies: list[float] = []
         rate = source.info.average_rate
         self.smoother = TemporalSmoother(time_constant=smooth_time, enabled=smooth, denoise=denoise,
-                                         default_dt=float(1 / rate) if rate else 1 / 30)
+                                         hysteresis=hysteresis, default_dt=float(1 / rate) if rate else 1 / 30)
         self.statistics = StatisticsSmoother(time_constant=smooth_time) if statistics and smooth else None
         self.enhancer = enhancer  # its own, for clip models only (their context is per stream)
         self.frames: list[np.ndarray] = []
@@ -342,7 +342,8 @@ def serve(
                     own = FrameEnhancer(model, device=dev, fp16=fp16, tile=tile, tile_overlap=tile_overlap,
                                         keep_precision=smooth)
                 running.append(_Live(spec, source, sink, stop=stop, arrived=arrived, share=share, smooth=smooth,
-                                     smooth_time=smooth_time, denoise=denoise, statistics=enhancer.averages_statistics, enhancer=own))
+                                     smooth_time=smooth_time, denoise=denoise, hysteresis=hysteresis_for(enhancer),
+                                     statistics=enhancer.averages_statistics, enhancer=own))
                 log.info("%s: %s -> %s, %dx%d", spec.name, source.name, redact(str(getattr(sink, "output", spec.sink))),
                          source.info.width, source.info.height)
             for s in running:
