@@ -11,6 +11,8 @@ from the input). Clips, all made here from the real dark videos in ``../shared/d
 * ``cut``: 20 frames (``--cut-frames``) of the city clip, then 20 of the phone clip (a hard
   cut), to check that the smoothed brightness settles within 5 frames of the cut.
 
+With ``--denoise`` the smoothed run also denoises (``vidlight process --denoise``).
+
 Checks printed per row: smoothed flicker <= the input's; <= 50 % of the frame-wise output's
 where that one flickers (its flicker index above 0.005, a 0.5 % change of mean brightness per
 frame; the real clips and their frame-wise outputs stay between 0.0001 and 0.002, which is
@@ -95,6 +97,7 @@ def main() -> int:
     p.add_argument("--cut-frames", type=int, default=20, help="frames on each side of the cut clip's cut")
     p.add_argument("-m", "--model", action="append", help="model (repeatable; default all)")
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--denoise", action="store_true", help="the smoothed run also denoises (--denoise)")
     args = p.parse_args()
     rows, failures = [], 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,7 +112,7 @@ def main() -> int:
                 for smooth in (False, True):
                     outs[smooth] = folder / f"{model}-{clip}-{smooth}.mp4"
                     enhance_video(path, outs[smooth], model=model, weights=weights, smooth=smooth, progress=False,
-                                  crf=0, preset="ultrafast", overwrite=True)
+                                  denoise=smooth and args.denoise, crf=0, preset="ultrafast", overwrite=True)
                 src, off, on = evaluate_videos(path, [outs[False], outs[True]])
                 notes = []
                 if clip == "cut":
