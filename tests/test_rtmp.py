@@ -22,6 +22,7 @@ import av
 import numpy as np
 import pytest
 
+from live_checks import assert_finalised, assert_three_live_seconds
 from rtmp import RtmpPublisher, RtmpServer, closed_port, encode_clip, reencode, require_rtmp
 
 import vidlight.io.files as vl_files
@@ -82,11 +83,6 @@ def decode(path: Path) -> tuple[list[float], tuple[int, int], list[np.ndarray]]:
             pts.append(float(frame.pts * stream.time_base))
             planes.append(y_plane(frame))
         return pts, (stream.width, stream.height), planes
-
-
-def assert_finalised(output: Path) -> None:
-    assert output.is_file(), f"{output} was not written"
-    assert not partial_path(output).exists(), "the partial file was left behind"
 
 
 def bar_index(plane: np.ndarray) -> float:
@@ -206,17 +202,11 @@ def test_rtmp_night_camera_to_file(night_clip: Path, tmp_path: Path, monkeypatch
     assert_finalised(output)
     pts, size, planes = decode(output)
     assert size == clip_size
-    assert len(pts) == stats.frames == len(writes.times)
-    # 3 s at 30 fps: every frame the source delivered is written or counted as dropped.
-    assert 85 <= stats.frames + stats.dropped <= 95, (stats.frames, stats.dropped)
+    assert len(pts) == len(writes.times)
     # Drops depend on the machine (the model runs ~30 fps at this size on two idle cores, half
     # that with one busy), and the first second arrives at once (the stream's analysis at
     # opening), most of it dropped by the latest-frame policy.
-    assert stats.frames >= 20, f"more than three quarters of the frames dropped: {stats.summary()}"
-    assert stats.reconnects == 0
-    assert pts[0] < 0.05, f"the output starts at {pts[0]:.3f} s"
-    assert np.all(np.diff(pts) > 0), "timestamps not strictly increasing"
-    assert 2.8 <= pts[-1] < 3.05, f"the output ends at {pts[-1]:.3f} s"
+    assert_three_live_seconds(stats, pts, min_frames=20)
     # Opening waits for a keyframe (<= 0.5 s) and 1 s of analysis, not FFmpeg's default 5 s
     # (nginx-rtmp's metadata names no codec; see LiveSource._options).
     assert first < 4, f"the first frame was written {first:.2f} s after the run began"
