@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import av
 import numpy as np
@@ -377,6 +378,76 @@ def enhance_batch(
     return [f for f, _ in done], [t for _, t in done]
 
 
+class StreamIntake:
+    """One stream's items on their way to the model: pending frames, their timestamps and tags,
+    and the packets (audio, subtitles) that go out with them.
+
+    :meth:`take_item` sorts what the reader delivers. A frame joins the pending batch unless
+    the duration limit is reached (:attr:`ending`) or it has another size than the pending
+    frames; that frame, or a reconnect, is a boundary, held back in :attr:`held` until the
+    frames before it have been through the model (one size per model call; a new stream's
+    state starts after the old one's frames). :meth:`resume` then takes it. A reconnect, once no
+    frame is pending, calls ``on_reconnect(item)``: a new stream starts, and what was smoothed
+    or kept as clip context belongs to the old one.
+    """
+
+    def __init__(self, duration_seconds: float | None, on_reconnect: Callable[[Reconnected], None]) -> None:
+        self.duration_seconds = duration_seconds
+        self.on_reconnect = on_reconnect
+        self.frames: list[np.ndarray] = []
+        self.tags: list = []
+        self.seconds: list = []
+        self.packets: list = []
+        self.waiting_since: float | None = None  # when the oldest pending frame arrived
+        self.first_time: float | None = None
+        self.ending = False  # the source ended (or the duration was reached): finish after the pending frames
+        self.held: object = None
+        self.failure: BaseException | None = None
+
+    def take_item(self, item: object, *, boundary_ok: bool = False) -> None:
+        if item is _END:
+            self.ending = True
+        elif isinstance(item, _Failure):
+            self.failure = item.exc
+        elif isinstance(item, Frame):
+            if self.duration_seconds is not None and item.time_seconds is not None:
+                self.first_time = item.time_seconds if self.first_time is None else self.first_time
+                if item.time_seconds - self.first_time >= self.duration_seconds:
+                    self.ending = True
+                    return
+            if self.frames and item.rgb.shape != self.frames[0].shape and not boundary_ok:
+                self.held = item
+                return
+            self.frames.append(item.rgb)
+            self.tags.append((item.pts, getattr(item, "received", None)))
+            self.seconds.append(item.time_seconds)
+            if self.waiting_since is None:
+                self.waiting_since = time.monotonic()
+        elif isinstance(item, Reconnected):
+            if self.frames and not boundary_ok:
+                self.held = item
+                return
+            self.on_reconnect(item)
+        elif isinstance(item, av.Packet):
+            self.packets.append(item)
+
+    def resume(self) -> None:
+        """Take the held boundary item (the frames before it are through the model)."""
+        item, self.held = self.held, None
+        if item is not None:
+            self.take_item(item, boundary_ok=True)
+
+    def take(self) -> tuple[list, list, list]:
+        """The pending frames, their timestamps and tags; pending is empty afterwards."""
+        frames, seconds, tags = self.frames, self.seconds, self.tags
+        self.frames, self.seconds, self.tags, self.waiting_since = [], [], [], None
+        return frames, seconds, tags
+
+    def take_packets(self) -> list:
+        packets, self.packets = self.packets, []
+        return packets
+
+
 def _run(
     source,
     sink,
@@ -411,18 +482,24 @@ def _run(
     writer.start()
     interrupted = False
     failure: BaseException | None = None
-    frames: list = []
-    tags: list = []
-    seconds: list = []
-    packets: list = []
-    first_time: float | None = None
     reporter = _LiveReport(source, decoded, latencies) if live else None
 
     def flush(*, end: bool = False) -> None:
+        frames, seconds, tags = intake.take()
+        packets = intake.take_packets()
         if frames or packets or end:
             out, done = enhance_batch(enhancer, smoother, frames, seconds, tags, end=end)
-            encoded.put((out, done, list(packets)))
-            frames.clear(), tags.clear(), seconds.clear(), packets.clear()
+            encoded.put((out, done, packets))
+
+    def reconnected(item: Reconnected) -> None:
+        flush(end=True)
+        if smoother is not None:
+            smoother.reset()
+        enhancer.reset()
+        log.info("%s: reconnected (#%d) after %.1f s, %dx%d", name, item.count,
+                 item.downtime_seconds, item.width, item.height)
+
+    intake = StreamIntake(duration_seconds, reconnected)
 
     try:
         with threads:
@@ -437,36 +514,20 @@ def _run(
                 if reporter is not None:
                     reporter.tick()
                 if item is None:
-                    if live and frames:
+                    if live and intake.frames:
                         flush()  # a silent source: do not hold its last frames back
                     continue
-                if item is _END:
+                intake.take_item(item)
+                if intake.held is not None:  # a size change or a reconnect: the frames before it first
+                    flush()
+                    intake.resume()
+                if intake.failure is not None:
+                    failure = intake.failure
                     break
-                if isinstance(item, _Failure):
-                    failure = item.exc
+                if intake.ending:
                     break
-                if isinstance(item, Frame):
-                    if duration_seconds is not None and item.time_seconds is not None:
-                        first_time = item.time_seconds if first_time is None else first_time
-                        if item.time_seconds - first_time >= duration_seconds:
-                            break
-                    if frames and item.rgb.shape != frames[0].shape:
-                        flush()  # a size change mid-stream starts a new batch
-                    frames.append(item.rgb)
-                    tags.append((item.pts, getattr(item, "received", None)))
-                    seconds.append(item.time_seconds)
-                    if len(frames) == batch_size:
-                        flush()
-                elif isinstance(item, Reconnected):
-                    # A new stream: what was smoothed or kept as clip context belongs to the old one.
-                    flush(end=True)
-                    if smoother is not None:
-                        smoother.reset()
-                    enhancer.reset()
-                    log.info("%s: reconnected (#%d) after %.1f s, %dx%d", name, item.count,
-                             item.downtime_seconds, item.width, item.height)
-                elif isinstance(item, av.Packet):
-                    packets.append(item)
+                if len(intake.frames) == batch_size:
+                    flush()
                 if errors:
                     break
             if failure is None and not errors:

@@ -25,18 +25,15 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import av
-import numpy as np
 import torch
 
 from vidlight.errors import VidlightError
-from vidlight.io.files import Frame
 from vidlight.io.live import Reconnected, classify, open_source, redact
 from vidlight.io.sinks import classify_sink, open_sink, parse_duration
 from vidlight.models import load_model
 from vidlight.pipeline.enhancer import FrameEnhancer, resolve_device
 from vidlight.pipeline.queues import LatestFrameQueue
-from vidlight.pipeline.runner import (_END, RunStats, _Failure, _LiveReport, _read, _write, check_smoothing,
+from vidlight.pipeline.runner import (_END, RunStats, StreamIntake, _LiveReport, _read, _write, check_smoothing,
                                       default_batch_size, enhance_batch, hysteresis_for)
 from vidlight.pipeline.temporal import DEFAULT_TIME_CONSTANT, StatisticsSmoother, TemporalSmoother
 from vidlight.pipeline.tiling import DEFAULT_OVERLAP, parse_tile
@@ -93,12 +90,14 @@ class ServeReport:
                 f"{self.mean_batch:.1f} frames per call, {self.mixed_calls} with frames of several streams")
 
 
-class _Live:
-    """A running stream: its source, buffers, threads, temporal state and sink."""
+class _Live(StreamIntake):
+    """A running stream: its source, buffers, threads, temporal state and sink; its pending
+    frames and boundary items as :class:`~vidlight.pipeline.runner.StreamIntake` keeps them."""
 
     def __init__(self, spec: Stream, source, sink, *, stop: threading.Event, arrived: threading.Event,
                  share: int, smooth: bool, smooth_time: float, denoise: bool, hysteresis: float, statistics: bool,
                  enhancer: FrameEnhancer | None) -> None:
+        super().__init__(spec.duration_seconds, self._reconnected)
         self.spec, self.source, self.sink, self.name = spec, source, sink, spec.name
         self.live = getattr(source, "live", False)
         latest = self.live if spec.latest_frame is None else spec.latest_frame
@@ -111,15 +110,6 @@ class _Live:
                                          hysteresis=hysteresis, default_dt=float(1 / rate) if rate else 1 / 30)
         self.statistics = StatisticsSmoother(time_constant=smooth_time) if statistics and smooth else None
         self.enhancer = enhancer  # its own, for clip models only (their context is per stream)
-        self.frames: list[np.ndarray] = []
-        self.tags: list = []
-        self.seconds: list = []
-        self.packets: list = []
-        self.waiting_since: float | None = None
-        self.first_time: float | None = None
-        self.ending = False  # the source ended (or the duration was reached): finish after the pending frames
-        self.held: object = None  # a boundary item waiting for the frames before it (see collect)
-        self.failure: BaseException | None = None
         self.start = time.perf_counter()
         self.reporter = _LiveReport(source, self.decoded, self.latencies)
         self.reader = threading.Thread(target=_read, args=(source, self.decoded, stop, spec.max_frames, arrived.set),
@@ -141,69 +131,30 @@ class _Live:
                 item = self.decoded.get(timeout=0)  # either queue kind: Empty at once when empty
             except queue.Empty:
                 return
-            self._take_item(item)
+            self.take_item(item)
 
-    def resume(self) -> None:
-        """Take the held boundary item (the frames before it are through the model)."""
-        item, self.held = self.held, None
-        if item is not None:
-            self._take_item(item, boundary_ok=True)
-
-    def _take_item(self, item: object, *, boundary_ok: bool = False) -> None:
-        if item is _END:
-            self.ending = True
-        elif isinstance(item, _Failure):
-            self.failure = item.exc
-        elif isinstance(item, Frame):
-            if self.spec.duration_seconds is not None and item.time_seconds is not None:
-                self.first_time = item.time_seconds if self.first_time is None else self.first_time
-                if item.time_seconds - self.first_time >= self.spec.duration_seconds:
-                    self.ending = True
-                    return
-            if self.frames and item.rgb.shape != self.frames[0].shape and not boundary_ok:
-                self.held = item  # one size per model call
-                return
-            self.frames.append(item.rgb)
-            self.tags.append((item.pts, getattr(item, "received", None)))
-            self.seconds.append(item.time_seconds)
-            if self.waiting_since is None:
-                self.waiting_since = time.monotonic()
-        elif isinstance(item, Reconnected):
-            if self.frames and not boundary_ok:
-                self.held = item
-                return
-            # A new stream: what was smoothed or kept as context belongs to the old one.
-            self.hand_over([], end=True)
-            self.smoother.reset()
-            if self.statistics is not None:
-                self.statistics.reset()
-            if self.enhancer is not None:
-                self.enhancer.reset()
-            log.info("%s: reconnected (#%d) after %.1f s, %dx%d", self.name, item.count,
-                     item.downtime_seconds, item.width, item.height)
-        elif isinstance(item, av.Packet):
-            self.packets.append(item)
-
-    def take(self) -> tuple[list, list, list]:
-        """The pending frames, their timestamps and tags; pending is empty afterwards."""
-        frames, seconds, tags = self.frames, self.seconds, self.tags
-        self.frames, self.seconds, self.tags, self.waiting_since = [], [], [], None
-        return frames, seconds, tags
+    def _reconnected(self, item: Reconnected) -> None:
+        self.hand_over([], end=True)
+        self.smoother.reset()
+        if self.statistics is not None:
+            self.statistics.reset()
+        if self.enhancer is not None:
+            self.enhancer.reset()
+        log.info("%s: reconnected (#%d) after %.1f s, %dx%d", self.name, item.count,
+                 item.downtime_seconds, item.width, item.height)
 
     def hand_over(self, done: list, *, end: bool) -> None:
         """Frames back from the smoother, to the writer with the packets waiting."""
         if end:
             done = done + self.smoother.flush()
         if done or self.packets:
-            self.encoded.put(([f for f, _ in done], [t for _, t in done], self.packets))
-            self.packets = []
+            self.encoded.put(([f for f, _ in done], [t for _, t in done], self.take_packets()))
 
     def enhance_alone(self) -> int:
         """A clip model's call: this stream's pending frames on its own enhancer; returns how many."""
         frames, seconds, tags = self.take()
         out, done = enhance_batch(self.enhancer, self.smoother, frames, seconds, tags)
-        self.encoded.put((out, done, self.packets))
-        self.packets = []
+        self.encoded.put((out, done, self.take_packets()))
         return len(frames)
 
     def finish(self, *, interrupted: bool = False) -> RunStats:
