@@ -28,7 +28,7 @@ from vidlight.io.sinks import classify_sink, open_sink, parse_duration
 from vidlight.models import load_model
 from vidlight.pipeline.queues import LatestFrameQueue
 from vidlight.pipeline.enhancer import FrameEnhancer, resolve_device, single_threaded_torch
-from vidlight.pipeline.temporal import DEFAULT_HYSTERESIS, DEFAULT_TIME_CONSTANT, TemporalSmoother
+from vidlight.pipeline.temporal import DEFAULT_TIME_CONSTANT, TemporalSmoother
 from vidlight.pipeline.tiling import DEFAULT_OVERLAP, parse_tile
 
 log = logging.getLogger("vidlight")
@@ -263,23 +263,11 @@ def enhance_video(
         raise
     rate = source.info.average_rate
     smoother = TemporalSmoother(time_constant=smooth_time, enabled=smooth, denoise=denoise,
-                                hysteresis=hysteresis_for(enhancer), default_dt=float(1 / rate) if rate else 1 / 30)
+                                default_dt=float(1 / rate) if rate else 1 / 30)
     live = getattr(source, "live", False)
     return _run(source, sink, enhancer, batch_size, progress, max_frames, smoother,
                 latest_frame=live if latest_frame is None else latest_frame,
                 duration_seconds=duration_seconds, stop_event=stop_event)
-
-
-def hysteresis_for(enhancer: FrameEnhancer) -> float:
-    """The smoothing's rounding hysteresis for ``enhancer``'s model: none for clip models.
-
-    The hysteresis keeps a pixel still while its exact value stays within 0.9 step, so it
-    lags a change by less than a step. A clip model (mbllen-video) sees its neighbouring frames
-    and its output is still and smooth already: the hysteresis then only adds that lag to slow
-    motion (on the real city clip it raised mbllen-video's warping error by 3 %, against 0.4 %
-    lower without it; benchmarks/flicker.py).
-    """
-    return 0.0 if enhancer.clip_context else DEFAULT_HYSTERESIS
 
 
 def check_smoothing(smooth: bool, smooth_time: float, denoise: bool) -> None:

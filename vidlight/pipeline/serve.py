@@ -34,7 +34,7 @@ from vidlight.models import load_model
 from vidlight.pipeline.enhancer import FrameEnhancer, resolve_device
 from vidlight.pipeline.queues import LatestFrameQueue
 from vidlight.pipeline.runner import (_END, RunStats, StreamIntake, _LiveReport, _read, _write, check_smoothing,
-                                      default_batch_size, enhance_batch, hysteresis_for)
+                                      default_batch_size, enhance_batch)
 from vidlight.pipeline.temporal import DEFAULT_TIME_CONSTANT, StatisticsSmoother, TemporalSmoother
 from vidlight.pipeline.tiling import DEFAULT_OVERLAP, parse_tile
 
@@ -95,7 +95,7 @@ class _Live(StreamIntake):
     frames and boundary items as :class:`~vidlight.pipeline.runner.StreamIntake` keeps them."""
 
     def __init__(self, spec: Stream, source, sink, *, stop: threading.Event, arrived: threading.Event,
-                 share: int, smooth: bool, smooth_time: float, denoise: bool, hysteresis: float, statistics: bool,
+                 share: int, smooth: bool, smooth_time: float, denoise: bool, statistics: bool,
                  enhancer: FrameEnhancer | None) -> None:
         super().__init__(spec.duration_seconds, self._reconnected)
         self.spec, self.source, self.sink, self.name = spec, source, sink, spec.name
@@ -107,7 +107,7 @@ class _Live(StreamIntake):
         self.latencies: list[float] = []
         rate = source.info.average_rate
         self.smoother = TemporalSmoother(time_constant=smooth_time, enabled=smooth, denoise=denoise,
-                                         hysteresis=hysteresis, default_dt=float(1 / rate) if rate else 1 / 30)
+                                         default_dt=float(1 / rate) if rate else 1 / 30)
         self.statistics = StatisticsSmoother(time_constant=smooth_time) if statistics and smooth else None
         self.enhancer = enhancer  # its own, for clip models only (their context is per stream)
         self.start = time.perf_counter()
@@ -293,7 +293,7 @@ def serve(
                     own = FrameEnhancer(model, device=dev, fp16=fp16, tile=tile, tile_overlap=tile_overlap,
                                         keep_precision=smooth)
                 running.append(_Live(spec, source, sink, stop=stop, arrived=arrived, share=share, smooth=smooth,
-                                     smooth_time=smooth_time, denoise=denoise, hysteresis=hysteresis_for(enhancer),
+                                     smooth_time=smooth_time, denoise=denoise,
                                      statistics=enhancer.averages_statistics, enhancer=own))
                 log.info("%s: %s -> %s, %dx%d", spec.name, source.name, redact(str(getattr(sink, "output", spec.sink))),
                          source.info.width, source.info.height)
