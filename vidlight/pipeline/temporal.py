@@ -346,7 +346,8 @@ class GainSmoother:
         self._past.append(frame.source)
         self._pending.popleft()
         last, still = None, None
-        if self._last is not None and self._last.shape == frame.frame.shape and self.hysteresis > 0:
+        if (self.hysteresis > 0 and self._last is not None and self._last.shape == frame.frame.shape
+                and self._last_blocks.shape == frame.blocks.shape):
             last = self._last
             h, w = frame.frame.shape[:2]
             calm = cv2.absdiff(frame.blocks, self._last_blocks) < STILL_LEVEL  # per block and channel
