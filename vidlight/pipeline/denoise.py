@@ -15,9 +15,9 @@ does change (motion, a light switched on), averaging would leave a trail behind 
   ``window``² samples has ``1 / window`` of it (for noise uncorrelated between pixels;
   enhanced noise is somewhat correlated, which ``threshold`` absorbs). The noise is at least
   ``floor``: compressed video repeats static blocks exactly, and its noise would read 0;
-* the weight of the past is ``strength * max(0, 1 - |mean d| / (threshold * noise))``: full
-  where the neighbourhood changed by no more than noise, none where it changed by more than
-  ``threshold`` times the noise, so a pixel that moves is the new frame's own pixel;
+* the weight of the past is ``strength * max(0, 1 - |mean d| / (threshold * noise / window))``:
+  full where the neighbourhood did not change, none where its mean changed by more than
+  ``threshold`` times the local mean's noise, so a pixel that moves is the new frame's own;
 * ``y_t = x_t - weight * d``: a running average with memory ``1 / (1 - strength)`` frames in
   static areas.
 
