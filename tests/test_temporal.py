@@ -475,21 +475,21 @@ def test_a_cut_restarts_a_clip_models_context() -> None:
 
 
 def test_hysteresis_holds_only_where_the_input_is_still() -> None:
-    """The left half of the picture is a still scene, the right half pans 1 px a frame; a smooth
+    """The left half of the picture is a still scene, the right half pans 4 px a frame; a smooth
     model (1.6 x a 7 x 7 local mean) whose output wobbles by +-0.05 % (fractions of a step).
     Where the input moved, the output is rounded plainly: equal to the run without
     hysteresis. Where it is still, pixels are held: fewer change from frame to frame than
     without hysteresis."""
     n, w, h = 16, 96, 64
-    wide = texture(w + n, h, 8) * 0.5 + 0.1
+    wide = texture(w + 4 * n, h, 8) * 0.8 + 0.1
     inputs, outputs = [], []
     for t in range(n):
-        scene = np.concatenate([wide[:, :w // 2], wide[:, w // 2 + t:w + t]], axis=1)
+        scene = np.concatenate([wide[:, :w // 2], wide[:, w // 2 + 4 * t:w + 4 * t]], axis=1)
         inputs.append(to_uint8(scene))
         outputs.append(to_uint16(np.clip(cv2.blur(scene, (7, 7)) * 1.6 * (1 + 0.0005 * (-1) ** t), 0, 1)))
     held, _ = smoothed(inputs, outputs)
     plain, _ = smoothed(inputs, outputs, hysteresis=0)
-    right = slice(w // 2 + 4, None)  # the moving half, away from the 4 px blocks at the seam
+    right = slice(w // 2 + 4, None)  # the moving half, away from the blocks at the seam
     for a, b in zip(held[1:], plain[1:]):
         assert np.array_equal(a[:, right], b[:, right])
     left = slice(0, w // 2 - 4)

@@ -38,8 +38,8 @@ DEFAULT_TIME_CONSTANT = 0.5  # seconds
 DEFAULT_FOLLOW = 1.0
 DEFAULT_LOOKAHEAD = 2  # frames
 DEFAULT_HYSTERESIS = 0.9  # steps of the output's bit depth: a pixel keeps last frame's value this close
-STILL_BLOCK = 4  # pixels: the input's blocks compared for stillness
-STILL_LEVEL = 1.0  # 8-bit levels: an input block that moved less than this is still
+STILL_BLOCK = 2  # pixels: the input's blocks compared for stillness
+STILL_LEVEL = 2.0  # 8-bit levels: an input block whose mean moved less than this is still
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # BT.601, as vidlight.video_metrics
 
 
@@ -172,7 +172,7 @@ class GainSmoother:
       the same factor for R, G, B), clipped to the sample range, and rounded to the input's
       bit depth, with hysteresis where the scene is still: a sample whose exact value is within
       ``hysteresis`` steps of its value in the previous output frame keeps that value, if the
-      input's 4 x 4 block around it changed by less than 1 level.
+      input's 2 x 2 block around it changed by less than 2 levels.
 
     ``k`` is estimated online as the least-squares slope of ``o`` on ``i`` changes between
     consecutive frames over the last few time constants (clipped to 0..1, starting from 1).
@@ -198,7 +198,7 @@ class GainSmoother:
             moving by a fraction of a step every frame re-rounds pixels of a static picture
             to and fro; rounding with hysteresis keeps a static pixel still instead, and its
             value stays within ``hysteresis`` steps of the exact one. It applies only where the
-            input is still (its 4 x 4 block means moved less than 1 level): elsewhere a held
+            input is still (its 2 x 2 block means moved less than 2 levels): elsewhere a held
             pixel would lag the motion by a fraction of a step (on the moving city clip that
             raised mbllen-video's smooth output's warping error by 3 %).
         denoise: also average each frame with the previous output where the picture did not
