@@ -398,7 +398,7 @@ def apply_gain(output: np.ndarray, factor: np.ndarray, dtype: np.dtype, last: np
         near = cv2.compare(cv2.absdiff(exact.reshape(rows), last.reshape(rows).astype(np.float32)), hysteresis,
                            cv2.CMP_LE)
         if still is not None:
-            per_sample = np.repeat(still, exact.shape[2], axis=1) if exact.ndim == 3 else still
+            per_sample = cv2.merge([still] * exact.shape[2]).reshape(rows) if exact.ndim == 3 else still
             near = cv2.bitwise_and(near, cv2.compare(per_sample, 0, cv2.CMP_GT))
         cv2.copyTo(last.reshape(rows), near, rounded.reshape(rows))  # in place
     return rounded
