@@ -25,6 +25,7 @@ that jumps away from its neighbours. The stage is model-independent: it sees onl
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from typing import Sequence
@@ -350,8 +351,11 @@ class GainSmoother:
                 and self._last_blocks.shape == frame.blocks.shape):
             last = self._last
             h, w = frame.frame.shape[:2]
-            calm = cv2.absdiff(frame.blocks, self._last_blocks) < STILL_LEVEL  # per block and channel
-            still = cv2.resize(calm.all(axis=2).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+            moved = cv2.absdiff(frame.blocks, self._last_blocks)
+            if moved.ndim == 3:  # the most any channel moved
+                moved = functools.reduce(cv2.max, cv2.split(moved))
+            calm = cv2.compare(moved, STILL_LEVEL, cv2.CMP_LT)
+            still = cv2.resize(calm, (w, h), interpolation=cv2.INTER_NEAREST)
         self._last = apply_gain(frame.frame, np.exp(self._state - frame.level), frame.dtype, last, self.hysteresis,
                                 self.denoiser, still)
         self._last_blocks = frame.blocks
@@ -394,9 +398,9 @@ def apply_gain(output: np.ndarray, factor: np.ndarray, dtype: np.dtype, last: np
         exact = denoiser(exact, step=top / 255)
     rounded = cv2.convertScaleAbs(exact) if dtype == np.uint8 else np.clip(exact + 0.5, 0, top).astype(dtype)
     if last is not None and hysteresis > 0:
-        rows = (exact.shape[0], -1)  # 2-D views: OpenCV's compare takes one channel
-        near = cv2.compare(cv2.absdiff(exact.reshape(rows), last.reshape(rows).astype(np.float32)), hysteresis,
-                           cv2.CMP_LE)
+        rows = (exact.shape[0], -1)  # 2-D views: one channel for OpenCV's range test
+        step = cv2.subtract(exact.reshape(rows), last.reshape(rows), dtype=cv2.CV_32F)  # exact - last
+        near = cv2.inRange(step, -hysteresis, hysteresis)
         if still is not None:
             per_sample = cv2.merge([still] * exact.shape[2]).reshape(rows) if exact.ndim == 3 else still
             near = cv2.bitwise_and(near, cv2.compare(per_sample, 0, cv2.CMP_GT))
