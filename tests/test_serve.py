@@ -202,6 +202,11 @@ segment = "10m"
         serve([Stream("a", "x.mp4", "1.mp4"), Stream("a", "y.mp4", "2.mp4")])
     with pytest.raises(VidlightError, match="both write|two streams write"):
         serve([Stream("a", "x.mp4", "1.mp4"), Stream("b", "y.mp4", "1.mp4")])
+    # The same checks as enhance_video's, before anything opens (batch size 0 was once taken as the default).
+    for settings, message in (({"batch_size": 0}, "batch size"), ({"tile_overlap": -1}, "tile overlap"),
+                              ({"smooth": False, "denoise": True}, "denoising")):
+        with pytest.raises(VidlightError, match=message):
+            serve([Stream("a", "x.mp4", "1.mp4")], device="cpu", **settings)
 
 
 def test_cli_serve_reports_a_failed_stream_in_one_line(clips, tmp_path: Path) -> None:

@@ -218,12 +218,7 @@ def enhance_video(
         the output is finalised with the frames done so far; a file source then raises
         :class:`Interrupted`, a live one returns (stopping is how a live run ends).
     """
-    dev = resolve_device(device)
-    tile = parse_tile(tile)
-    if tile_overlap < 0:
-        raise VidlightError(f"tile overlap must be at least 0 pixels, got {tile_overlap}")
-    if batch_size is not None and batch_size < 1:
-        raise VidlightError(f"batch size must be at least 1, got {batch_size}")
+    dev, tile, batch_size = engine_settings(device, tile, tile_overlap, batch_size, fp16)
     check_smoothing(smooth, smooth_time, denoise)
     if duration_seconds is not None and not duration_seconds > 0:
         raise VidlightError(f"duration must be above 0 seconds, got {duration_seconds}")
@@ -237,19 +232,13 @@ def enhance_video(
             raise VidlightError(f"{output} already exists; pass -y/--overwrite to replace it")
         if Path(input).resolve() == Path(output).resolve():
             raise VidlightError("the output must be a different file from the input")
-    batch_size = batch_size or default_batch_size(dev)
-    if fp16 and dev.type != "cuda":
-        log.warning("fp16 needs a CUDA device; running in fp32 on %s", dev.type)
     stop_event = stop_event or threading.Event()
     # A bad input is reported before any model is loaded.
     source = open_source(input, transport=transport, open_timeout_seconds=open_timeout_seconds,
                          read_timeout_seconds=read_timeout_seconds, reconnect=reconnect,
                          max_reconnects=max_reconnects, fps=fps, stop_event=stop_event)
     try:
-        if isinstance(model, str):
-            model = load_model(model, weights=weights, **(model_options or {}))
-        if fp16 is None:
-            fp16 = dev.type == "cuda" and getattr(model, "fp16_default", True)
+        model, fp16 = load_engine_model(model, weights, model_options, dev, fp16)
         enhancer = FrameEnhancer(model, device=dev, fp16=fp16, tile=tile, tile_overlap=tile_overlap,
                                  statistics_time=smooth_time if smooth else None, keep_precision=smooth)
         if hasattr(output, "write"):  # a sink object (e.g. vidlight.pipeline.iterate.FrameQueueSink)
@@ -268,6 +257,31 @@ def enhance_video(
     return _run(source, sink, enhancer, batch_size, progress, max_frames, smoother,
                 latest_frame=live if latest_frame is None else latest_frame,
                 duration_seconds=duration_seconds, stop_event=stop_event)
+
+
+def engine_settings(device: str | torch.device, tile: int | str, tile_overlap: int, batch_size: int | None,
+                    fp16: bool | None) -> tuple[torch.device, int | str, int]:
+    """The device, tile setting and batch size a run uses; :class:`VidlightError` for bad ones."""
+    dev = resolve_device(device)
+    tile = parse_tile(tile)
+    if tile_overlap < 0:
+        raise VidlightError(f"tile overlap must be at least 0 pixels, got {tile_overlap}")
+    if batch_size is not None and batch_size < 1:
+        raise VidlightError(f"batch size must be at least 1, got {batch_size}")
+    if fp16 and dev.type != "cuda":
+        log.warning("fp16 needs a CUDA device; running in fp32 on %s", dev.type)
+    return dev, tile, batch_size or default_batch_size(dev)
+
+
+def load_engine_model(model: str | torch.nn.Module, weights: str | None, model_options: dict | None,
+                      dev: torch.device, fp16: bool | None) -> tuple[torch.nn.Module, bool]:
+    """``model`` loaded by name (or as given), and whether it runs in fp16 (default: on CUDA,
+    unless the model's ``fp16_default`` is False)."""
+    if isinstance(model, str):
+        model = load_model(model, weights=weights, **(model_options or {}))
+    if fp16 is None:
+        fp16 = dev.type == "cuda" and getattr(model, "fp16_default", True)
+    return model, fp16
 
 
 def check_smoothing(smooth: bool, smooth_time: float, denoise: bool) -> None:

@@ -30,13 +30,12 @@ import torch
 from vidlight.errors import VidlightError
 from vidlight.io.live import Reconnected, classify, open_source, redact
 from vidlight.io.sinks import classify_sink, open_sink, parse_duration
-from vidlight.models import load_model
-from vidlight.pipeline.enhancer import FrameEnhancer, resolve_device
+from vidlight.pipeline.enhancer import FrameEnhancer
 from vidlight.pipeline.queues import LatestFrameQueue
 from vidlight.pipeline.runner import (_END, RunStats, StreamIntake, _LiveReport, _read, _write, check_smoothing,
-                                      default_batch_size, enhance_batch)
+                                      engine_settings, enhance_batch, load_engine_model)
 from vidlight.pipeline.temporal import DEFAULT_TIME_CONSTANT, StatisticsSmoother, TemporalSmoother
-from vidlight.pipeline.tiling import DEFAULT_OVERLAP, parse_tile
+from vidlight.pipeline.tiling import DEFAULT_OVERLAP
 
 log = logging.getLogger("vidlight")
 
@@ -245,13 +244,7 @@ def serve(
     # Durations parsed up front (a bad one is a setting error), on copies: the caller's stay as given.
     streams = [replace(s, segment_seconds=parse_duration(s.segment_seconds)) if s.segment_seconds is not None else s
                for s in streams]
-    dev = resolve_device(device)
-    tile = parse_tile(tile)
-    if tile_overlap < 0:
-        raise VidlightError(f"tile overlap must be at least 0 pixels, got {tile_overlap}")
-    batch_size = batch_size or default_batch_size(dev)
-    if batch_size < 1:
-        raise VidlightError(f"batch size must be at least 1, got {batch_size}")
+    dev, tile, batch_size = engine_settings(device, tile, tile_overlap, batch_size, fp16)
     check_smoothing(smooth, smooth_time, denoise)
     stop = stop_event or threading.Event()
     arrived = threading.Event()
@@ -266,10 +259,7 @@ def serve(
     pending_starts = len(streams)
     try:
         # Loaded while the sources open; a bad model or weights still closes what they opened.
-        if isinstance(model, str):
-            model = load_model(model, weights=weights, **(model_options or {}))
-        if fp16 is None:
-            fp16 = dev.type == "cuda" and getattr(model, "fp16_default", True)
+        model, fp16 = load_engine_model(model, weights, model_options, dev, fp16)
         enhancer = FrameEnhancer(model, device=dev, fp16=fp16, tile=tile, tile_overlap=tile_overlap,
                                  keep_precision=smooth)
         clip_model = bool(enhancer.clip_context)
