@@ -22,7 +22,7 @@ import av
 import numpy as np
 import pytest
 
-from live_checks import assert_finalised, assert_three_live_seconds
+from live_checks import WriteClock, assert_finalised, assert_three_live_seconds
 from media import gradient, write_video
 from rtsp import RtspServer, require_gstreamer
 
@@ -77,65 +77,6 @@ def probe(path: Path) -> tuple[list[float], tuple[int, int], list[float]]:
             pts.append(float(frame.pts * stream.time_base))
             means.append(float(y_plane(frame).mean()))
     return pts, size, means
-
-
-class WriteClock:
-    """Wraps ``cls.write`` to note (wall clock, pts) of every frame reaching the sink."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, cls: type, pace_fps: float | None = None) -> None:
-        self.times: list[float] = []
-        self.first = threading.Event()
-        original = cls.write
-        clock = self
-        began: list[float] = []
-
-        def write(sink, rgb, pts):
-            original(sink, rgb, pts)
-            now = time.monotonic()
-            clock.times.append(now)
-            clock.first.set()
-            if pace_fps is not None:  # real-time publishing: one frame per 1/fps
-                began[:] = began or [now]
-                delay = began[0] + len(clock.times) / pace_fps - now
-                if delay > 0:
-                    time.sleep(delay)
-
-        monkeypatch.setattr(cls, "write", write)
-
-    def count(self) -> int:
-        return len(self.times)
-
-    def wait_for(self, frames: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while len(self.times) < frames:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)
-        return True
-
-    def first_received_after(self, moment: float, latencies: list[float]) -> int | None:
-        """Index of the first write of a frame *received* after ``moment``.
-
-        ``RunStats.latency_seconds`` holds, per written frame and in write order, the time from
-        the frame's receipt (``LiveSource`` handing it over) to its write; the writer thread
-        notes it right after ``write`` returns, as this wrapper does, so write time minus
-        latency is the receipt time to well under a millisecond.
-        """
-        assert len(latencies) == len(self.times)
-        for index, (wrote, latency) in enumerate(zip(self.times, latencies)):
-            if wrote - latency > moment:
-                return index
-        return None
-
-    def first_after(self, moment: float, timeout: float) -> float | None:
-        """Wall clock of the first write after ``moment`` (waits up to ``timeout``)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            later = [t for t in list(self.times) if t > moment]
-            if later:
-                return later[0]
-            time.sleep(0.02)
-        return None
 
 
 class Controller(threading.Thread):

@@ -22,7 +22,7 @@ import av
 import numpy as np
 import pytest
 
-from live_checks import assert_finalised, assert_three_live_seconds
+from live_checks import WriteClock, assert_finalised, assert_three_live_seconds
 from rtmp import RtmpPublisher, RtmpServer, closed_port, encode_clip, reencode, require_rtmp
 
 import vidlight.io.files as vl_files
@@ -115,29 +115,6 @@ def correlations(outputs: list[np.ndarray], sources: list[np.ndarray]) -> np.nda
     return normalised(outputs) @ normalised(sources).T
 
 
-class WriteClock:
-    """Wraps ``FileSink.write`` to note the wall clock of every frame reaching the encoder."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.times: list[float] = []
-        original = vl_files.FileSink.write
-        clock = self
-
-        def write(sink, rgb, pts):
-            original(sink, rgb, pts)
-            clock.times.append(time.monotonic())
-
-        monkeypatch.setattr(vl_files.FileSink, "write", write)
-
-    def wait_for(self, frames: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while len(self.times) < frames:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)
-        return True
-
-
 def cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     return subprocess.run([sys.executable, "-m", "vidlight.cli", *args], cwd=REPO, env=env,
@@ -189,7 +166,7 @@ def test_rtmp_night_camera_to_file(night_clip: Path, tmp_path: Path, monkeypatch
     whose every frame is one of the published pictures, at the place its timestamp says."""
     _, clip_size, sources = decode(night_clip)
     source_means = [p.mean() for p in sources]
-    writes = WriteClock(monkeypatch)
+    writes = WriteClock(monkeypatch, vl_files.FileSink)
     output = tmp_path / "night.mp4"
     with RtmpServer() as server, RtmpPublisher(server.url("cam"), night_clip) as camera:
         camera.wait_started()
@@ -250,7 +227,7 @@ def test_rtmp_camera_reboot(bar_clip: Path, tmp_path: Path, monkeypatch: pytest.
     so the match is allowed to break there once).
     """
     caplog.set_level(logging.INFO, logger="vidlight")
-    writes = WriteClock(monkeypatch)
+    writes = WriteClock(monkeypatch, vl_files.FileSink)
     stop = threading.Event()
     output = tmp_path / "out.mp4"
     marks: dict[str, float] = {}
