@@ -141,7 +141,7 @@ class _Pending:
     __slots__ = ("source", "level", "frame", "alpha", "tag", "dtype", "blocks")
 
     def __init__(self, source: np.ndarray, level: np.ndarray, frame: np.ndarray, alpha: float, tag: object,
-                 dtype: np.dtype, blocks: np.ndarray) -> None:
+                 dtype: np.dtype, blocks: np.ndarray | None) -> None:
         self.source, self.level, self.frame, self.alpha, self.tag = source, level, frame, alpha, tag
         self.dtype = dtype  # the input's: what the corrected frame is rounded to
         self.blocks = blocks  # the input's block means, in 8-bit levels (where the scene is still)
@@ -318,7 +318,8 @@ class GainSmoother:
             self._pts = pts_seconds
         elif self._pts is not None:
             self._pts += self.default_dt
-        self._pending.append(_Pending(i, o, output, a, tag, source.dtype, _block_means(source)))
+        blocks = _block_means(source) if self.hysteresis > 0 else None  # only the hysteresis asks
+        self._pending.append(_Pending(i, o, output, a, tag, source.dtype, blocks))
         while len(self._pending) > self.lookahead:
             ready.append(self._finish())
         return ready
