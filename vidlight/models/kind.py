@@ -66,6 +66,20 @@ def normalise(x: torch.Tensor, smooth=None) -> torch.Tensor:
     one does, and only the extremes' own noise is averaged (smoothing the extremes themselves
     put injected exposure flicker back into the output: 0.025 frame-wise -> 0.037).
     """
+    lo, hi = extremes(x, smooth)
+    return (x - lo) / torch.clamp(hi - lo, min=NORM_EPS)
+
+
+def normalise_with_stretch(x: torch.Tensor, smooth=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`normalise`'s result and the factor it multiplied ``x`` by
+    (``1 / max(max - min, 0.001)``, N x 1 x 1 x 1), from one reading of the statistics."""
+    lo, hi = extremes(x, smooth)
+    span = torch.clamp(hi - lo, min=NORM_EPS)
+    return (x - lo) / span, 1 / span
+
+
+def extremes(x: torch.Tensor, smooth=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The minimum and maximum :func:`normalise` uses for each frame, N x 1 x 1 x 1 each."""
     lo = x.amin(dim=(1, 2, 3), keepdim=True)
     hi = x.amax(dim=(1, 2, 3), keepdim=True)
     if smooth is not None:
@@ -76,7 +90,36 @@ def normalise(x: torch.Tensor, smooth=None) -> torch.Tensor:
                           dtype=x.dtype, device=x.device).view_as(lo)
         hi = torch.tensor([smooth("max", j, b / m) * m for j, (_, b, m) in enumerate(stats)],
                           dtype=x.dtype, device=x.device).view_as(hi)
-    return (x - lo) / torch.clamp(hi - lo, min=NORM_EPS)
+    return lo, hi
+
+
+# Strength (vidlight.models.strength) of KinD and KinD++, on the estimated illumination. The
+# decomposition splits the normalised frame into reflectance R and illumination I; the output
+# ``I * innorm + (1 - I) * R' * w * I'`` is about ``R * (I ** 2 + (1 - I) * I')``: its
+# illumination is ``I ** 2 + (1 - I) * I'`` (KinD++ without --adjustment: I' = 1). In the
+# frame's own units the input's illumination is about ``I / stretch`` (the normalisation
+# divides by max - min), so the method's illumination gain is ``gain = (I ** 2 + (1 - I) * I')
+# * stretch / I``. At strength s the frame is brightened by ``gain ** s`` and the method's
+# restored output (denoised reflectance, its colour) is faded in by s:
+# ``(1 - s) * clamp(x * gain ** s) + s * out``.
+GAIN_LIMIT = 1e4  # keeps x * gain finite where I is ~0 (0 * inf would be NaN)
+
+
+def illumination_gain(illumination: torch.Tensor, adjusted: torch.Tensor | float) -> torch.Tensor:
+    """The output's illumination over the decomposition's, ``(I ** 2 + (1 - I) * I') / I``, in
+    the normalised frame's units (times the stretch, it is in the frame's)."""
+    out_illumination = illumination * illumination + (1 - illumination) * adjusted
+    return (out_illumination / illumination).clamp_(0.0, GAIN_LIMIT)
+
+
+def apply_illumination_strength(x: torch.Tensor, terms: torch.Tensor, strength) -> torch.Tensor:
+    """KinD's or KinD++'s output at ``strength`` from ``terms`` = cat(official output, gain)."""
+    from vidlight.models.strength import per_frame
+
+    s = per_frame(strength, x)
+    out, gain = terms[:, :3], terms[:, 3:4]
+    brightened = (x * gain.pow(s)).clamp_(0.0, 1.0)
+    return (1 - s) * brightened + s * out
 
 
 def _lrelu(x: torch.Tensor) -> torch.Tensor:
@@ -273,6 +316,24 @@ class KinD(nn.Module):
 
     def tile_body(self, innorm: torch.Tensor) -> torch.Tensor:
         return self.compose(innorm)["out"]
+
+    def strength_terms(self, x: torch.Tensor) -> torch.Tensor:
+        innorm, factor = self.strength_tile_prepare(x)
+        return self.strength_tile_finish(self.strength_tile_body(innorm), factor)
+
+    def apply_strength(self, x: torch.Tensor, terms: torch.Tensor, strength) -> torch.Tensor:
+        return apply_illumination_strength(x, terms, strength)
+
+    # The terms on tiles: the normalisation is global, the networks local.
+    def strength_tile_prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return normalise_with_stretch(x, self.statistics_smoother)
+
+    def strength_tile_body(self, innorm: torch.Tensor) -> torch.Tensor:
+        stages = self.compose(innorm)
+        return torch.cat([stages["out"], illumination_gain(stages["decomI"], stages["adjI"])], dim=1)
+
+    def strength_tile_finish(self, terms: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+        return torch.cat([terms[:, :3], (terms[:, 3:] * factor).clamp_(0.0, GAIN_LIMIT)], dim=1)
 
 
 # --- official weights -------------------------------------------------------------------------

@@ -51,11 +51,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidlight.models.kind import (
+    GAIN_LIMIT,
     GRAY_WEIGHTS,
     DecomNet,
     IlluminationAdjustNet,
+    apply_illumination_strength,
     gaussian_blur,
+    illumination_gain,
     normalise,
+    normalise_with_stretch,
     tf_to_torch_layout,
 )
 from vidlight.models.registry import KeyMap, register_model
@@ -260,6 +264,27 @@ class KinDPlus(nn.Module):
     def tile_body(self, innorm: torch.Tensor) -> torch.Tensor:
         stages = self.compose(innorm, adjusted=self.adjustment)
         return stages["out_adj" if self.adjustment else "out"]
+
+    # Strength (vidlight.models.strength): on the estimated illumination, as KinD's
+    # (vidlight.models.kind); without --adjustment the output's illumination is I ** 2 + 1 - I.
+    def strength_terms(self, x: torch.Tensor) -> torch.Tensor:
+        innorm, factor = self.strength_tile_prepare(x)
+        return self.strength_tile_finish(self.strength_tile_body(innorm), factor)
+
+    def apply_strength(self, x: torch.Tensor, terms: torch.Tensor, strength) -> torch.Tensor:
+        return apply_illumination_strength(x, terms, strength)
+
+    def strength_tile_prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return normalise_with_stretch(x, self.statistics_smoother)
+
+    def strength_tile_body(self, innorm: torch.Tensor) -> torch.Tensor:
+        stages = self.compose(innorm, adjusted=self.adjustment)
+        out = stages["out_adj" if self.adjustment else "out"]
+        adjusted = stages["adjI"] if self.adjustment else 1.0
+        return torch.cat([out, illumination_gain(stages["decomI"], adjusted)], dim=1)
+
+    def strength_tile_finish(self, terms: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+        return torch.cat([terms[:, :3], (terms[:, 3:] * factor).clamp_(0.0, GAIN_LIMIT)], dim=1)
 
 
 # --- official weights -------------------------------------------------------------------------

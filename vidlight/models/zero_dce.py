@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidlight.models.registry import KeyMap, register_model
+from vidlight.models.strength import per_frame
 
 # Official tensors are top-level (`e_conv1.weight`); ours live under `curves.`.
 OFFICIAL_KEYMAP = KeyMap({"": "curves."})
@@ -53,6 +54,12 @@ def apply_curve_sequence(x: torch.Tensor, alphas: list[torch.Tensor]) -> torch.T
             block.add_(t)
         out[..., r0 : r0 + rows, :] = block
     return out
+
+
+def scale_curves(curves: torch.Tensor, strength) -> torch.Tensor:
+    """Curve maps at ``strength``: every curve parameter times ``s`` (one per frame), so 0 is
+    the identity curve and 1 the estimated one (times 1.0 exactly)."""
+    return curves * per_frame(strength, curves)
 
 
 class _CurveEstimator(nn.Module):
@@ -114,6 +121,13 @@ class ZeroDCE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.apply_curves(x, self.estimate_curves(x))
 
+    # Strength (vidlight.models.strength): on the curve parameters.
+    def strength_terms(self, x: torch.Tensor) -> torch.Tensor:
+        return self.estimate_curves(x)
+
+    def apply_strength(self, x: torch.Tensor, curves: torch.Tensor, strength) -> torch.Tensor:
+        return self.apply_curves(x, scale_curves(curves, strength))
+
 
 class ZeroDCEPlusPlus(nn.Module):
     """Zero-DCE++: one RGB curve map, estimated on a 1/scale_factor downsampled input.
@@ -152,6 +166,13 @@ class ZeroDCEPlusPlus(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.apply_curves(x, self.estimate_curves(x))
+
+    # Strength (vidlight.models.strength): on the curve parameters.
+    def strength_terms(self, x: torch.Tensor) -> torch.Tensor:
+        return self.estimate_curves(x)
+
+    def apply_strength(self, x: torch.Tensor, curves: torch.Tensor, strength) -> torch.Tensor:
+        return self.apply_curves(x, scale_curves(curves, strength))
 
 
 @register_model(

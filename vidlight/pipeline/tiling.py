@@ -112,9 +112,11 @@ def run_tiled(body, inner: torch.Tensor, tile: int, overlap: int = DEFAULT_OVERL
     return out / weight
 
 
-def tiled_forward(model: nn.Module, x: torch.Tensor, tile: int, overlap: int = DEFAULT_OVERLAP) -> torch.Tensor:
-    """The model's output for ``x``, its network run on tiles of at most ``tile`` pixels a side."""
-    prepare, body, finish = phases(model)
+def tiled_forward(model: nn.Module, x: torch.Tensor, tile: int, overlap: int = DEFAULT_OVERLAP, *,
+                  split: tuple | None = None) -> torch.Tensor:
+    """The model's output for ``x``, its network run on tiles of at most ``tile`` pixels a side
+    (or what ``split``, another ``(prepare, body, finish)`` of the model, computes)."""
+    prepare, body, finish = split or phases(model)
     inner, ctx = prepare(x)
     multiple = getattr(model, "tile_multiple", 1)
     tile = max(multiple, tile // multiple * multiple)
