@@ -14,7 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner, Result
 
-from media import Identity, InterruptOn, packet_payloads, read_video, simple_clip, stream_types
+from media import Identity, InterruptOn, mean_abs_diff, packet_payloads, read_video, simple_clip, stream_types
 from vidlight.errors import WeightsError
 from vidlight.io.files import partial_path
 from vidlight.cli import main
@@ -250,6 +250,31 @@ def test_bad_model_option(tmp_path: Path, clip) -> None:
     assert not out.exists()
 
 
+@pytest.mark.parametrize("value", ["2", "-0.1", "bright", "nan"])
+def test_bad_strength_is_a_usage_error(tmp_path: Path, clip, value: str) -> None:
+    out = tmp_path / "out.mp4"
+    result = invoke("process", clip.path, out, "--strength", value)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--strength" in result.output and "auto" in result.output
+    assert not out.exists()
+
+
+def test_strength_zero_passes_the_input_and_one_gives_the_method(tmp_path: Path, clip) -> None:
+    """SCI at --strength 0 is the input (codec loss only); at 1 it is much brighter."""
+    src = read_video(clip.path)
+    means = {}
+    for value in ("0", "1"):
+        out = tmp_path / f"out{value}.mp4"
+        result = invoke("process", clip.path, out, "--strength", value, "--no-smooth", "--no-progress",
+                        "--preset", "ultrafast", "--crf", "0")
+        assert result.exit_code == 0, result.output
+        frames = read_video(out).frames
+        means[value] = np.mean([f.mean() for f in frames])
+        if value == "0":
+            assert max(mean_abs_diff(a, b) for a, b in zip(frames, src.frames)) < 1.5
+    assert means["1"] > means["0"] + 20
+
+
 # --- 10. Ctrl-C through the command ---------------------------------------------------------------
 
 
@@ -257,7 +282,7 @@ def test_ctrl_c_exits_130_and_keeps_finished_frames(tmp_path: Path, monkeypatch:
     clip = simple_clip(tmp_path / "in.mp4", n=20, audio=True)
     monkeypatch.setattr("vidlight.pipeline.runner.load_model", lambda *a, **k: InterruptOn(3))
     out = tmp_path / "out.mp4"
-    result = invoke("process", clip.path, out, "-b", "2", "--no-progress", "--preset", "ultrafast")
+    result = invoke("process", clip.path, out, "-b", "2", "--no-progress", "--preset", "ultrafast", "--strength", "1")
     line = assert_one_line_error(result, code=130)
     assert "interrupted" in line and "4 frames" in line
     assert len(read_video(out).frames) == 4

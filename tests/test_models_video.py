@@ -38,7 +38,7 @@ def test_every_model_runs_through_process(
     monkeypatch.setenv("VIDLIGHT_WEIGHTS_DIR", str(shared_dir / "weights"))
     weights = fixture_weights(name, shared_dir, weights_folder)
     out = tmp_path / "out.mp4"
-    args = ["process", str(clip.path), str(out), "-m", name, "--crf", "0", "--preset", "ultrafast", "--no-smooth",
+    args = ["process", str(clip.path), str(out), "-m", name, "--crf", "0", "--preset", "ultrafast", "--no-smooth", "--strength", "1",
             "--no-progress"]
     result = CliRunner().invoke(main, args + (["-w", weights] if weights else []))
     assert result.exit_code == 0, result.output
@@ -82,7 +82,7 @@ def test_clip_model_slides_behind_the_previous_frames(tmp_path: Path) -> None:
     clip = simple_clip(tmp_path / "in.mp4", width=64, height=48, n=7)
     out = tmp_path / "out.mp4"
     args = ["process", str(clip.path), str(out), "-m", "mbllen-video", "-b", "3", "--crf", "0", "--preset",
-            "ultrafast", "--no-smooth", "--no-progress"]
+            "ultrafast", "--no-smooth", "--strength", "1", "--no-progress"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     decoded_in = np.stack(read_video(clip.path).frames)

@@ -69,7 +69,11 @@ class FailOn(InterruptOn):
 
 
 def run(src: Path, dst: Path, model: nn.Module | None = None, **kwargs) -> RunStats:
+    """The pipeline around ``model`` (the identity by default), at strength 1 unless told: these
+    tests check that every frame gets the model's own output (tests/test_exposure.py checks
+    the automatic strength)."""
     kwargs.setdefault("preset", "ultrafast")
+    kwargs.setdefault("strength", 1.0)
     return enhance_video(src, dst, model=model or Identity(), progress=False, **kwargs)
 
 

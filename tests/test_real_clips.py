@@ -46,7 +46,8 @@ def test_real_clip_end_to_end(case, shared_dir, official_weights_dir, tmp_path):
     name, limit, has_audio = CLIPS[case]
     src = shared_dir / "data" / "videos" / name
     out = tmp_path / "out.mp4"
-    stats = vidlight.enhance_video(src, out, model="sci", weights="sci-medium", progress=False, max_frames=limit)
+    stats = vidlight.enhance_video(src, out, model="sci", weights="sci-medium", progress=False, max_frames=limit,
+                                 strength=1)
     assert not partial_path(out).exists()
 
     frames_in, times_in, tags_in = _video(src, limit)

@@ -124,6 +124,24 @@ def test_the_comparison_catches_state_shared_between_streams(clips, tmp_path: Pa
     assert max(np.abs(x.astype(int) - y.astype(int)).max() for x, y in zip(mine, theirs)) > 3
 
 
+def test_each_stream_has_its_own_automatic_strength(clips, tmp_path: Path, monkeypatch) -> None:
+    """The same check for the exposure control: with one control for both streams (b is half
+    as bright as a, so it needs another strength), b's frames differ from b enhanced alone."""
+    import vidlight.pipeline.serve as served
+
+    one = served.ExposureControl()
+    monkeypatch.setattr(served, "ExposureControl", lambda **options: one)
+    streams = [Stream(name, str(clips[name]), str(tmp_path / name) + "/") for name in ("a", "b")]
+    for s in streams:
+        Path(s.sink).mkdir()
+    serve(streams, model="sci", batch_size=4, device="cpu", smooth=False)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    enhance_video(clips["b"], str(alone) + "/", model="sci", device="cpu", progress=False, smooth=False)
+    mine, theirs = pngs(tmp_path / "b"), pngs(alone)
+    assert max(np.abs(x.astype(int) - y.astype(int)).max() for x, y in zip(mine, theirs)) > 3
+
+
 def test_a_clip_model_never_mixes_streams(tmp_path: Path) -> None:
     dark = tmp_path / "dark.mp4"
     bright = tmp_path / "bright.mp4"

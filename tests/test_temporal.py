@@ -99,6 +99,20 @@ def test_detector_fires_once_on_a_hard_cut() -> None:
     assert cuts(a + b) == [12]
 
 
+def test_detector_takes_unrelated_pictures_as_cuts_even_back_to_back() -> None:
+    """A folder of unrelated pictures: every picture is a new scene, also within the minimum
+    gap after a cut; a flash one frame after a cut is not."""
+    half = np.zeros((64, 96, 3), np.uint8)
+    half[:, 48:] = 200
+    dots = np.full((64, 96, 3), 10, np.uint8)
+    dots[::8, ::8] = 255
+    pictures = [dark_scene(1, seed=0)[0], gradient(96, 64, 0), half, dots]
+    assert cuts([p for p in pictures for _ in range(2)]) == [2, 4, 6]
+    scene = dark_scene(12, seed=5, level=0.2)
+    flash = to_uint8(scene[7].astype(np.float64) / 255 * 1.6)
+    assert cuts(dark_scene(6, seed=4, level=0.6) + scene[:7] + [flash] + scene[8:]) == [6]
+
+
 def test_detector_quiet_on_sensor_noise() -> None:
     rng = np.random.default_rng(3)
     scene = texture(96, 64, 2) * 0.1

@@ -72,6 +72,10 @@ def main(quiet: bool) -> None:
 @click.option("--denoise/--no-denoise", default=False, show_default=True,
               help="Also average each pixel with its past where the picture did not change (lowers the "
                    "noise enhancement amplifies; needs --smooth).")
+@click.option("--strength", default="auto", show_default=True, metavar="auto|0..1",
+              help="How much of the method each frame gets: auto chooses from the scene (a well-lit frame "
+                   "passes nearly unchanged, a near-black one gets the full method); 0 is the input, 1 the "
+                   "method's own output.")
 @click.option("--transport", type=click.Choice(["tcp", "udp"]), default="tcp", show_default=True,
               help="RTSP transport, for rtsp:// sources and sinks.")
 @click.option("--open-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
@@ -91,8 +95,8 @@ def main(quiet: bool) -> None:
 @click.option("-y", "--overwrite", is_flag=True, help="Replace SINK if it exists.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def process(source, sink, model, weights, device, batch_size, fp16, codec, crf, preset, options, max_frames, duration,
-            tile, tile_overlap, smooth, smooth_time, denoise, transport, open_timeout, read_timeout, reconnect, max_reconnects,
-            latest_frame, fps, segment, overwrite, no_progress):
+            tile, tile_overlap, smooth, smooth_time, denoise, strength, transport, open_timeout, read_timeout, reconnect,
+            max_reconnects, latest_frame, fps, segment, overwrite, no_progress):
     """Enhance SOURCE into SINK.
 
     \b
@@ -115,7 +119,8 @@ def process(source, sink, model, weights, device, batch_size, fp16, codec, crf, 
             codec=codec, crf=crf, preset=preset, overwrite=overwrite, progress=not no_progress,
             model_options=_parse_options(options), max_frames=max_frames, duration_seconds=duration,
             tile=_parse_tile(tile), tile_overlap=tile_overlap, smooth=smooth, smooth_time=smooth_time,
-            denoise=denoise, transport=transport, open_timeout_seconds=open_timeout, read_timeout_seconds=read_timeout,
+            denoise=denoise, strength=_parse_strength(strength), transport=transport,
+            open_timeout_seconds=open_timeout, read_timeout_seconds=read_timeout,
             reconnect=reconnect, max_reconnects=max_reconnects, latest_frame=latest_frame, fps=fps,
             segment_seconds=segment,
         )
@@ -148,6 +153,15 @@ def _parse_tile(value: str) -> int | str:
         return parse_tile(value)
     except VidlightError as exc:
         raise click.BadParameter(str(exc).removeprefix("--tile "), param_hint="--tile") from None
+
+
+def _parse_strength(value: str) -> float | str:
+    from vidlight.pipeline.exposure import parse_strength
+
+    try:
+        return parse_strength(value)
+    except VidlightError as exc:
+        raise click.BadParameter(str(exc).removeprefix("strength "), param_hint="--strength") from None
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict:

@@ -27,6 +27,7 @@ KEYS = {
     "smooth": "smooth",
     "smooth_time": "smooth_time",
     "denoise": "denoise",
+    "strength": "strength",
     "duration": "duration_seconds",
     "transport": "transport",
     "open_timeout": "open_timeout_seconds",
@@ -92,7 +93,7 @@ def run_pipeline(config: dict, *, progress: bool = True) -> RunStats:
 # Keys of a many-stream definition (``vidlight serve``): the model and how it runs are shared
 # by every stream; the rest are per stream, and at the top level they are every stream's default.
 SHARED_KEYS = ("model", "weights", "device", "batch_size", "fp16", "tile", "tile_overlap", "smooth",
-               "smooth_time", "denoise", "options")
+               "smooth_time", "denoise", "strength", "options")
 STREAM_KEYS = tuple(k for k in KEYS if k not in SHARED_KEYS)
 
 

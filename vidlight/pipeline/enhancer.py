@@ -14,10 +14,13 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
 
+from vidlight.models.strength import apply_strength, strength_phases, terms_of
+from vidlight.pipeline.exposure import ExposureControl, preview_size, preview_stats
 from vidlight.pipeline.temporal import StatisticsSmoother
 from vidlight.pipeline.tiling import DEFAULT_OVERLAP, choose_tile, tiled_forward
 
@@ -56,6 +59,10 @@ class FrameEnhancer:
             stage, which multiplies them by a gain, rounds to 8 bits once, after its gain: a
             gain of 1.002 is lost to a second rounding (60 x 1.002 rounds to 60), while the
             model's own sub-step detail keeps the rounding of the result bound to the picture.
+        strength: how much of the method each frame gets (:mod:`vidlight.models.strength`):
+            1 (default) runs the official computation as it is, 0 returns the input, ``"auto"``
+            chooses per frame from the scene (:mod:`vidlight.pipeline.exposure`).
+        exposure_time: the time constant of ``"auto"``'s average over time, seconds.
     """
 
     def __init__(
@@ -68,6 +75,8 @@ class FrameEnhancer:
         tile_overlap: int = DEFAULT_OVERLAP,
         statistics_time: float | None = None,
         keep_precision: bool = False,
+        strength: float | str = 1.0,
+        exposure_time: float | None = None,
     ) -> None:
         self.device = device
         self.keep_precision = keep_precision
@@ -88,6 +97,11 @@ class FrameEnhancer:
         if statistics_time and self.averages_statistics:
             self.statistics = StatisticsSmoother(time_constant=statistics_time)
         self._pinned: dict[tuple, torch.Tensor] = {}
+        self.strength = strength if strength == "auto" else float(strength)
+        self.exposure: ExposureControl | None = None
+        if strength == "auto":
+            self.exposure = ExposureControl(**({} if exposure_time is None else {"time_constant": exposure_time}))
+        self.last_strengths: list[float] = []  # the strength each frame of the last call got
         # CPU strips run on a pool of single-threaded workers (as many as torch's thread setting,
         # which OMP_NUM_THREADS controls) rather than on torch's OpenMP threads: an OpenMP
         # barrier stalls whenever the encoder holds a core, a pool does not.
@@ -100,7 +114,7 @@ class FrameEnhancer:
             self._pinned[k] = torch.empty(shape, dtype=dtype, pin_memory=True)
         return self._pinned[k]
 
-    def _run_clip(self, frames: torch.Tensor) -> torch.Tensor:
+    def _run_clip(self, frames: torch.Tensor, strength: torch.Tensor | None = None) -> torch.Tensor:
         """A clip model's batch, run behind the last ``clip_context`` frames of the previous
         batch (same size), so windows join without a seam and without waiting for later frames."""
         context = self._context
@@ -108,7 +122,10 @@ class FrameEnhancer:
             context = None
         clip = frames if context is None else torch.cat([context, frames])
         self._context = clip[-self.clip_context :].clone()
-        out = self._run(clip)
+        if strength is not None and context is not None:
+            # The context frames' outputs are dropped; their strength only has to be one.
+            strength = torch.cat([strength[:1].expand(len(context)), strength])
+        out = self._run(clip, strength)
         return out if context is None else out[len(context) :]
 
     def reset(self) -> None:
@@ -116,13 +133,23 @@ class FrameEnhancer:
         self._context = None
         if self.statistics is not None:
             self.statistics.reset()
+        if self.exposure is not None:
+            self.exposure.reset()
 
-    def _run(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8/uint16 N x H x W x 3 on the device -> enhanced, in :meth:`output_dtype`."""
+    def _run(self, frames: torch.Tensor, strength: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8/uint16 N x H x W x 3 on the device -> enhanced, in :meth:`output_dtype`, at
+        ``strength`` (one per frame; None: the official computation)."""
         peak = 255.0 if frames.dtype == torch.uint8 else 65535.0
         x = frames.permute(0, 3, 1, 2).to(self.dtype, memory_format=torch.channels_last).mul_(1.0 / peak)
         tile = self._tile_for(x.shape)
-        y = tiled_forward(self.model, x, tile, self.tile_overlap) if tile else self.model(x)
+        if strength is None:
+            y = tiled_forward(self.model, x, tile, self.tile_overlap) if tile else self.model(x)
+        else:
+            if tile:
+                terms = tiled_forward(self.model, x, tile, self.tile_overlap, split=strength_phases(self.model))
+            else:
+                terms = terms_of(self.model, x)
+            y = apply_strength(self.model, x, terms, strength.to(self.device, self.dtype))
         if self.output_dtype(frames.dtype) == torch.uint8:
             return y.float().clamp_(0.0, 1.0).mul_(255.0).add_(0.5).to(torch.uint8).permute(0, 2, 3, 1)
         y = y.float().clamp_(0.0, 1.0).mul_(65535.0).add_(0.5)
@@ -144,20 +171,20 @@ class FrameEnhancer:
             self._auto_tiles[key] = tile
         return self._auto_tiles[key]
 
-    def _run_strips(self, frames: torch.Tensor) -> torch.Tensor:
+    def _run_strips(self, frames: torch.Tensor, strength: torch.Tensor | None = None) -> torch.Tensor:
         n, h, w, _ = frames.shape
         rows = max(8, _STRIP_PIXELS // (n * w))
         if self.clip_context:
-            return self._run_clip(frames)
+            return self._run_clip(frames, strength)
         if self.halo is None or rows >= h:
-            return self._run(frames)
+            return self._run(frames, strength)
         out = torch.empty(frames.shape, dtype=self.output_dtype(frames.dtype))
 
         def strip(y0: int) -> None:
             y1 = min(h, y0 + rows)
             a, b = max(0, y0 - self.halo), min(h, y1 + self.halo)
             with torch.inference_mode():
-                out[:, y0:y1] = self._run(frames[:, a:b])[:, y0 - a : y1 - a]
+                out[:, y0:y1] = self._run(frames[:, a:b], strength)[:, y0 - a : y1 - a]
 
         if self._pool is None:
             for y0 in range(0, h, rows):
@@ -168,30 +195,60 @@ class FrameEnhancer:
 
     @torch.inference_mode()
     def __call__(self, frames: list[np.ndarray] | np.ndarray, seconds: Sequence[float | None] | None = None,
-                 *, statistics=None) -> np.ndarray:
+                 *, statistics=None, exposure=None) -> np.ndarray:
         """Enhance consecutive frames (uint8/uint16 H x W x 3); ``seconds``: their timestamps,
-        for the models whose per-frame statistics are averaged over time.
+        for the models whose per-frame statistics are averaged over time and for the automatic
+        strength's average.
 
         ``statistics``: what the model asks for its averaged statistics instead of this
         enhancer's own (called as ``statistics(key, index_in_batch, value)``; the many-stream
-        server routes each frame of a mixed batch to its stream's averages).
+        server routes each frame of a mixed batch to its stream's averages). ``exposure``:
+        likewise, what chooses each frame's strength with ``strength="auto"``
+        (``exposure(index_in_batch, preview_stats)``).
         """
+        if seconds is None:
+            seconds = [None] * len(frames)
+        if self.exposure is not None and exposure is None:
+            self.exposure.begin(seconds)
+            exposure = self.exposure
+        strength = self._strengths(frames, exposure)
         if statistics is None:
             if self.statistics is None:
-                return self._enhance(frames)
-            self.statistics.begin(seconds if seconds is not None else [None] * len(frames))
+                return self._enhance(frames, strength)
+            self.statistics.begin(seconds)
             statistics = self.statistics
         # Attached only while this enhancer runs the model, so the model object stays as loaded.
         self.model.statistics_smoother = statistics
         try:
-            return self._enhance(frames)
+            return self._enhance(frames, strength)
         finally:
             self.model.statistics_smoother = None
 
-    def _enhance(self, frames: list[np.ndarray] | np.ndarray) -> np.ndarray:
+    def _strengths(self, frames: list[np.ndarray] | np.ndarray, exposure) -> torch.Tensor | None:
+        """Each frame's strength (None: all 1, the official computation as it is)."""
+        if self.strength == "auto":
+            chosen = [exposure(n, stats) for n, stats in enumerate(self._preview(frames))]
+        else:
+            chosen = [self.strength] * len(frames)
+        self.last_strengths = chosen
+        if all(s == 1.0 for s in chosen):
+            return None
+        return torch.tensor(chosen, dtype=torch.float32)
+
+    def _preview(self, frames: list[np.ndarray] | np.ndarray):
+        """The frames' small copies through the model, measured at every grid strength."""
+        h, w = frames[0].shape[:2]
+        ph, pw = preview_size(h, w)
+        peak = 255.0 if frames[0].dtype == np.uint8 else 65535.0
+        small = np.stack([cv2.resize(f, (pw, ph), interpolation=cv2.INTER_AREA) if (ph, pw) != (h, w) else f
+                          for f in frames])
+        x = torch.from_numpy(small.astype(np.float32) * np.float32(1 / peak)).permute(0, 3, 1, 2)
+        return preview_stats(self.model, x.to(self.device, self.dtype))
+
+    def _enhance(self, frames: list[np.ndarray] | np.ndarray, strength: torch.Tensor | None = None) -> np.ndarray:
         if self.device.type == "cpu":
             batch = torch.from_numpy(np.stack(frames) if isinstance(frames, list) else frames)
-            return self._run_strips(batch).numpy()
+            return self._run_strips(batch, strength).numpy()
         first = frames[0]
         shape = (len(frames), *first.shape)
         dtype = torch.uint8 if first.dtype == np.uint8 else torch.uint16
@@ -199,7 +256,7 @@ class FrameEnhancer:
         for i, f in enumerate(frames):
             host_in[i].copy_(torch.from_numpy(f))
         run = self._run_clip if self.clip_context else self._run
-        result = run(host_in.to(self.device, non_blocking=True))
+        result = run(host_in.to(self.device, non_blocking=True), strength)
         host_out = self._buffer("out", shape, self.output_dtype(dtype))
         host_out.copy_(result, non_blocking=True)
         torch.cuda.current_stream(self.device).synchronize()  # once per batch, not per frame

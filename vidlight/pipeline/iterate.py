@@ -88,7 +88,7 @@ def enhanced_frames(
         format: ``"numpy"`` (H x W x 3 arrays) or ``"torch"`` (the same as tensors, no copy).
         queue_frames: frames handed over ahead of the consumer.
         **options: any other :func:`vidlight.enhance_video` argument (``model``, ``device``,
-            ``smooth``, ``duration_seconds``, ``reconnect``, ...).
+            ``strength``, ``smooth``, ``duration_seconds``, ``reconnect``, ...).
 
     Raises:
         VidlightError: as :func:`vidlight.enhance_video` does, when the pipeline fails.

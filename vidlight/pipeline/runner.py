@@ -28,6 +28,7 @@ from vidlight.io.sinks import classify_sink, open_sink, parse_duration
 from vidlight.models import load_model
 from vidlight.pipeline.queues import LatestFrameQueue
 from vidlight.pipeline.enhancer import FrameEnhancer, resolve_device, single_threaded_torch
+from vidlight.pipeline.exposure import parse_strength
 from vidlight.pipeline.temporal import DEFAULT_TIME_CONSTANT, TemporalSmoother
 from vidlight.pipeline.tiling import DEFAULT_OVERLAP, parse_tile
 
@@ -92,10 +93,14 @@ def _put(q: queue.Queue | LatestFrameQueue, item: object, stop: threading.Event)
     return False
 
 
-def _read(source, q, stop: threading.Event, max_frames: int | None, notify=None) -> None:
-    """Feeds ``source``'s items into ``q`` until it ends, fails (handed on) or ``stop``;
-    ``notify()`` is called after each item (a consumer watching several queues)."""
+def _read(source, q, stop: threading.Event, max_frames: int | None, notify=None,
+          duration_seconds: float | None = None) -> None:
+    """Feeds ``source``'s items into ``q`` until it ends, fails (handed on), ``stop``, or gives
+    ``max_frames`` frames or ``duration_seconds`` of its time (the frames after the end are not
+    read, so a latest-frame queue does not count them as dropped); ``notify()`` is called
+    after each item (a consumer watching several queues)."""
     frames = 0
+    first: float | None = None
     try:
         for item in source:
             if stop.is_set():
@@ -103,6 +108,10 @@ def _read(source, q, stop: threading.Event, max_frames: int | None, notify=None)
             if isinstance(item, Frame):
                 if max_frames is not None and frames >= max_frames:
                     return
+                if duration_seconds is not None and item.time_seconds is not None:
+                    first = item.time_seconds if first is None else first
+                    if item.time_seconds - first >= duration_seconds:
+                        return
                 frames += 1
                 item.received = time.monotonic()
             if not _put(q, item, stop):
@@ -164,6 +173,7 @@ def enhance_video(
     smooth: bool = True,
     smooth_time: float = DEFAULT_TIME_CONSTANT,
     denoise: bool = False,
+    strength: float | str = "auto",
     transport: str = "tcp",
     open_timeout_seconds: float = 10.0,
     read_timeout_seconds: float = 5.0,
@@ -203,6 +213,10 @@ def enhance_video(
         smooth_time: the smoothing's time constant in seconds.
         denoise: in the smoothing stage, also average each pixel with its past where the picture
             did not change (the noise enhancement amplifies; see :mod:`vidlight.pipeline.denoise`).
+        strength: how much of the method each frame gets: ``"auto"`` (default) chooses from the
+            scene, so a well-lit frame passes nearly unchanged and a near-black one gets the full
+            method (see :mod:`vidlight.pipeline.exposure`); a number from 0 (the input) to 1
+            (the official output, exactly).
         transport: RTSP over ``"tcp"`` or ``"udp"``.
         open_timeout_seconds, read_timeout_seconds: give up on a stream that does not answer.
         reconnect: reconnect a live source that ends or stalls (forever, or ``max_reconnects``
@@ -220,6 +234,7 @@ def enhance_video(
     """
     dev, tile, batch_size = engine_settings(device, tile, tile_overlap, batch_size, fp16)
     check_smoothing(smooth, smooth_time, denoise)
+    strength = parse_strength(strength)
     if duration_seconds is not None and not duration_seconds > 0:
         raise VidlightError(f"duration must be above 0 seconds, got {duration_seconds}")
     if transport not in ("tcp", "udp"):
@@ -240,7 +255,8 @@ def enhance_video(
     try:
         model, fp16 = load_engine_model(model, weights, model_options, dev, fp16)
         enhancer = FrameEnhancer(model, device=dev, fp16=fp16, tile=tile, tile_overlap=tile_overlap,
-                                 statistics_time=smooth_time if smooth else None, keep_precision=smooth)
+                                 statistics_time=smooth_time if smooth else None, keep_precision=smooth,
+                                 strength=strength)
         if hasattr(output, "write"):  # a sink object (e.g. vidlight.pipeline.iterate.FrameQueueSink)
             sink = output
             sink.open(source.info)
@@ -474,7 +490,8 @@ def _run(
     total = min(filter(None, (source.info.frames, max_frames)), default=None)
     name = source.name
     bar = tqdm(total=total, unit="frame", desc=name, disable=not progress, dynamic_ncols=True)
-    reader = threading.Thread(target=_read, args=(source, decoded, stop, max_frames), daemon=True, name="vidlight-read")
+    reader = threading.Thread(target=_read, args=(source, decoded, stop, max_frames, None, duration_seconds),
+                              daemon=True, name="vidlight-read")
     writer = threading.Thread(target=_write, args=(sink, encoded, errors, bar, latencies), daemon=True,
                               name="vidlight-write")
     # The strip pool does the CPU parallelism; torch's own threads would only contend with it.

@@ -31,6 +31,7 @@ from vidlight.errors import VidlightError
 from vidlight.io.live import Reconnected, classify, open_source, redact
 from vidlight.io.sinks import classify_sink, open_sink, parse_duration
 from vidlight.pipeline.enhancer import FrameEnhancer
+from vidlight.pipeline.exposure import ExposureControl, parse_strength
 from vidlight.pipeline.queues import LatestFrameQueue
 from vidlight.pipeline.runner import (_END, RunStats, StreamIntake, _LiveReport, _read, _write, check_smoothing,
                                       engine_settings, enhance_batch, load_engine_model)
@@ -95,7 +96,7 @@ class _Live(StreamIntake):
 
     def __init__(self, spec: Stream, source, sink, *, stop: threading.Event, arrived: threading.Event,
                  share: int, smooth: bool, smooth_time: float, denoise: bool, statistics: bool,
-                 enhancer: FrameEnhancer | None) -> None:
+                 exposure: bool, enhancer: FrameEnhancer | None) -> None:
         super().__init__(spec.duration_seconds, self._reconnected)
         self.spec, self.source, self.sink, self.name = spec, source, sink, spec.name
         self.live = getattr(source, "live", False)
@@ -108,6 +109,7 @@ class _Live(StreamIntake):
         self.smoother = TemporalSmoother(time_constant=smooth_time, enabled=smooth, denoise=denoise,
                                          default_dt=float(1 / rate) if rate else 1 / 30)
         self.statistics = StatisticsSmoother(time_constant=smooth_time) if statistics and smooth else None
+        self.exposure = ExposureControl() if exposure else None  # strength "auto": this stream's own
         self.enhancer = enhancer  # its own, for clip models only (their context is per stream)
         self.start = time.perf_counter()
         self.reporter = _LiveReport(source, self.decoded, self.latencies)
@@ -137,6 +139,8 @@ class _Live(StreamIntake):
         self.smoother.reset()
         if self.statistics is not None:
             self.statistics.reset()
+        if self.exposure is not None:
+            self.exposure.reset()
         if self.enhancer is not None:
             self.enhancer.reset()
         log.info("%s: reconnected (#%d) after %.1f s, %dx%d", self.name, item.count,
@@ -178,20 +182,27 @@ class _Live(StreamIntake):
                         latency_seconds=self.latencies if self.live else [])
 
 
-class _Statistics:
-    """Routes a mixed batch's statistics to each frame's own stream (``(key, index, value)``)."""
+class _Routes:
+    """Routes what the model asks about each frame of a mixed batch to the frame's own stream:
+    its averaged statistics (``statistics(key, index, value)``) and its automatic strength
+    (``exposure(index, preview_stats)``)."""
 
     def __init__(self) -> None:
-        self._frames: list[tuple[StatisticsSmoother | None, int]] = []
+        self._frames: list[tuple[_Live, int]] = []
 
-    def add(self, smoother: StatisticsSmoother | None, seconds: list, cuts: list[int]) -> None:
-        if smoother is not None:
-            smoother.begin(seconds, restart=cuts)
-        self._frames += [(smoother, n) for n in range(len(seconds))]
+    def add(self, stream: _Live, seconds: list, cuts: list[int]) -> None:
+        for state in (stream.statistics, stream.exposure):
+            if state is not None:
+                state.begin(seconds, restart=cuts)
+        self._frames += [(stream, n) for n in range(len(seconds))]
 
-    def __call__(self, key: str, index: int, value: float) -> float:
-        smoother, n = self._frames[index]
-        return value if smoother is None else smoother(key, n, value)
+    def statistics(self, key: str, index: int, value: float) -> float:
+        stream, n = self._frames[index]
+        return value if stream.statistics is None else stream.statistics(key, n, value)
+
+    def exposure(self, index: int, stats) -> float:
+        stream, n = self._frames[index]
+        return stream.exposure(n, stats)
 
 
 def serve(
@@ -208,6 +219,7 @@ def serve(
     smooth: bool = True,
     smooth_time: float = DEFAULT_TIME_CONSTANT,
     denoise: bool = False,
+    strength: float | str = "auto",
     stop_event: threading.Event | None = None,
 ) -> ServeReport:
     """Enhance several sources into their sinks in one process, batching frames across streams.
@@ -215,8 +227,9 @@ def serve(
     Args:
         streams: the source -> sink pairs (names unique), each with its own stream settings.
         model, weights, device, batch_size, fp16, model_options, tile, tile_overlap, smooth,
-            smooth_time, denoise: as for :func:`vidlight.enhance_video`, shared by every stream (one model
-            on one device); ``batch_size`` counts frames of all streams together.
+            smooth_time, denoise, strength: as for :func:`vidlight.enhance_video`, shared by every
+            stream (one model on one device); ``batch_size`` counts frames of all streams
+            together. With ``strength="auto"`` each stream's strength is chosen for its own scene.
         stop_event: set it to end every stream cleanly (as Ctrl-C does).
 
     Returns:
@@ -246,6 +259,7 @@ def serve(
                for s in streams]
     dev, tile, batch_size = engine_settings(device, tile, tile_overlap, batch_size, fp16)
     check_smoothing(smooth, smooth_time, denoise)
+    strength = parse_strength(strength)
     stop = stop_event or threading.Event()
     arrived = threading.Event()
     started: queue.Queue = queue.Queue()
@@ -261,7 +275,7 @@ def serve(
         # Loaded while the sources open; a bad model or weights still closes what they opened.
         model, fp16 = load_engine_model(model, weights, model_options, dev, fp16)
         enhancer = FrameEnhancer(model, device=dev, fp16=fp16, tile=tile, tile_overlap=tile_overlap,
-                                 keep_precision=smooth)
+                                 keep_precision=smooth, strength=strength)
         clip_model = bool(enhancer.clip_context)
         while pending_starts or running:
             if stop.is_set():
@@ -281,10 +295,11 @@ def serve(
                 own = None
                 if clip_model:
                     own = FrameEnhancer(model, device=dev, fp16=fp16, tile=tile, tile_overlap=tile_overlap,
-                                        keep_precision=smooth)
+                                        keep_precision=smooth, strength=strength)
                 running.append(_Live(spec, source, sink, stop=stop, arrived=arrived, share=share, smooth=smooth,
                                      smooth_time=smooth_time, denoise=denoise,
-                                     statistics=enhancer.averages_statistics, enhancer=own))
+                                     statistics=enhancer.averages_statistics,
+                                     exposure=strength == "auto" and own is None, enhancer=own))
                 log.info("%s: %s -> %s, %dx%d", spec.name, source.name, redact(str(getattr(sink, "output", spec.sink))),
                          source.info.width, source.info.height)
             for s in running:
@@ -404,12 +419,13 @@ def _run_model(enhancer: FrameEnhancer, waiting: list[_Live], clip_model: bool, 
         cuts = s.smoother.scan(frames)
         groups.setdefault((frames[0].shape, frames[0].dtype), []).append((s, frames, seconds, tags, cuts))
     for parts in groups.values():
-        statistics = _Statistics()
+        routes = _Routes()
         batch = []
         for s, frames, seconds, _, cuts in parts:
-            statistics.add(s.statistics, seconds, cuts)
+            routes.add(s, seconds, cuts)
             batch += frames
-        out = enhancer(batch, statistics=statistics if enhancer.averages_statistics else None)
+        out = enhancer(batch, statistics=routes.statistics if enhancer.averages_statistics else None,
+                       exposure=routes.exposure if enhancer.exposure is not None else None)
         report.model_calls += 1
         report.frames += len(batch)
         report.mixed_calls += len(parts) > 1

@@ -67,12 +67,14 @@ class SceneCutDetector:
     chi-square distance ``0.5 * sum (a - b)^2 / (a + b)`` (0 same, 1 disjoint). A cut is
     declared when the distance exceeds ``threshold`` *and* ``ratio`` times the median of the
     recent distances (a panning or busy scene raises its own baseline), and not within
-    ``min_gap`` frames of the previous cut.
+    ``min_gap`` frames of the previous cut unless it exceeds ``certain`` (a folder of unrelated
+    pictures cuts at every frame; a flash right after a cut stays well below that).
 
     Args:
         threshold: the least distance that can be a cut.
         ratio: how far above the recent median the distance must be.
-        min_gap: frames after a cut during which no other cut is declared.
+        min_gap: frames after a cut during which only a distance above ``certain`` is a cut.
+        certain: a distance that is a cut whatever came before.
         width, bins, history: the analysis resolution, histogram bins, and frames in the median.
     """
 
@@ -82,6 +84,7 @@ class SceneCutDetector:
         threshold: float = 0.04,
         ratio: float = 3.0,
         min_gap: int = 5,
+        certain: float = 0.15,
         width: int = 64,
         bins: int = 32,
         history: int = 15,
@@ -89,6 +92,7 @@ class SceneCutDetector:
         self.threshold = threshold
         self.ratio = ratio
         self.min_gap = min_gap
+        self.certain = certain
         self.width = width
         self.bins = bins
         self._distances: deque[float] = deque(maxlen=history)
@@ -127,7 +131,8 @@ class SceneCutDetector:
         self.last_distance = distance
         baseline = float(np.median(self._distances)) if self._distances else 0.0
         self._distances.append(distance)
-        if distance > self.threshold and distance > self.ratio * baseline and self._since_cut > self.min_gap:
+        if distance > self.certain or (distance > self.threshold and distance > self.ratio * baseline
+                                       and self._since_cut > self.min_gap):
             self._since_cut = 0
             # The new scene's own distances are the baseline from here on.
             self._distances.clear()
@@ -518,7 +523,7 @@ class TemporalSmoother:
         Returns the positions in ``inputs`` where a new scene starts; :meth:`push` uses the
         same decisions when these frames arrive.
         """
-        if not self.enabled or self.detector is None:
+        if self.detector is None:
             return []
         flags = [self.detector(f) for f in inputs]
         self._scanned.extend(flags)
@@ -538,6 +543,8 @@ class TemporalSmoother:
             raise ValueError(f"inputs, outputs, pts and tags differ in length "
                              f"({len(inputs)}, {len(outputs)}, {len(pts)}, {len(tags)})")
         if not self.enabled:
+            for _ in range(min(len(inputs), len(self._scanned))):
+                self._scanned.popleft()  # the cuts were for the model (clip context, strength)
             one = np.array(1.0, dtype=np.float32)  # 16-bit outputs of 8-bit inputs still come back 8-bit
             return [(apply_gain(o, one, i.dtype), t) for i, o, t in zip(inputs, outputs, tags)]
         ready = []

@@ -1,0 +1,213 @@
+"""The automatic strength (--strength auto): its rules on known previews, its average over time,
+and what it does to real pictures at several exposures."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import vidlight
+from media import write_video
+from vidlight.pipeline.enhancer import FrameEnhancer
+from vidlight.pipeline.exposure import (CLIP_ALLOWANCE, HIGHLIGHT_TARGET, ExposureControl, PreviewStats,
+                                        choose_strength, parse_strength, preview_stats)
+from vidlight.pipeline.temporal import TemporalSmoother
+from vidlight.errors import VidlightError
+
+CPU = torch.device("cpu")
+GRID = np.linspace(0, 1, 17)
+LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def _stats(*, highlight, median=None, clipped=None, mean=0.3) -> PreviewStats:
+    """A preview whose statistics rise linearly with strength between the given end values."""
+    line = lambda a, b: a + (b - a) * GRID  # noqa: E731
+    return PreviewStats(GRID, line(*(median or (0.3, 0.5))), line(*highlight), line(*(clipped or (0.0, 0.0))),
+                        line(mean, mean + 0.2))
+
+
+def test_a_well_exposed_frame_gets_strength_zero():
+    assert choose_strength(_stats(highlight=(0.8, 0.95), mean=0.4)) == 0.0
+
+
+def test_the_strength_lifts_the_highlights_to_the_target():
+    # The 99th percentile rises from 0.3 (strength 0) to 0.9 (strength 1): it reaches the target at
+    # (target - 0.3) / 0.6.
+    got = choose_strength(_stats(highlight=(0.3, 0.9), median=(0.2, 0.4), mean=0.25))
+    assert got == pytest.approx((HIGHLIGHT_TARGET - 0.3) / 0.6, abs=1e-9)
+
+
+def test_a_mostly_black_frame_is_lifted_by_its_median():
+    # Bright corner (highlights there already) but a black median: lifted until the median is 0.12.
+    got = choose_strength(_stats(highlight=(0.9, 1.0), median=(0.04, 0.20), mean=0.15))
+    assert got == pytest.approx((0.12 - 0.04) / 0.16, abs=1e-9)
+
+
+def test_a_near_black_frame_gets_the_full_method():
+    assert choose_strength(_stats(highlight=(0.1, 0.5), median=(0.02, 0.1), mean=0.05)) == 1.0
+
+
+def test_highlights_are_protected():
+    # Clipping grows from 0 to 5 % of the preview: only CLIP_ALLOWANCE of it is allowed.
+    got = choose_strength(_stats(highlight=(0.1, 0.5), clipped=(0.0, 0.05), mean=0.05))
+    assert got == pytest.approx(CLIP_ALLOWANCE / 0.05, abs=1e-9)
+
+
+def test_the_strength_is_averaged_over_real_time_and_restarts():
+    control = ExposureControl(time_constant=1.0)
+    dark, bright = _stats(highlight=(0.1, 0.5), mean=0.05), _stats(highlight=(0.8, 0.95), mean=0.4)
+    control.begin([0.0, 0.1, 0.3])
+    got = [control(0, dark), control(1, bright), control(2, bright)]
+    a1, a2 = math.exp(-0.1), math.exp(-0.2)
+    assert got == pytest.approx([1.0, a1, a1 * a2], abs=1e-9)
+    control.reset()  # a reconnect
+    control.begin([5.0])
+    assert control(0, bright) == 0.0
+    control.begin([5.1, 5.2], restart=[1])  # a cut at the second frame
+    assert control(0, dark) == pytest.approx(1 - math.exp(-0.1), abs=1e-9)
+    assert control(1, bright) == 0.0
+
+
+@pytest.mark.parametrize("text,value", [("auto", "auto"), ("AUTO", "auto"), ("0", 0.0), ("0.35", 0.35), ("1", 1.0)])
+def test_parse_strength(text, value):
+    assert parse_strength(text) == value
+
+
+@pytest.mark.parametrize("text", ["-0.1", "1.5", "strong", "nan"])
+def test_parse_strength_rejects(text):
+    with pytest.raises(VidlightError, match="strength must be auto or a number from 0 to 1"):
+        parse_strength(text)
+
+
+def test_preview_statistics_match_numpy():
+    """The preview's luma statistics at every grid strength, against numpy on the same renders
+    (an end-to-end stand-in that halves the frame, so strength s gives x * (1 - s / 2))."""
+
+    class Half(torch.nn.Module):
+        def forward(self, x):
+            return x * 0.5
+
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.random((2, 3, 40, 60), dtype=np.float32))
+    got = preview_stats(Half(), x)
+    for n in range(2):
+        for g, s in enumerate(GRID):
+            luma = np.einsum("chw,c->hw", x[n].numpy().astype(np.float64) * (1 - s / 2), LUMA).ravel()
+            assert got[n].median[g] == pytest.approx(np.quantile(luma, 0.5, method="inverted_cdf"), abs=1 / 1023)
+            assert got[n].highlight[g] == pytest.approx(np.quantile(luma, 0.99, method="inverted_cdf"), abs=1 / 1023)
+            assert got[n].mean[g] == pytest.approx(luma.mean(), abs=1e-5)
+            assert got[n].clipped[g] == pytest.approx((luma >= 0.98).mean(), abs=1e-6)
+
+
+# --- real pictures ---------------------------------------------------------------------------
+
+
+def _read(path: Path) -> np.ndarray:
+    return cv2.imread(str(path), cv2.IMREAD_COLOR)[..., ::-1].copy()
+
+
+def _darken(image: np.ndarray, k: float) -> np.ndarray:
+    """``k`` times the light, in linear light (sRGB decoded and encoded here), no noise."""
+    v = image / 255.0
+    lin = np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4) * k
+    out = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * np.clip(lin, 0, 1) ** (1 / 2.4) - 0.055)
+    return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b) ** 2)
+    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
+def _strengths(frames: list[np.ndarray], seconds: list[float], batch: int = 4) -> tuple[list[float], list[np.ndarray]]:
+    """The pipeline's strength for each frame (auto, SCI, smoothing on) and the output frames."""
+    enhancer = FrameEnhancer(vidlight.load_model("sci"), device=CPU, strength="auto", keep_precision=True,
+                             statistics_time=0.5)
+    smoother = TemporalSmoother()
+    strengths, out = [], []
+    for i in range(0, len(frames), batch):
+        cuts = smoother.scan(frames[i:i + batch])
+        start = 0
+        for cut in [*cuts, len(frames[i:i + batch])]:
+            part = frames[i + start:i + cut]
+            if part:
+                done = enhancer(part, seconds[i + start:i + cut])
+                strengths += enhancer.last_strengths
+                got = smoother.push(part, list(done), seconds[i + start:i + cut])
+                out += [f for f, _ in got]
+            if cut < len(frames[i:i + batch]):
+                enhancer.reset()
+            start = cut
+        smoother._scanned.clear()
+    out += [f for f, _ in smoother.flush()]
+    return strengths, out
+
+
+def test_a_well_lit_picture_passes_nearly_unchanged_and_a_near_black_one_gets_the_full_method(shared_dir, tmp_path):
+    lol = shared_dir / "data" / "lol_eval15"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    well_lit = _read(lol / "high" / "1.png")
+    cv2.imwrite(str(folder / "a.png"), well_lit[..., ::-1])
+    vidlight.enhance_video(folder, str(tmp_path / "out") + "/", progress=False)
+    assert _psnr(_read(next((tmp_path / "out").glob("*.png"))), well_lit) > 40
+
+    dark = tmp_path / "dark"
+    dark.mkdir()
+    cv2.imwrite(str(dark / "a.png"), _read(lol / "low" / "1.png")[..., ::-1])
+    vidlight.enhance_video(dark, str(tmp_path / "auto") + "/", progress=False)
+    vidlight.enhance_video(dark, str(tmp_path / "full") + "/", progress=False, strength=1)
+    auto, full = (_read(next((tmp_path / d).glob("*.png"))) for d in ("auto", "full"))
+    assert np.array_equal(auto, full)
+
+
+def test_a_day_to_night_fade_is_followed_without_pumping(shared_dir):
+    """A well-lit picture whose exposure falls from 1 to 1/30 over 4 s, then holds for 1 s: the
+    strength rises from 0 to about 1 without turning back; the output's brightness moves less,
+    and in smaller steps, than the input's, and the night end is enhanced."""
+    image = cv2.resize(_read(shared_dir / "data" / "lol_eval15" / "high" / "1.png"), (150, 100),
+                       interpolation=cv2.INTER_AREA)
+    ks = np.exp(np.linspace(0, math.log(1 / 30), 120))
+    frames = [_darken(image, k) for k in [*ks, *[ks[-1]] * 30]]
+    strengths, out = _strengths(frames, [i / 30 for i in range(len(frames))])
+    assert strengths[0] == 0.0 and strengths[-1] > 0.95
+    assert all(b >= a - 1e-6 for a, b in zip(strengths, strengths[1:]))
+    lumas = np.array([(f.astype(np.float64) @ LUMA).mean() for f in out])
+    inputs = np.array([(f.astype(np.float64) @ LUMA).mean() for f in frames])
+    flicker = lambda v: np.mean(np.abs(np.diff(v))) / np.mean(v)  # noqa: E731
+    assert flicker(lumas) <= flicker(inputs)
+    assert np.abs(np.diff(lumas)).max() <= np.abs(np.diff(inputs)).max()
+    assert lumas[-1] > 3 * inputs[-1]
+
+
+def test_the_strength_restarts_at_a_scene_cut(shared_dir):
+    lol = shared_dir / "data" / "lol_eval15"
+    size = (150, 100)
+    dark = cv2.resize(_read(lol / "low" / "55.png"), size, interpolation=cv2.INTER_AREA)
+    bright = cv2.resize(_read(lol / "high" / "1.png"), size, interpolation=cv2.INTER_AREA)
+    frames = [dark] * 6 + [bright] * 2
+    strengths, _ = _strengths(frames, [i / 30 for i in range(len(frames))])
+    assert strengths[5] == 1.0
+    assert strengths[6] < 0.05  # its own strength, not the average with the dark scene's
+
+
+def test_the_real_night_city_is_made_visible_without_blooming(shared_dir, tmp_path):
+    frames = []
+    with av.open(str(shared_dir / "data" / "videos" / "guoqi_dark_city_night.mp4")) as c:
+        for f in c.decode(video=0):
+            frames.append(f.to_ndarray(format="rgb24"))
+            if len(frames) == 4:
+                break
+    strengths, out = _strengths(frames, [i / 30 for i in range(4)])
+    luma_in = np.mean([(f.astype(np.float64) @ LUMA).mean() for f in frames])
+    luma_out = np.mean([(f.astype(np.float64) @ LUMA).mean() for f in out])
+    clipped = lambda fs: 100 * np.mean([(f.max(axis=2) >= 250).mean() for f in fs])  # noqa: E731
+    assert 70 <= luma_out <= 150 and luma_out > luma_in + 10
+    assert clipped(out) <= clipped(frames) + 2.0
+    assert 0.1 < min(strengths) and max(strengths) < 0.9

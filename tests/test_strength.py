@@ -1,0 +1,135 @@
+"""Strength in each method's own terms: 0 is the input, 1 the official output bit for bit, and
+in between the formula the module documents, checked against independent computations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import vidlight
+from formula import fixture_weights
+from vidlight.models.strength import apply_strength, enhance, terms_of
+from vidlight.pipeline.enhancer import FrameEnhancer
+from vidlight.pipeline.tiling import tiled_forward
+from vidlight.models.strength import strength_phases
+
+CPU = torch.device("cpu")
+
+
+def _dark_batch(n: int = 2, h: int = 40, w: int = 56, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, h, w, generator=g) * 0.3
+
+
+@pytest.fixture(scope="module")
+def models(shared_dir: Path, tmp_path_factory) -> dict:
+    """Every registered model with the fixture weights (official tensors where a repository has them)."""
+    import os
+
+    folder = tmp_path_factory.mktemp("fixture-weights")
+    previous = os.environ.get("VIDLIGHT_WEIGHTS_DIR")
+    os.environ["VIDLIGHT_WEIGHTS_DIR"] = str(shared_dir / "weights")
+    try:
+        return {name: vidlight.load_model(name, weights=fixture_weights(name, shared_dir, folder))
+                for name in vidlight.list_models()}
+    finally:
+        if previous is None:
+            os.environ.pop("VIDLIGHT_WEIGHTS_DIR", None)
+        else:
+            os.environ["VIDLIGHT_WEIGHTS_DIR"] = previous
+
+
+@pytest.mark.parametrize("name", vidlight.list_models())
+def test_strength_one_is_the_official_output_and_zero_the_input(models, name):
+    model = models[name]
+    x = _dark_batch()
+    with torch.inference_mode():
+        official = model(x)
+        terms = terms_of(model, x)
+        assert torch.equal(apply_strength(model, x, terms, 1.0), official)
+        assert torch.equal(apply_strength(model, x, terms, torch.ones(2)), official)
+        assert torch.equal(apply_strength(model, x, terms, 0.0).clamp(0, 1), x)
+        # Per frame: frame 0 at 1, frame 1 at 0.
+        mixed = apply_strength(model, x, terms, torch.tensor([1.0, 0.0]))
+        assert torch.equal(mixed[0], official[0]) and torch.equal(mixed[1].clamp(0, 1), x[1])
+
+
+def test_sci_strength_divides_by_the_illumination_to_the_power_s(models):
+    model = models["sci"]
+    x = _dark_batch()
+    with torch.inference_mode():
+        illumination = model.estimate_illumination(x).numpy().astype(np.float64)
+        got = enhance(model, x, 0.4).numpy()
+    expected = np.clip(x.numpy() / illumination ** 0.4, 0, 1)
+    assert np.abs(got - expected).max() < 1e-6
+
+
+@pytest.mark.parametrize("name", ["zero-dce", "zero-dce++"])
+def test_curve_strength_scales_the_curve_parameters(models, name):
+    model = models[name]
+    x = _dark_batch()
+    with torch.inference_mode():
+        curves = model.estimate_curves(x).numpy().astype(np.float64)
+        got = enhance(model, x, 0.3).numpy()
+    maps = np.split(curves, 8, axis=1) if name == "zero-dce" else [curves] * 8
+    y = x.numpy().astype(np.float64)
+    for alpha in maps:  # LE(x) = x + a (x^2 - x), with a scaled by the strength
+        y = y + 0.3 * alpha * (y * y - y)
+    assert np.abs(got - y).max() < 1e-5
+
+
+@pytest.mark.parametrize("name", ["mbllen", "mbllen-video", "enlightengan", "llflow-small"])
+def test_end_to_end_networks_blend_with_the_input(models, name):
+    model = models[name]
+    x = _dark_batch()
+    with torch.inference_mode():
+        y = model(x).numpy().astype(np.float64)
+        got = enhance(model, x, 0.25).numpy()
+    assert np.abs(got - (0.75 * x.numpy() + 0.25 * y)).max() < 1e-6
+
+
+@pytest.mark.parametrize("name", ["kind", "kind++"])
+def test_retinex_strength_raises_the_illumination_gain(models, name):
+    """KinD's: the frame times ((I^2 + (1 - I) I') / I * stretch) ** s, faded into the official
+    output by s; computed here from the official intermediates."""
+    model = models[name]
+    x = _dark_batch()
+    s = 0.5
+    with torch.inference_mode():
+        stages = model.stages(x)
+        got = enhance(model, x, s).numpy().astype(np.float64)
+    xs = x.numpy().astype(np.float64)
+    stretch = 1 / np.maximum(xs.max(axis=(1, 2, 3), keepdims=True) - xs.min(axis=(1, 2, 3), keepdims=True), 0.001)
+    i = stages["decomI"].numpy().astype(np.float64)
+    adjusted = stages["adjI"].numpy().astype(np.float64) if name == "kind" else 1.0
+    out = stages["out"].numpy().astype(np.float64)
+    gain = (i * i + (1 - i) * adjusted) / i * stretch
+    expected = (1 - s) * np.clip(xs * gain ** s, 0, 1) + s * out
+    assert np.abs(got - expected).max() < 1e-4
+
+
+@pytest.mark.parametrize("name", ["kind", "mbllen"])
+def test_strength_on_tiles_is_close_to_whole_frames(models, name):
+    model = models[name]
+    x = _dark_batch(1, 96, 128)
+    with torch.inference_mode():
+        whole = enhance(model, x, 0.5)
+        terms = tiled_forward(model, x, 64, 32, split=strength_phases(model))
+        tiled = apply_strength(model, x, terms, 0.5)
+    assert (tiled - whole).abs().mean() < 0.02
+
+
+def test_enhancer_at_strength_zero_returns_the_input_and_at_one_the_official_frames():
+    model = vidlight.load_model("sci")
+    g = np.random.default_rng(3)
+    frames = [g.integers(0, 80, (48, 64, 3), dtype=np.uint8) for _ in range(3)]
+    assert np.array_equal(FrameEnhancer(model, device=CPU, strength=0.0)(frames), np.stack(frames))
+    official = FrameEnhancer(model, device=CPU)(frames)
+    assert np.array_equal(FrameEnhancer(model, device=CPU, strength=1.0)(frames), official)
+    with torch.inference_mode():
+        x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
+        direct = (model(x).clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert np.array_equal(official, direct)
