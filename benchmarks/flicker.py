@@ -1,4 +1,4 @@
-"""Issue 4's acceptance, measured: flicker and warping error with and without smoothing, per model.
+"""Flicker acceptance, measured: flicker and warping error with and without smoothing, per model.
 
 For every model and clip, the clip is enhanced twice (``smooth=False`` and the defaults) and
 measured with :func:`vidlight.evaluate.evaluate_videos` (flicker index, warping error; flow
@@ -10,13 +10,21 @@ from the input). Clips, all made here from the real dark videos in ``../shared/d
   1 +- 0.2 (exposure flicker);
 * ``cut``: 20 frames (``--cut-frames``) of the city clip, then 20 of the phone clip (a hard
   cut), to check that the smoothed brightness settles within 5 frames of the cut.
+* ``fade``: the city's day clip with its exposure falling in linear light from 1 to 1/30 over
+  ``--fade-frames`` frames (a day-to-night fade), to check that the output follows it without
+  pumping.
+
+Both runs use the default ``--strength auto``, so the exposure control is measured with them.
 
 With ``--denoise`` the smoothed run also denoises (``vidlight process --denoise``).
 
 Checks printed per row: smoothed flicker <= the input's; <= 50 % of the frame-wise output's
 where that one flickers (its flicker index above 0.005, a 0.5 % change of mean brightness per
 frame; the real clips and their frame-wise outputs stay between 0.0001 and 0.002, which is
-the scene's own motion); warping error not worse (within 1 %). Needs the official weights (``VIDLIGHT_WEIGHTS_DIR``) for the official models.
+the scene's own motion); warping error not worse (within 1 %). The fade is a real change of
+brightness, so its row checks only that the smoothed flicker stays <= the input's (no pumping)
+and the warping error, and shows how much the mean luma rose over the clip (:func:`rise`).
+Needs the official weights (``VIDLIGHT_WEIGHTS_DIR``) for the official models.
 
     VIDLIGHT_WEIGHTS_DIR=../shared/weights python benchmarks/flicker.py --frames 30 --width 320
 """
@@ -48,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from formula import fixture_weights  # noqa: E402  (the tests' helper)
 FLICKERS = 0.005  # a flicker index above this is visible pumping
 REAL = ["guoqi_dark_city_night.mp4", "nahianfariha_night_street_phone.mp4", "rfmanz_night_ir_cctv_hevc.mp4"]
+DAY = "guoqi_normal_city_day_reference.mp4"
 
 
 def read_frames(path: Path, n: int, width: int) -> list[np.ndarray]:
@@ -74,7 +83,7 @@ def write(path: Path, frames: list[np.ndarray], fps: int = 30) -> Path:
     return path
 
 
-def make_clips(folder: Path, n: int, width: int, cut_frames: int = 20) -> dict[str, Path]:
+def make_clips(folder: Path, n: int, width: int, cut_frames: int = 20, fade_frames: int = 90) -> dict[str, Path]:
     clips = {}
     for name in REAL:
         clips[name.split("_")[0] + "-" + name.split("_")[-2]] = write(folder / name, read_frames(VIDEOS / name, n, width))
@@ -87,7 +96,24 @@ def make_clips(folder: Path, n: int, width: int, cut_frames: int = 20) -> dict[s
     phone = read_frames(VIDEOS / REAL[1], cut_frames, width)
     tail = [cv2.resize(f, (width, h), interpolation=cv2.INTER_AREA) for f in phone]
     clips["cut"] = write(folder / "cut.mp4", city + tail)
+    day = read_frames(VIDEOS / DAY, fade_frames, width)
+    clips["fade"] = write(folder / "fade.mp4", [darken(f, k) for f, k in zip(day, np.geomspace(1, 1 / 30, len(day)))])
     return clips
+
+
+def rise(lumas) -> float:
+    """How far the mean luma moves up over the clip (the sum of its rises), as a share of its
+    mean level: 0 for a fade that only falls; pumping in a fade shows here."""
+    values = np.asarray(lumas, dtype=np.float64)
+    return float(np.diff(values).clip(min=0).sum() / max(values.mean(), 1e-9))
+
+
+def darken(rgb: np.ndarray, k: float) -> np.ndarray:
+    """``rgb`` (sRGB) with ``k`` times the light, in linear light."""
+    v = rgb / 255.0
+    lin = np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4) * k
+    out = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * np.clip(lin, 0, 1) ** (1 / 2.4) - 0.055)
+    return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)
 
 
 def main() -> int:
@@ -95,14 +121,19 @@ def main() -> int:
     p.add_argument("--frames", type=int, default=30)
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--cut-frames", type=int, default=20, help="frames on each side of the cut clip's cut")
+    p.add_argument("--fade-frames", type=int, default=90, help="frames of the fade clip")
     p.add_argument("-m", "--model", action="append", help="model (repeatable; default all)")
+    p.add_argument("-c", "--clip", action="append", help="clips whose name holds this (repeatable; default all): "
+                                                          "city, street, cctv, injected, cut, fade")
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("--denoise", action="store_true", help="the smoothed run also denoises (--denoise)")
     args = p.parse_args()
     rows, failures = [], 0
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        clips = make_clips(folder, args.frames, args.width, args.cut_frames)
+        clips = make_clips(folder, args.frames, args.width, args.cut_frames, args.fade_frames)
+        if args.clip:
+            clips = {name: path for name, path in clips.items() if any(c in name for c in args.clip)}
         print(f"{'model':13} {'clip':10} {'flicker in / off / on':>30} {'warp off / on':>20}  checks")
         for model in args.model or list_models():
             weights = fixture_weights(model, SHARED, folder) if model in NEEDS_FIXTURE_WEIGHTS else None
@@ -121,6 +152,15 @@ def main() -> int:
                     late = [abs(a - b) / max(b, 1e-6) for a, b in zip(on.lumas[args.cut_frames + 4:], off.lumas[args.cut_frames + 4:])]
                     ok = max(late) <= 0.03
                     notes.append(f"settled by cut+5: {'ok' if ok else 'NO'} (max {max(late):.3f})")
+                elif clip == "fade":
+                    # A real change of brightness, not flicker: the output must follow it down
+                    # without pumping, i.e. flicker no more than the input and hardly ever rise.
+                    ok_in = on.flicker_index <= src.flicker_index
+                    ok_warp = on.warping_error <= off.warping_error * 1.01
+                    ok = ok_in and ok_warp
+                    rises = "/".join(f"{rise(e.lumas):.3f}" for e in (src, off, on))
+                    notes.append(("<=in " if ok_in else "NOT<=in ") + ("warp-ok" if ok_warp else "WARP-WORSE")
+                                 + f" rise in/off/on {rises}")
                 else:
                     ok_in = on.flicker_index <= src.flicker_index
                     flickers = off.flicker_index > FLICKERS
@@ -133,6 +173,7 @@ def main() -> int:
                 failures += not ok
                 row = dict(model=model, clip=clip, fixture_weights=weights is not None, input=src.flicker_index, off=off.flicker_index, on=on.flicker_index,
                            warp_in=src.warping_error, warp_off=off.warping_error, warp_on=on.warping_error,
+                           rise_in=rise(src.lumas), rise_off=rise(off.lumas), rise_on=rise(on.lumas),
                            ok=ok, seconds=time.perf_counter() - start)
                 rows.append(row)
                 print(f"{model:13} {clip:10} {src.flicker_index:9.5f} / {off.flicker_index:8.5f} / {on.flicker_index:8.5f}"

@@ -59,6 +59,17 @@ def test_highlights_are_protected():
     assert got == pytest.approx(CLIP_ALLOWANCE / 0.05, abs=1e-9)
 
 
+def test_a_method_that_darkens_the_frame_is_held_back():
+    """A near-black frame asks for the full method, but not where the method makes it darker."""
+    darkening = _stats(highlight=(0.1, 0.5), median=(0.02, 0.1), mean=0.05)
+    darkening = PreviewStats(GRID, darkening.median, darkening.highlight, darkening.clipped, 0.05 - 0.02 * GRID)
+    assert choose_strength(darkening) == 0.0
+    # Brighter up to strength 0.5, then darker again: back at the input's mean at strength 0.75.
+    arch = PreviewStats(GRID, darkening.median, darkening.highlight, darkening.clipped,
+                        0.05 + 0.04 * GRID * (0.75 - GRID))
+    assert choose_strength(arch) == pytest.approx(0.75, abs=1e-6)
+
+
 def test_the_strength_is_averaged_over_real_time_and_restarts():
     control = ExposureControl(time_constant=1.0)
     dark, bright = _stats(highlight=(0.1, 0.5), mean=0.05), _stats(highlight=(0.8, 0.95), mean=0.4)

@@ -25,6 +25,8 @@ method's official output) that brings the picture to a natural exposure:
 * **Highlights protected.** The strength is at most what keeps the share of (nearly) clipped
   preview pixels within :data:`CLIP_ALLOWANCE` of the input's: lamps, headlights and lit
   windows do not bloom into their surroundings.
+* **Never darker.** The strength is at most what keeps the preview's mean luma at or above
+  the input's: enhancement that would darken a frame is not applied.
 * **Time.** The chosen strength is averaged over time with an exponential moving average
   weighted by the real time between frames (``alpha = exp(-dt / tau)``, tau
   :data:`DEFAULT_TIME_CONSTANT`): it changes smoothly, follows a day-to-night fade without
@@ -153,7 +155,12 @@ def choose_strength(stats: PreviewStats) -> float:
     mean = max(float(stats.mean[0]), 1e-6)
     near_black = float(np.clip(math.log(DARK / mean) / math.log(DARK / NEAR_BLACK), 0.0, 1.0))
     protect = _most_within(grid, stats.clipped, float(stats.clipped[0]) + CLIP_ALLOWANCE)
-    return min(max(expose, shadows, near_black), protect)
+    # Never darker than the input: a method that darkens this frame (a bright frame through a
+    # normalising network, or weights that do not fit the footage) is held back to where its
+    # mean luma is still the input's.
+    darker = np.nonzero(stats.mean < stats.mean[0] - 1e-6)[0]
+    brighter = _most_within(grid, -stats.mean, -float(stats.mean[0])) if len(darker) else float(grid[-1])
+    return min(max(expose, shadows, near_black), protect, brighter)
 
 
 class ExposureControl:
