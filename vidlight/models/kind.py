@@ -122,6 +122,25 @@ def apply_illumination_strength(x: torch.Tensor, terms: torch.Tensor, strength) 
     return (1 - s) * brightened + s * out
 
 
+class IlluminationStrength:
+    """Strength for KinD and KinD++ (see above): terms are cat(official output, gain), computed
+    as a global normalisation (prepare), the networks (``strength_tile_body``, per model, run
+    on tiles) and the stretch put back (finish)."""
+
+    def strength_terms(self, x: torch.Tensor) -> torch.Tensor:
+        innorm, factor = self.strength_tile_prepare(x)
+        return self.strength_tile_finish(self.strength_tile_body(innorm), factor)
+
+    def apply_strength(self, x: torch.Tensor, terms: torch.Tensor, strength) -> torch.Tensor:
+        return apply_illumination_strength(x, terms, strength)
+
+    def strength_tile_prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return normalise_with_stretch(x, self.statistics_smoother)
+
+    def strength_tile_finish(self, terms: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+        return torch.cat([terms[:, :3], (terms[:, 3:] * factor).clamp_(0.0, GAIN_LIMIT)], dim=1)
+
+
 def _lrelu(x: torch.Tensor) -> torch.Tensor:
     return torch.maximum(x * LEAK, x)
 
@@ -250,7 +269,7 @@ def gaussian_blur(gray: torch.Tensor, sigma: float = GAUSS_SIGMA, truncate: floa
     return F.conv2d(out, kernel.view(1, 1, 1, -1))
 
 
-class KinD(nn.Module):
+class KinD(IlluminationStrength, nn.Module):
     """KinD as the official ``evaluate.py`` composes it; RGB in [0, 1] -> RGB.
 
     Args:
@@ -317,23 +336,9 @@ class KinD(nn.Module):
     def tile_body(self, innorm: torch.Tensor) -> torch.Tensor:
         return self.compose(innorm)["out"]
 
-    def strength_terms(self, x: torch.Tensor) -> torch.Tensor:
-        innorm, factor = self.strength_tile_prepare(x)
-        return self.strength_tile_finish(self.strength_tile_body(innorm), factor)
-
-    def apply_strength(self, x: torch.Tensor, terms: torch.Tensor, strength) -> torch.Tensor:
-        return apply_illumination_strength(x, terms, strength)
-
-    # The terms on tiles: the normalisation is global, the networks local.
-    def strength_tile_prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return normalise_with_stretch(x, self.statistics_smoother)
-
     def strength_tile_body(self, innorm: torch.Tensor) -> torch.Tensor:
         stages = self.compose(innorm)
         return torch.cat([stages["out"], illumination_gain(stages["decomI"], stages["adjI"])], dim=1)
-
-    def strength_tile_finish(self, terms: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-        return torch.cat([terms[:, :3], (terms[:, 3:] * factor).clamp_(0.0, GAIN_LIMIT)], dim=1)
 
 
 # --- official weights -------------------------------------------------------------------------

@@ -51,15 +51,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidlight.models.kind import (
-    GAIN_LIMIT,
     GRAY_WEIGHTS,
     DecomNet,
     IlluminationAdjustNet,
-    apply_illumination_strength,
+    IlluminationStrength,
     gaussian_blur,
     illumination_gain,
     normalise,
-    normalise_with_stretch,
     tf_to_torch_layout,
 )
 from vidlight.models.registry import KeyMap, register_model
@@ -195,7 +193,7 @@ def _as_bool(value: object, name: str) -> bool:
     raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
-class KinDPlus(nn.Module):
+class KinDPlus(IlluminationStrength, nn.Module):
     """KinD++ as the official ``evaluate.py`` composes it; RGB in [0, 1] -> RGB.
 
     Args:
@@ -267,24 +265,11 @@ class KinDPlus(nn.Module):
 
     # Strength (vidlight.models.strength): on the estimated illumination, as KinD's
     # (vidlight.models.kind); without --adjustment the output's illumination is I ** 2 + 1 - I.
-    def strength_terms(self, x: torch.Tensor) -> torch.Tensor:
-        innorm, factor = self.strength_tile_prepare(x)
-        return self.strength_tile_finish(self.strength_tile_body(innorm), factor)
-
-    def apply_strength(self, x: torch.Tensor, terms: torch.Tensor, strength) -> torch.Tensor:
-        return apply_illumination_strength(x, terms, strength)
-
-    def strength_tile_prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return normalise_with_stretch(x, self.statistics_smoother)
-
     def strength_tile_body(self, innorm: torch.Tensor) -> torch.Tensor:
         stages = self.compose(innorm, adjusted=self.adjustment)
         out = stages["out_adj" if self.adjustment else "out"]
         adjusted = stages["adjI"] if self.adjustment else 1.0
         return torch.cat([out, illumination_gain(stages["decomI"], adjusted)], dim=1)
-
-    def strength_tile_finish(self, terms: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-        return torch.cat([terms[:, :3], (terms[:, 3:] * factor).clamp_(0.0, GAIN_LIMIT)], dim=1)
 
 
 # --- official weights -------------------------------------------------------------------------
