@@ -15,6 +15,7 @@ import torch
 import vidlight
 from media import write_video
 from vidlight.pipeline.enhancer import FrameEnhancer
+from vidlight.pipeline.runner import enhance_batch
 from vidlight.pipeline.exposure import (CLIP_ALLOWANCE, HIGHLIGHT_TARGET, ExposureControl, PreviewStats,
                                         choose_strength, parse_strength, preview_stats)
 from vidlight.pipeline.temporal import TemporalSmoother
@@ -136,28 +137,33 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
 
 
+class _Recording:
+    """A FrameEnhancer that keeps the strength it chose for every frame."""
+
+    def __init__(self, enhancer: FrameEnhancer) -> None:
+        self.enhancer, self.strengths = enhancer, []
+
+    def __call__(self, frames, seconds):
+        out = self.enhancer(frames, seconds)
+        self.strengths += self.enhancer.last_strengths
+        return out
+
+    def reset(self) -> None:
+        self.enhancer.reset()
+
+
 def _strengths(frames: list[np.ndarray], seconds: list[float], batch: int = 4) -> tuple[list[float], list[np.ndarray]]:
-    """The pipeline's strength for each frame (auto, SCI, smoothing on) and the output frames."""
-    enhancer = FrameEnhancer(vidlight.load_model("sci"), device=CPU, strength="auto", keep_precision=True,
-                             statistics_time=0.5)
-    smoother = TemporalSmoother()
-    strengths, out = [], []
+    """The pipeline's strength for each frame (auto, SCI, smoothing on, the runner's batch loop)
+    and the output frames."""
+    enhancer = _Recording(FrameEnhancer(vidlight.load_model("sci"), device=CPU, strength="auto",
+                                        keep_precision=True, statistics_time=0.5))
+    smoother, out = TemporalSmoother(), []
     for i in range(0, len(frames), batch):
-        cuts = smoother.scan(frames[i:i + batch])
-        start = 0
-        for cut in [*cuts, len(frames[i:i + batch])]:
-            part = frames[i + start:i + cut]
-            if part:
-                done = enhancer(part, seconds[i + start:i + cut])
-                strengths += enhancer.last_strengths
-                got = smoother.push(part, list(done), seconds[i + start:i + cut])
-                out += [f for f, _ in got]
-            if cut < len(frames[i:i + batch]):
-                enhancer.reset()
-            start = cut
-        smoother._scanned.clear()
-    out += [f for f, _ in smoother.flush()]
-    return strengths, out
+        part = frames[i:i + batch]
+        done, _ = enhance_batch(enhancer, smoother, part, seconds[i:i + batch], [None] * len(part),
+                                end=i + batch >= len(frames))
+        out += done
+    return enhancer.strengths, out
 
 
 def test_a_well_lit_picture_passes_nearly_unchanged_and_a_near_black_one_gets_the_full_method(shared_dir, tmp_path):
