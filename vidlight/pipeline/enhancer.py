@@ -31,14 +31,47 @@ _STRIP_PIXELS = 160_000
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        from vidlight.errors import VidlightError
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` as a device; :class:`VidlightError` for anything
+    else (the pipeline has a CPU path and a CUDA path, nothing for other backends)."""
+    from vidlight.errors import VidlightError
 
-        raise VidlightError("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
-    return device
+    if str(device).strip().lower() == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        parsed = torch.device(str(device).strip().lower())
+    except RuntimeError:
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda") or (parsed.type == "cpu" and parsed.index not in (None, 0)):
+        raise VidlightError(f"unknown device {str(device)!r}: use auto, cpu, cuda or cuda:N")
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise VidlightError("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise VidlightError(f"--device {parsed}: PyTorch sees {torch.cuda.device_count()} CUDA GPU(s), "
+                                f"numbered from 0")
+        exact_fp32()
+    return parsed
+
+
+def exact_fp32() -> None:
+    """Make fp32 on CUDA mean fp32: PyTorch lets cuDNN convolutions use TF32 (10-bit mantissa)
+    on Ampere and later by default, so ``--fp32`` and the models whose default is fp32 (LLFlow)
+    would not compute what the CPU and the official code compute."""
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def to_model_input(frames: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """uint8/uint16 N x H x W x 3 frames -> N x 3 x H x W in [0, 1] of ``dtype`` (channels last).
+
+    16-bit frames are scaled in fp32 before a cast to half: half's largest finite value is
+    65504, so casting first would turn every sample from 65520 up into inf.
+    """
+    peak = 255.0 if frames.dtype == torch.uint8 else 65535.0
+    x = frames.permute(0, 3, 1, 2)
+    if frames.dtype != torch.uint8 and dtype != torch.float32:
+        return x.to(torch.float32, memory_format=torch.channels_last).mul_(1.0 / peak).to(dtype)
+    return x.to(dtype, memory_format=torch.channels_last).mul_(1.0 / peak)
 
 
 class FrameEnhancer:
@@ -139,8 +172,7 @@ class FrameEnhancer:
     def _run(self, frames: torch.Tensor, strength: torch.Tensor | None = None) -> torch.Tensor:
         """uint8/uint16 N x H x W x 3 on the device -> enhanced, in :meth:`output_dtype`, at
         ``strength`` (one per frame; None: the official computation)."""
-        peak = 255.0 if frames.dtype == torch.uint8 else 65535.0
-        x = frames.permute(0, 3, 1, 2).to(self.dtype, memory_format=torch.channels_last).mul_(1.0 / peak)
+        x = to_model_input(frames, self.dtype)
         tile = self._tile_for(x.shape)
         if strength is None:
             y = tiled_forward(self.model, x, tile, self.tile_overlap) if tile else self.model(x)
