@@ -69,7 +69,7 @@ class WriteClock:
     def first_received_after(self, moment: float, latencies: list[float]) -> int | None:
         """Index of the first write of a frame *received* after ``moment``.
 
-        ``RunStats.latency_seconds`` holds, per written frame and in write order, the time from
+        ``RunStats.latencies.recent`` holds, per written frame (the last 4096) and in write order, the time from
         the frame's receipt (``LiveSource`` handing it over) to its write; the writer thread
         notes it right after ``write`` returns, as this wrapper does, so write time minus
         latency is the receipt time to well under a millisecond.

@@ -140,7 +140,7 @@ def test_real_dark_camera_to_file(shared_dir: Path, tmp_path: Path) -> None:
     pts, size, means = probe(output)
     assert size == clip_size
     assert_three_live_seconds(stats, pts, min_frames=20)
-    assert len(stats.latency_seconds) == stats.frames
+    assert stats.latencies.count == stats.frames
     assert stats.latency(0.5) < 2.0, stats.summary()
     # Brighter than the camera: every output frame above the brightest input frame.
     assert min(means) > max(camera_means) + 10, (min(means), max(camera_means))
@@ -230,10 +230,10 @@ def test_camera_killed_and_restarted(dark_clip: Path, tmp_path: Path, monkeypatc
         assert server.port == port
     marks = controller.marks
     outage = marks["back"] - marks["killed"]
-    first_new = writes.first_received_after(marks["back"], stats.latency_seconds)
+    first_new = writes.first_received_after(marks["back"], list(stats.latencies.recent))
     assert first_new is not None, "no frame received after the server's return was written"
     resume = writes.times[first_new] - marks["back"]
-    received = resume - stats.latency_seconds[first_new]
+    received = resume - list(stats.latencies.recent)[first_new]
     held = first_new - len([t for t in writes.times if t < marks["back"]])
     print(f"\n[case 2] {stats.summary()}; server down {outage:.2f} s; first new frame received "
           f"{received:.2f} s and written {resume:.2f} s after the server's return; {held} frame(s) from "
@@ -338,7 +338,7 @@ def test_stalled_camera_is_reconnected_after_resume(dark_clip: Path, tmp_path: P
                               stop_event=stop, **RUN)
         controller.check()
     marks = controller.marks
-    first_new = writes.first_received_after(marks["resumed"], stats.latency_seconds)
+    first_new = writes.first_received_after(marks["resumed"], list(stats.latencies.recent))
     assert first_new is not None, "no frame received after SIGCONT was written"
     resume = writes.times[first_new] - marks["resumed"]
     print(f"\n[case 3b] {stats.summary()}; first new frame written {resume:.2f} s after SIGCONT")

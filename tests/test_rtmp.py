@@ -265,9 +265,9 @@ def test_rtmp_camera_reboot(bar_clip: Path, tmp_path: Path, monkeypatch: pytest.
         assert not controller.is_alive(), "the controller thread did not finish"
     assert not errors, errors
     # When each written frame was received: its write time less its latency (see
-    # RunStats.latency_seconds, noted right after the write, in write order).
-    assert len(stats.latency_seconds) == len(writes.times)
-    received = np.array(writes.times) - np.array(stats.latency_seconds)
+    # RunStats.latencies.recent, noted right after the write, in write order).
+    assert len(stats.latencies.recent) == len(writes.times)
+    received = np.array(writes.times) - np.array(stats.latencies.recent)
     new = np.flatnonzero(received > marks["up"])
     assert len(new), "no frame received after the camera came back was written"
     first_new = int(new[0])

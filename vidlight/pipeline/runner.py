@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -41,6 +43,46 @@ class Interrupted(VidlightError):
     """The run was stopped by the user; the output holds what was done."""
 
 
+class Latencies:
+    """A live run's frame latencies (receipt to write) in bounded memory, whatever the run's length.
+
+    Quantiles come from a histogram with logarithmic bins (:attr:`RESOLUTION` apart, from
+    :attr:`LOWEST` to :attr:`HIGHEST` seconds; values outside count in the end bins), read to
+    within half a bin, 0.5 %. The last :attr:`RECENT` values are also kept in write order
+    (:attr:`recent`). One thread adds; others may read.
+    """
+
+    LOWEST, HIGHEST, RESOLUTION, RECENT = 1e-4, 1e4, 1.01, 4096
+
+    def __init__(self) -> None:
+        self._bins = math.ceil(math.log(self.HIGHEST / self.LOWEST) / math.log(self.RESOLUTION)) + 1
+        self._counts = np.zeros(self._bins, dtype=np.int64)
+        self._lock = threading.Lock()
+        self.recent: deque[float] = deque(maxlen=self.RECENT)
+        self.count = 0
+        self.max: float | None = None
+
+    def add(self, seconds: float) -> None:
+        position = math.log(max(seconds, self.LOWEST) / self.LOWEST) / math.log(self.RESOLUTION)
+        with self._lock:
+            self._counts[min(self._bins - 1, round(position))] += 1
+            self.count += 1
+            self.max = seconds if self.max is None else max(self.max, seconds)
+            self.recent.append(seconds)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def quantile(self, q: float) -> float | None:
+        """The ``q`` quantile (0..1) of all latencies so far (None before the first)."""
+        with self._lock:
+            if not self.count:
+                return None
+            rank = max(1, math.ceil(q * self.count))
+            index = int(np.searchsorted(np.cumsum(self._counts), rank))
+        return self.LOWEST * self.RESOLUTION ** index
+
+
 @dataclass
 class RunStats:
     """What a run did."""
@@ -51,7 +93,7 @@ class RunStats:
     interrupted: bool = False
     dropped: int = 0  # live sources: frames skipped to keep latency bounded (latest-frame policy)
     reconnects: int = 0
-    latency_seconds: list[float] = field(default_factory=list, repr=False)  # receipt -> written, per frame
+    latencies: Latencies | None = field(default=None, repr=False)  # live runs: receipt -> written
 
     @property
     def fps(self) -> float:
@@ -59,18 +101,16 @@ class RunStats:
 
     def latency(self, quantile: float) -> float | None:
         """A quantile (0..1) of the per-frame latency, from receipt of the frame to its write."""
-        if not self.latency_seconds:
-            return None
-        return float(np.quantile(self.latency_seconds, quantile))
+        return self.latencies.quantile(quantile) if self.latencies else None
 
     def summary(self) -> str:
         """One line: frames, time, fps, and for live runs drops, reconnects and latency."""
         text = f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps)"
-        if self.dropped or self.reconnects or self.latency_seconds:
+        if self.dropped or self.reconnects or self.latencies:
             text += f", {self.dropped} dropped, {self.reconnects} reconnect(s)"
-        if self.latency_seconds:
+        if self.latencies:
             text += (f", latency median {1000 * self.latency(0.5):.0f} ms, p95 {1000 * self.latency(0.95):.0f} ms,"
-                     f" max {1000 * max(self.latency_seconds):.0f} ms")
+                     f" max {1000 * self.latencies.max:.0f} ms")
         return text
 
 
@@ -126,7 +166,7 @@ def _read(source, q, stop: threading.Event, max_frames: int | None, notify=None,
             notify()
 
 
-def _write(sink, q: queue.Queue, errors: list, bar, latencies: list[float]) -> None:
+def _write(sink, q: queue.Queue, errors: list, bar, latencies: Latencies) -> None:
     while True:
         item = q.get()
         if item is _END:
@@ -138,7 +178,7 @@ def _write(sink, q: queue.Queue, errors: list, bar, latencies: list[float]) -> N
             for rgb, (p, received) in zip(frames, tags):
                 sink.write(rgb, p)
                 if received is not None:
-                    latencies.append(time.monotonic() - received)
+                    latencies.add(time.monotonic() - received)
             for packet in packets:
                 sink.mux_packet(packet)
         except BaseException as exc:
@@ -486,7 +526,7 @@ def _run(
     decoded = LatestFrameQueue(2 * batch_size) if latest_frame else queue.Queue(maxsize=2 * batch_size)
     encoded: queue.Queue = queue.Queue(maxsize=2)
     errors: list[BaseException] = []
-    latencies: list[float] = []
+    latencies = Latencies()
     total = min(filter(None, (source.info.frames, max_frames)), default=None)
     name = source.name
     bar = tqdm(total=total, unit="frame", desc=name, disable=not progress, dynamic_ncols=True)
@@ -576,7 +616,7 @@ def _run(
         failure = failure or exc
     stats = RunStats(sink.frames_written, time.perf_counter() - start, source.corrupt_packets, interrupted,
                      dropped=getattr(decoded, "dropped", 0), reconnects=getattr(source, "reconnects", 0),
-                     latency_seconds=latencies if live else [])
+                     latencies=latencies if live else None)
     output = getattr(sink, "output", "the output")
     if failure is not None:
         if isinstance(failure, VidlightError):
@@ -600,7 +640,7 @@ def _run(
 class _LiveReport:
     """Logs fps, drops, reconnects and latency of a live run every ``every_seconds``."""
 
-    def __init__(self, source, queue_, latencies: list[float], every_seconds: float = 10.0) -> None:
+    def __init__(self, source, queue_, latencies: Latencies, every_seconds: float = 10.0) -> None:
         self.source, self.queue, self.latencies = source, queue_, latencies
         self.every = every_seconds
         self.next = time.monotonic() + every_seconds
@@ -611,7 +651,7 @@ class _LiveReport:
         if now < self.next:
             return
         count = len(self.latencies)
-        recent = self.latencies[self.frames_then:]
+        recent = list(self.latencies.recent)[-(count - self.frames_then):] if count > self.frames_then else []
         fps = (count - self.frames_then) / (now - self.next + self.every)
         lat = f", latency {1000 * float(np.median(recent)):.0f} ms" if recent else ""
         log.info("%s: %.1f fps, %d dropped, %d reconnect(s)%s", self.source.name, fps,

@@ -33,7 +33,7 @@ from vidlight.io.sinks import classify_sink, open_sink, parse_duration
 from vidlight.pipeline.enhancer import FrameEnhancer
 from vidlight.pipeline.exposure import ExposureControl, parse_strength
 from vidlight.pipeline.queues import LatestFrameQueue
-from vidlight.pipeline.runner import (_END, RunStats, StreamIntake, _LiveReport, _read, _write, check_smoothing,
+from vidlight.pipeline.runner import (_END, Latencies, RunStats, StreamIntake, _LiveReport, _read, _write, check_smoothing,
                                       engine_settings, enhance_batch, load_engine_model)
 from vidlight.pipeline.temporal import DEFAULT_TIME_CONSTANT, StatisticsSmoother, TemporalSmoother
 from vidlight.pipeline.tiling import DEFAULT_OVERLAP
@@ -104,7 +104,7 @@ class _Live(StreamIntake):
         self.decoded = LatestFrameQueue(2 * share) if latest else queue.Queue(maxsize=2 * share)
         self.encoded: queue.Queue = queue.Queue(maxsize=2)
         self.errors: list[BaseException] = []
-        self.latencies: list[float] = []
+        self.latencies = Latencies()
         rate = source.info.average_rate
         self.smoother = TemporalSmoother(time_constant=smooth_time, enabled=smooth, denoise=denoise,
                                          default_dt=float(1 / rate) if rate else 1 / 30)
@@ -179,7 +179,7 @@ class _Live(StreamIntake):
         return RunStats(self.sink.frames_written, time.perf_counter() - self.start, self.source.corrupt_packets,
                         interrupted, dropped=getattr(self.decoded, "dropped", 0),
                         reconnects=getattr(self.source, "reconnects", 0),
-                        latency_seconds=self.latencies if self.live else [])
+                        latencies=self.latencies if self.live else None)
 
 
 class _Routes:

@@ -499,7 +499,9 @@ class TemporalSmoother:
         self.enabled = enabled and time_constant > 0
         self.detector = SceneCutDetector() if detect_cuts else None
         self.smoother = GainSmoother(time_constant=time_constant, lookahead=lookahead, default_dt=default_dt, **options)
-        self.cuts: list[int] = []  # indices (in frames seen) where a cut reset the smoothing
+        # Frame indices where a cut reset the smoothing: the last 1024, so a camera that runs for
+        # months does not keep one for every cut it ever saw.
+        self.cuts: deque[int] = deque(maxlen=1024)
         self._index = 0
         self._scanned: deque[bool] = deque()
 
