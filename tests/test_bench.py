@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 from click.testing import CliRunner
 
 from vidlight.cli import main
+from vidlight.pipeline import runner
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "dark_street.mp4"
 
@@ -17,3 +19,28 @@ def test_bench_reports_all_figures():
     for name in ("I/O floor", "naive per-frame loop", "vidlight end to end", "model alone", "model forward"):
         assert name in result.output
     assert "vidlight / naive loop" in result.output and "128x72, 8 frames" in result.output
+
+
+def test_bench_times_the_pipeline_as_process_runs_it(monkeypatch):
+    """Its end-to-end figure is enhance_video with process's defaults (smoothing, auto strength),
+    on the clip at its own size unless --height is given."""
+    calls = []
+    real = runner.enhance_video
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "enhance_video", spy)
+    result = CliRunner().invoke(main, ["bench", str(SAMPLE), "--frames", "4", "--repeat", "1"])
+    assert result.exit_code == 0, result.output
+    with av.open(str(SAMPLE)) as c:
+        size = f"{c.streams.video[0].width}x{c.streams.video[0].height}"
+    assert f"at {size}, 4 frames" in result.output and "strength auto, smoothing on" in result.output
+    assert len(calls) == 1 and calls[0]["smooth"] is True and calls[0]["strength"] == "auto"
+
+    calls.clear()
+    result = CliRunner().invoke(main, ["bench", str(SAMPLE), "--frames", "4", "--repeat", "1", "--height", "72",
+                                       "--no-smooth", "--strength", "1"])
+    assert result.exit_code == 0, result.output
+    assert calls[0]["smooth"] is False and calls[0]["strength"] == 1.0

@@ -1,4 +1,5 @@
-"""Precision of the device path that a CPU can check: half-precision input scaling, TF32."""
+"""What a CPU can check of the device path: half-precision input scaling, TF32, the device
+string, Zero-DCE's chunking, the tile and the host buffers per frame size."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from torch.overrides import TorchFunctionMode
 
 from vidlight.errors import VidlightError
 from vidlight.models.zero_dce import CURVE_ITERATIONS, apply_curve_sequence
-from vidlight.pipeline.enhancer import exact_fp32, resolve_device, to_model_input
+from vidlight.pipeline import tiling
+from vidlight.pipeline.enhancer import FrameEnhancer, exact_fp32, resolve_device, to_model_input
 
 
 def test_16_bit_frames_stay_finite_in_half_precision():
@@ -74,3 +76,34 @@ def test_zero_dce_chunks_its_curves_on_the_cpu_only(device, shape, launches):
     with torch.inference_mode(), _CountMul() as counted:
         apply_curve_sequence(x, alphas)
     assert counted.calls == launches
+
+
+class _Heavy(torch.nn.Module):
+    """A stand-in that declares a peak memory per pixel, so --tile auto considers tiling it."""
+
+    peak_bytes_per_pixel = 1000
+    receptive_halo = None
+
+    def forward(self, x):
+        return x
+
+
+def test_the_tile_is_chosen_once_per_frame_size(monkeypatch):
+    """Batches of 4, then 2, then 4 frames of one size get one tile, whatever the free memory
+    does in between; a larger batch or another frame size is chosen again."""
+    free = iter([64 * 64 * 1000 * 4, 10 ** 12, 10 ** 12, 32 * 32 * 1000 * 8, 10 ** 12])
+    monkeypatch.setattr(tiling, "available_memory", lambda device: next(free))
+    enhancer = FrameEnhancer(_Heavy(), device=torch.device("cpu"))
+    tiles = [enhancer._tile_for((n, 3, 96, 128)) for n in (4, 2, 4)]
+    assert tiles[0] is not None and tiles == [tiles[0]] * 3
+    assert enhancer._tile_for((8, 3, 96, 128)) != tiles[0]
+    assert enhancer._tile_for((4, 3, 48, 64)) is None
+
+
+def test_one_host_buffer_per_frame_size_holds_every_batch_size():
+    enhancer = FrameEnhancer(_Heavy(), device=torch.device("cpu"), tile=0)
+    full = enhancer._buffer("in", (8, 4, 6, 3), torch.uint8)
+    short = enhancer._buffer("in", (3, 4, 6, 3), torch.uint8)
+    assert short.shape == (3, 4, 6, 3) and short.data_ptr() == full.data_ptr()
+    other = enhancer._buffer("in", (2, 8, 6, 3), torch.uint8)
+    assert other.shape == (2, 8, 6, 3) and len(enhancer._pinned) == 1

@@ -1,10 +1,12 @@
 """Throughput figures measured in one run, on one clip, with one encoder setting.
 
 * I/O floor: vidlight's pipeline with the model replaced by nothing (decode -> RGB -> encode).
-* naive loop: decode one frame -> model -> encode, in one thread, no batching.
-* vidlight: :func:`vidlight.pipeline.runner.enhance_video` end to end.
-* model alone: the enhancement stage on frames already in memory (uint8 in, uint8 out),
-  and the bare ``model(x)`` call on a float batch.
+* naive loop: the loop a user would write: decode a frame (PyAV's default threading), the
+  same model under ``torch.inference_mode()`` in fp32, encode; one thread, no batching.
+* vidlight: :func:`vidlight.enhance_video` end to end, exactly as ``vidlight process`` runs
+  it with the same flags (by default: smoothing on, ``--strength auto``).
+* model alone: the enhancement stage on frames already in memory (uint8 in, the stage's own
+  output), and the bare ``model(x)`` call on a float batch, in the precision ``process`` uses.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from vidlight.io.files import FileSink, FileSource, Frame
 from vidlight.models import load_model
 from vidlight.pipeline import runner
 from vidlight.pipeline.enhancer import FrameEnhancer, resolve_device, single_threaded_torch
+from vidlight.pipeline.exposure import parse_strength
+from vidlight.pipeline.temporal import DEFAULT_TIME_CONSTANT
 
 
 FLOOR, NAIVE, OURS = "I/O floor (decode+encode)", "naive per-frame loop", "vidlight end to end"
@@ -58,9 +62,13 @@ def machine_summary(device: torch.device) -> str:
 
 
 def make_clip(source: Path, dest: Path, height: int, max_frames: int | None) -> Path:
-    """Scale ``source`` to ``height`` lines (keeping aspect) into a near-lossless H.264 clip."""
+    """``source``'s first ``max_frames`` frames as a near-lossless H.264 clip, scaled to ``height``
+    lines (keeping aspect; None: its own size)."""
     src = FileSource(source)
-    width = round(src.info.width * height / src.info.height / 2) * 2
+    if height is None:
+        width, height = src.info.width // 2 * 2, src.info.height // 2 * 2
+    else:
+        width = round(src.info.width * height / src.info.height / 2) * 2
     out = av.open(str(dest), "w")
     stream = out.add_stream("libx264", rate=src.info.average_rate)
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
@@ -105,7 +113,7 @@ def _timed_run(clip: Path, out: Path, enhancer, batch_size: int, codec: str, crf
 
 @torch.inference_mode()
 def _naive(clip: Path, out: Path, model: torch.nn.Module, device: torch.device, codec: str, crf: int, preset: str) -> Figure:
-    source = FileSource(clip, threads="NONE")
+    source = FileSource(clip)
     sink = FileSink(out, source.info, codec=codec, crf=crf, preset=preset)
     start, cpu = time.perf_counter(), time.process_time()
     n = 0
@@ -126,7 +134,7 @@ def run_bench(
     model_name: str = "sci",
     weights: str | None = None,
     device: str = "auto",
-    height: int = 720,
+    height: int | None = None,
     max_frames: int | None = 180,
     batch_size: int | None = None,
     fp16: bool | None = None,
@@ -134,19 +142,27 @@ def run_bench(
     crf: int = 18,
     preset: str = "veryfast",
     repeat: int = 3,
+    smooth: bool = True,
+    strength: float | str = "auto",
     log=print,
 ) -> dict[str, Figure]:
-    dev = resolve_device(device)
-    model = load_model(model_name, weights=weights)
-    batch_size = batch_size or runner.default_batch_size(dev)
-    enhancer = FrameEnhancer(model, device=dev, fp16=dev.type == "cuda" if fp16 is None else fp16)
+    """``height``: scale the clip to this many lines first (None: its own size)."""
+    dev, _, batch_size = runner.engine_settings(device, "auto", 0, batch_size, fp16)
+    strength = parse_strength(strength)
+    # Three copies of the weights: the pipeline's and the stage's (moved to fp16 where process
+    # runs fp16) and the naive loop's (fp32, as a user's loop would load it).
+    pipeline_model, fp16 = runner.load_engine_model(model_name, weights, None, dev, fp16)
+    model, _ = runner.load_engine_model(model_name, weights, None, dev, fp16)
+    enhancer = FrameEnhancer(model, device=dev, fp16=fp16, keep_precision=smooth,
+                             statistics_time=DEFAULT_TIME_CONSTANT if smooth else None, strength=strength)
     with tempfile.TemporaryDirectory(prefix="vidlight-bench-") as tmp:
         tmp = Path(tmp)
         clip = make_clip(video, tmp / "clip.mp4", height, max_frames)
         info = FileSource(clip).info
-        log(f"clip: {video.name} scaled to {info.width}x{info.height}, {info.frames} frames; "
+        log(f"clip: {video.name}{' scaled' if height else ''} at {info.width}x{info.height}, {info.frames} frames; "
             f"encoder {codec} preset {preset} crf {crf}; model {model_name} on {dev} "
-            f"(batch {batch_size}{', fp16' if enhancer.fp16 else ''})")
+            f"(batch {batch_size}{', fp16' if enhancer.fp16 else ''}, strength {strength}, "
+            f"smoothing {'on' if smooth else 'off'})")
         log(f"machine: {machine_summary(dev)}")
         frames = [f.rgb for f in FileSource(clip) if isinstance(f, Frame)]
 
@@ -164,9 +180,15 @@ def run_bench(
         # and each figure is reported as the median of its rounds.
         for _ in range(repeat):
             runs.setdefault(FLOOR, []).append(_timed_run(clip, tmp / "io.mp4", _NoModel(), batch_size, codec, crf, preset))
-            runs.setdefault(OURS, []).append(_timed_run(clip, tmp / "vl.mp4", enhancer, batch_size, codec, crf, preset))
+            start, cpu = time.perf_counter(), time.process_time()
+            stats = runner.enhance_video(clip, tmp / "vl.mp4", model=pipeline_model, device=dev, batch_size=batch_size,
+                                         fp16=fp16, codec=codec, crf=crf, preset=preset, smooth=smooth,
+                                         strength=strength, overwrite=True, progress=False)
+            runs.setdefault(OURS, []).append(Figure("", stats.frames, time.perf_counter() - start,
+                                                    time.process_time() - cpu))
             runs.setdefault(ALONE, []).append(measure_model_alone())
-        runs[NAIVE] = [_naive(clip, tmp / "naive.mp4", model.to(dev), dev, codec, crf, preset)]
+        naive_model = load_model(model_name, weights=weights).to(dev)
+        runs[NAIVE] = [_naive(clip, tmp / "naive.mp4", naive_model, dev, codec, crf, preset)]
 
         x = torch.rand(batch_size, 3, info.height, info.width, device=dev, dtype=enhancer.dtype)
         x = x.contiguous(memory_format=torch.channels_last)

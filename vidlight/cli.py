@@ -337,7 +337,7 @@ def eval_command(input, outputs, labels, plot, max_frames, no_warp, downscale, n
 @click.option("-m", "--model", type=click.Choice(list_models()), default="sci", show_default=True)
 @click.option("-w", "--weights", help="Catalogue name or checkpoint path. [default: the model's]")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--height", type=click.IntRange(min=16), default=720, show_default=True, help="Scale the clip to this many lines first.")
+@click.option("--height", type=click.IntRange(min=16), help="Scale the clip to this many lines first. [default: its own size]")
 @click.option("--frames", "max_frames", type=click.IntRange(min=1), default=180, show_default=True, help="Use at most this many frames.")
 @click.option("-b", "--batch-size", type=click.IntRange(min=1))
 @click.option("--fp16/--fp32", default=None)
@@ -346,13 +346,16 @@ def eval_command(input, outputs, labels, plot, max_frames, no_warp, downscale, n
 @click.option("--preset", default="veryfast", show_default=True)
 @click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
               help="Interleaved rounds; each figure is the median.")
-def bench(video, model, weights, device, height, max_frames, batch_size, fp16, codec, crf, preset, repeat):
-    """Measure fps of the I/O floor, a naive loop, vidlight and the model alone, in one run."""
+@click.option("--smooth/--no-smooth", default=True, show_default=True, help="As for process.")
+@click.option("--strength", default="auto", show_default=True, metavar="auto|0..1", help="As for process.")
+def bench(video, model, weights, device, height, max_frames, batch_size, fp16, codec, crf, preset, repeat, smooth,
+          strength):
+    """Measure fps of the I/O floor, a naive loop, vidlight as process runs it and the model alone, in one run."""
     from vidlight.bench import run_bench
 
     run_bench(video, model_name=model, weights=weights, device=device, height=height, max_frames=max_frames,
               batch_size=batch_size, fp16=fp16, codec=codec, crf=crf, preset=preset, repeat=repeat,
-              log=click.echo)
+              smooth=smooth, strength=_parse_strength(strength), log=click.echo)
 
 
 @main.command("bench-models")

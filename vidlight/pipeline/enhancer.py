@@ -115,7 +115,7 @@ class FrameEnhancer:
         self.keep_precision = keep_precision
         self.tile = tile
         self.tile_overlap = tile_overlap
-        self._auto_tiles: dict[tuple, int | None] = {}
+        self._auto_tiles: dict[tuple[int, int], tuple[int, int | None]] = {}  # (h, w) -> (batch, tile)
         self.fp16 = fp16 and device.type == "cuda"
         self.dtype = torch.float16 if self.fp16 else torch.float32
         self.model = model.to(device=device, dtype=self.dtype).eval()
@@ -129,7 +129,7 @@ class FrameEnhancer:
         self.averages_statistics = hasattr(model, "statistics_smoother") and not self.clip_context
         if statistics_time and self.averages_statistics:
             self.statistics = StatisticsSmoother(time_constant=statistics_time)
-        self._pinned: dict[tuple, torch.Tensor] = {}
+        self._pinned: dict[str, torch.Tensor] = {}
         self.strength = strength if strength == "auto" else float(strength)
         self.exposure: ExposureControl | None = None
         if strength == "auto":
@@ -142,10 +142,15 @@ class FrameEnhancer:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="vidlight-strip") if self.workers > 1 else None
 
     def _buffer(self, key: str, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
-        k = (key, shape, dtype)
-        if k not in self._pinned:
-            self._pinned[k] = torch.empty(shape, dtype=dtype, pin_memory=True)
-        return self._pinned[k]
+        """A page-locked host buffer (on CUDA) for a batch of ``shape`` (N x frame shape): one
+        per ``key``, as large as the largest batch of the current frame size and dtype, so that
+        page-locked memory does not grow with every batch size seen (a short batch at a cut or
+        at the end is a view of it). A new frame size or dtype replaces it."""
+        n, frame = shape[0], tuple(shape[1:])
+        held = self._pinned.get(key)
+        if held is None or tuple(held.shape[1:]) != frame or held.dtype != dtype or len(held) < n:
+            held = self._pinned[key] = torch.empty((n, *frame), dtype=dtype, pin_memory=self.device.type == "cuda")
+        return held[:n]
 
     def _run_clip(self, frames: torch.Tensor, strength: torch.Tensor | None = None) -> torch.Tensor:
         """A clip model's batch, run behind the last ``clip_context`` frames of the previous
@@ -194,14 +199,16 @@ class FrameEnhancer:
     def _tile_for(self, shape: torch.Size) -> int | None:
         if self.tile != "auto":
             return self.tile or None
-        key = tuple(shape)
-        if key not in self._auto_tiles:
-            n, _, h, w = key
+        # Chosen once per frame size (for the largest batch seen), so tiles and their seams do
+        # not change from batch to batch with the free memory of the moment.
+        n, _, h, w = tuple(shape)
+        chosen = self._auto_tiles.get((h, w))
+        if chosen is None or chosen[0] < n:
             tile = choose_tile(self.model, h, w, n, device=self.device, fp16=self.fp16)
             if tile:
                 log.info("%dx%d frames do not fit in memory whole: running the model on %d px tiles", w, h, tile)
-            self._auto_tiles[key] = tile
-        return self._auto_tiles[key]
+            chosen = self._auto_tiles[(h, w)] = (n, tile)
+        return chosen[1]
 
     def _run_strips(self, frames: torch.Tensor, strength: torch.Tensor | None = None) -> torch.Tensor:
         n, h, w, _ = frames.shape

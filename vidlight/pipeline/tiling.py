@@ -124,10 +124,12 @@ def tiled_forward(model: nn.Module, x: torch.Tensor, tile: int, overlap: int = D
 
 
 def available_memory(device: torch.device) -> int:
-    """Bytes free for this process on ``device``: CUDA's free memory, or on the CPU the
-    kernel's MemAvailable, capped by a cgroup (container) limit when there is one."""
+    """Bytes free for this process on ``device``: CUDA's free memory plus what PyTorch's caching
+    allocator holds reserved but unused (free to this process, not to the driver), or on the CPU
+    the kernel's MemAvailable, capped by a cgroup (container) limit when there is one."""
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return torch.cuda.mem_get_info(device)[0] + cached
     free = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
