@@ -44,3 +44,12 @@ def test_bench_times_the_pipeline_as_process_runs_it(monkeypatch):
                                        "--no-smooth", "--strength", "1"])
     assert result.exit_code == 0, result.output
     assert calls[0]["smooth"] is False and calls[0]["strength"] == 1.0
+
+
+def test_bench_shows_where_the_time_goes():
+    result = CliRunner().invoke(main, ["bench", str(SAMPLE), "--height", "72", "--frames", "8", "--repeat", "1"])
+    assert result.exit_code == 0, result.output
+    lines = {line.strip().split("  ")[0]: line for line in result.output.splitlines() if "CPU-ms/frame" in line}
+    for stage in ("decode", "colour conversion", "model", "temporal stage", "encode"):
+        assert stage in lines and "% of wall" in lines[stage], result.output
+    assert any(line.strip().startswith("FFmpeg codec threads") for line in result.output.splitlines())

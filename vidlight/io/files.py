@@ -20,6 +20,7 @@ import numpy as np
 from av.video.reformatter import ColorRange, Colorspace
 
 from vidlight.errors import MediaError
+from vidlight.pipeline.stages import CONVERT_IN, CONVERT_OUT, timed
 
 log = logging.getLogger("vidlight")
 
@@ -74,13 +75,14 @@ def output_color_range(tag: int) -> int:
 def frame_to_rgb(frame: av.VideoFrame, info: VideoInfo) -> np.ndarray:
     """RGB samples of ``frame`` (uint8, or uint16 above 8 bits) with ``info``'s matrix and range:
     the one YUV -> RGB conversion of every source."""
-    return frame.to_ndarray(
-        format="rgb48le" if info.bit_depth > 8 else "rgb24",
-        src_colorspace=info.matrix,
-        src_color_range=info.color_range,
-        dst_color_range=ColorRange.JPEG,
-        threads=1,  # the pipeline runs stages in parallel; swscale's own threads only contend
-    )
+    with timed(CONVERT_IN):
+        return frame.to_ndarray(
+            format="rgb48le" if info.bit_depth > 8 else "rgb24",
+            src_colorspace=info.matrix,
+            src_color_range=info.color_range,
+            dst_color_range=ColorRange.JPEG,
+            threads=1,  # the pipeline runs stages in parallel; swscale's own threads only contend
+        )
 
 
 def _bit_depth(stream: av.video.stream.VideoStream) -> int:
@@ -298,15 +300,16 @@ class FileSink:
                 log.warning("frame size changed mid-stream to %dx%d: scaling to %dx%d", w, h, self.width, self.height)
                 self._warned_resize = True
             size = {"width": self.width, "height": self.height}
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb48le" if rgb.dtype == np.uint16 else "rgb24")
-        frame = frame.reformat(
-            **(size or {}),
-            format=self.pix_fmt,
-            src_color_range=ColorRange.JPEG,
-            dst_colorspace=self.info.matrix,
-            dst_color_range=self.info.color_range,
-            threads=1,
-        )
+        with timed(CONVERT_OUT):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb48le" if rgb.dtype == np.uint16 else "rgb24")
+            frame = frame.reformat(
+                **(size or {}),
+                format=self.pix_fmt,
+                src_color_range=ColorRange.JPEG,
+                dst_colorspace=self.info.matrix,
+                dst_color_range=self.info.color_range,
+                threads=1,
+            )
         if pts is None or (self._last_pts is not None and pts <= self._last_pts):
             pts = 0 if self._last_pts is None else self._last_pts + 1  # encoders need increasing pts
         frame.pts, frame.time_base = pts, self.info.time_base

@@ -22,6 +22,7 @@ from torch import nn
 from vidlight.models.strength import apply_strength, strength_phases, terms_of
 from vidlight.pipeline.exposure import ExposureControl, preview_size, preview_stats
 from vidlight.pipeline.temporal import StatisticsSmoother
+from vidlight.pipeline.stages import MODEL_WORKERS, timed
 from vidlight.pipeline.tiling import DEFAULT_OVERLAP, choose_tile, tiled_forward
 
 log = logging.getLogger("vidlight")
@@ -225,11 +226,15 @@ class FrameEnhancer:
             with torch.inference_mode():
                 out[:, y0:y1] = self._run(frames[:, a:b], strength)[:, y0 - a : y1 - a]
 
+        def pooled_strip(y0: int) -> None:
+            with timed(MODEL_WORKERS):  # the caller's thread waits meanwhile: its time is not this
+                strip(y0)
+
         if self._pool is None:
             for y0 in range(0, h, rows):
                 strip(y0)
         else:
-            list(self._pool.map(strip, range(0, h, rows)))
+            list(self._pool.map(pooled_strip, range(0, h, rows)))
         return out
 
     @torch.inference_mode()

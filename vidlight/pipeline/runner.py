@@ -29,6 +29,7 @@ from vidlight.io.live import Reconnected, classify, open_source, redact
 from vidlight.io.sinks import classify_sink, open_sink, parse_duration
 from vidlight.models import load_model
 from vidlight.pipeline.queues import LatestFrameQueue
+from vidlight.pipeline.stages import MODEL, SINK, SOURCE, TEMPORAL, timed
 from vidlight.pipeline.enhancer import FrameEnhancer, resolve_device, single_threaded_torch
 from vidlight.pipeline.exposure import parse_strength
 from vidlight.pipeline.temporal import DEFAULT_TIME_CONSTANT, TemporalSmoother
@@ -141,8 +142,13 @@ def _read(source, q, stop: threading.Event, max_frames: int | None, notify=None,
     after each item (a consumer watching several queues)."""
     frames = 0
     first: float | None = None
+    items = iter(source)
     try:
-        for item in source:
+        while True:
+            with timed(SOURCE):
+                item = next(items, _END)
+            if item is _END:
+                break
             if stop.is_set():
                 return
             if isinstance(item, Frame):
@@ -176,7 +182,8 @@ def _write(sink, q: queue.Queue, errors: list, bar, latencies: Latencies) -> Non
         frames, tags, packets = item
         try:
             for rgb, (p, received) in zip(frames, tags):
-                sink.write(rgb, p)
+                with timed(SINK):
+                    sink.write(rgb, p)
                 if received is not None:
                     latencies.add(time.monotonic() - received)
             for packet in packets:
@@ -420,19 +427,22 @@ def enhance_batch(
     """
     out: list[np.ndarray] = []
     if frames:
-        cuts = smoother.scan(frames) if smoother is not None else []
+        with timed(TEMPORAL):
+            cuts = smoother.scan(frames) if smoother is not None else []
         start = 0
         for cut in [*cuts, len(frames)]:
             if cut > start:
-                out += list(enhancer(frames[start:cut], seconds[start:cut]))
+                with timed(MODEL):
+                    out += list(enhancer(frames[start:cut], seconds[start:cut]))
             if cut < len(frames):
                 enhancer.reset()
             start = cut
     if smoother is None:
         return out, list(tags)
-    done = smoother.push(frames, out, seconds, tags) if frames else []
-    if end:
-        done += smoother.flush()
+    with timed(TEMPORAL):
+        done = smoother.push(frames, out, seconds, tags) if frames else []
+        if end:
+            done += smoother.flush()
     return [f for f, _ in done], [t for _, t in done]
 
 
