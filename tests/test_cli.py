@@ -287,3 +287,11 @@ def test_ctrl_c_exits_130_and_keeps_finished_frames(tmp_path: Path, monkeypatch:
     assert "interrupted" in line and "4 frames" in line
     assert len(read_video(out).frames) == 4
     assert no_partial(out)
+
+
+def test_python_dash_m_runs_the_command_line():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "vidlight", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("Usage: vidlight ")
