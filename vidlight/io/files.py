@@ -17,7 +17,7 @@ from typing import Iterator
 
 import av
 import numpy as np
-from av.video.reformatter import ColorRange, Colorspace
+from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
 from vidlight.errors import MediaError
 from vidlight.pipeline.stages import CONVERT_IN, CONVERT_OUT, timed
@@ -72,6 +72,14 @@ def output_color_range(tag: int) -> int:
     return tag if tag in (int(ColorRange.MPEG), int(ColorRange.JPEG)) else int(ColorRange.MPEG)
 
 
+# swscale's default YUV 4:2:0 -> RGB path truncates: it reads natural pictures about 1 level
+# dark (R -0.9, G -1.3, B -0.9 on 8 bits; -2 on 16), a green deficit that a method brightening
+# a near-black frame 5x turns into a visible magenta cast. Rounded arithmetic with the chroma
+# taken at full horizontal resolution is unbiased (within 0.02) for about 5 ms per 1080p frame.
+# (Nearest chroma, as before: swscale's bilinear variant corrupts rgb48 output.)
+TO_RGB = Interpolation.POINT | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
+
+
 def frame_to_rgb(frame: av.VideoFrame, info: VideoInfo) -> np.ndarray:
     """RGB samples of ``frame`` (uint8, or uint16 above 8 bits) with ``info``'s matrix and range:
     the one YUV -> RGB conversion of every source."""
@@ -81,6 +89,7 @@ def frame_to_rgb(frame: av.VideoFrame, info: VideoInfo) -> np.ndarray:
             src_colorspace=info.matrix,
             src_color_range=info.color_range,
             dst_color_range=ColorRange.JPEG,
+            interpolation=TO_RGB,
             threads=1,  # the pipeline runs stages in parallel; swscale's own threads only contend
         )
 
