@@ -316,9 +316,33 @@ def test_hysteresis_keeps_samples_within_a_step_of_the_exact_values() -> None:
         GainSmoother(hysteresis=1.0)
 
 
+def test_gain_onto_8_bits_equals_the_textbook_rule() -> None:
+    """apply_gain's integer path (one scalar gain, 8-bit output) against the rule written out in
+    float64: keep the previous value where the exact one is within the hysteresis of it and the
+    scene is still, else round; with saturated samples, and a still mask of one value per pixel
+    or per sample."""
+    rng = np.random.default_rng(11)
+    out16 = rng.integers(0, 65536, (40, 56, 3), dtype=np.uint16)
+    out16[:4] = 65535  # saturated rows
+    gain = 1.0017
+    exact = np.clip(out16.astype(np.float64) / 257 * gain, 0, 255)
+    last = np.clip(np.rint(exact) + rng.integers(-2, 3, out16.shape), 0, 255).astype(np.uint8)
+    still = np.where(rng.uniform(size=(40, 56)) < 0.7, 255, 0).astype(np.uint8)
+    for h, mask in [(0.9, None), (0.9, still), (0.6, np.repeat(still[..., None], 3, 2)), (0.0, None)]:
+        got = apply_gain(out16, np.array(gain, dtype=np.float32), np.dtype(np.uint8), last, h, None, mask)
+        keep = np.abs(exact - last) < h
+        if mask is not None:
+            keep &= (mask if mask.ndim == 3 else mask[..., None]) > 0
+        want = np.where(keep, last, np.rint(exact)).astype(np.uint8)
+        # Only an exact value within float32 rounding of a boundary may go either way.
+        edge = (h > 0) & np.isclose(np.abs(exact - last), h, atol=1e-4) | np.isclose(exact % 1, 0.5, atol=1e-4)
+        assert np.array_equal(got[~edge], want[~edge]), h
+        assert edge.mean() < 0.01
+
+
 def test_a_brightening_scene_is_followed_through_the_hysteresis() -> None:
     """A scene brightening by 0.2 % per frame, a fixed-gain model: the smoothed output's mean
-    rises every frame and ends less than the hysteresis (0.9 step) short of where the ramp
+    rises every frame after the first and ends less than the hysteresis (0.9 step) short of where the ramp
     does: a pixel lags a steady ramp by less than a step, never more."""
     n = 40
     scene = texture(96, 64, 4) * 0.8
@@ -328,7 +352,9 @@ def test_a_brightening_scene_is_followed_through_the_hysteresis() -> None:
     out, smoother = smoothed(inputs, outputs)
     assert smoother.smoother.hysteresis == 0.9
     means = np.array([o.mean() for o in out])
-    assert np.all(np.diff(means) > 0)
+    # The first 0.2 % step (at most 0.4 of a step) may be held everywhere; from then on the
+    # mean rises every frame.
+    assert means[1] >= means[0] and np.all(np.diff(means)[1:] > 0)
     assert abs(means[-1] - means[0] * ramp[-1]) < 0.9
 
 
