@@ -131,3 +131,43 @@ def test_any_frame_size(npz_paths: dict[str, Path], size: tuple[int, int]) -> No
         out = model(x)
     assert out.shape == x.shape
     assert torch.isfinite(out).all() and 0 <= float(out.min()) and float(out.max()) <= 1
+
+
+@pytest.mark.parametrize("case", ["random", "dark", "two-levels", "one-level", "gap-at-zero"])
+def test_equalize_hist_is_opencvs(case: str) -> None:
+    """The preprocessing's histogram equalisation (torch, on the frames' device) against
+    cv2.equalizeHist, plane by plane."""
+    import cv2
+
+    from vidlight.models.llflow import equalize_hist
+
+    rng = np.random.default_rng(4)
+    planes = {
+        "random": rng.integers(0, 256, (2, 3, 37, 41)),
+        "dark": rng.integers(0, 256, (2, 3, 37, 41)) // 16,
+        "two-levels": rng.choice([7, 200], (2, 3, 37, 41)),
+        "one-level": np.full((2, 3, 37, 41), 93),
+        "gap-at-zero": rng.integers(120, 131, (2, 3, 37, 41)),
+    }[case].astype(np.uint8)
+    got = equalize_hist(torch.from_numpy(planes)).numpy()
+    want = np.stack([[cv2.equalizeHist(np.ascontiguousarray(c)) for c in frame] for frame in planes])
+    assert np.array_equal(got, want)
+
+
+def test_padding_wider_than_the_frame_mirrors_again() -> None:
+    """A 5 x 3 frame padded to 16 x 16: cv2.copyMakeBorder(BORDER_REFLECT) applied until the pads
+    are done, as the official code pads, reproduced by the preprocessing's index arithmetic."""
+    import cv2
+
+    frame = np.random.default_rng(8).integers(0, 256, (5, 3, 3)).astype(np.uint8)
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
+    netin, (top, bottom, left, right) = LLFlow.preprocess(x)
+    want, pads = frame, [top, bottom, left, right]
+    while any(pads):
+        h, w = want.shape[:2]
+        step = [min(pads[0], h), min(pads[1], h), min(pads[2], w), min(pads[3], w)]
+        want = cv2.copyMakeBorder(want, *step, cv2.BORDER_REFLECT)
+        pads = [a - b for a, b in zip(pads, step)]
+    got = torch.exp(netin[0, :3]) - 1e-3  # the log channels give the padded frame back
+    assert want.shape[:2] == (16, 16)
+    assert np.abs(got.permute(1, 2, 0).numpy() * 255 - want).max() < 0.01

@@ -36,6 +36,7 @@ archive, so there is no catalogue default.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Mapping
 
@@ -259,9 +260,26 @@ def _gaussian_kernel(sigma: float, truncate: float) -> torch.Tensor:
     return phi / phi.sum()
 
 
+@functools.lru_cache(maxsize=16)
+def _constant(name: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The method's constant tensors, made once per device and dtype (not copied to the device
+    at every call): ``gray`` (1 x 3 x 1 x 1 weights) and ``gauss`` (the blur's 1-D kernel)."""
+    if name == "gray":
+        return torch.tensor(GRAY_WEIGHTS, dtype=dtype, device=device).view(1, 3, 1, 1)
+    return _gaussian_kernel(GAUSS_SIGMA, GAUSS_TRUNCATE).to(dtype).to(device)
+
+
+def gray_of(rgb: torch.Tensor) -> torch.Tensor:
+    """``skimage.color.rgb2gray`` of N x 3 x H x W: N x 1 x H x W."""
+    return (rgb * _constant("gray", rgb.device, rgb.dtype)).sum(dim=1, keepdim=True)
+
+
 def gaussian_blur(gray: torch.Tensor, sigma: float = GAUSS_SIGMA, truncate: float = GAUSS_TRUNCATE) -> torch.Tensor:
     """``skimage.filters.gaussian(gray, sigma)`` on N x 1 x H x W: separable, edge-replicated."""
-    kernel = _gaussian_kernel(sigma, truncate).to(gray.dtype).to(gray.device)
+    if (sigma, truncate) == (GAUSS_SIGMA, GAUSS_TRUNCATE):
+        kernel = _constant("gauss", gray.device, gray.dtype)
+    else:
+        kernel = _gaussian_kernel(sigma, truncate).to(gray.dtype).to(gray.device)
     radius = kernel.numel() // 2
     out = F.pad(gray, (0, 0, radius, radius), mode="replicate")
     out = F.conv2d(out, kernel.view(1, 1, -1, 1))  # axis 0 (rows) first, as scipy
@@ -305,8 +323,7 @@ class KinD(IlluminationStrength, nn.Module):
         reflectance, illumination = self.decom(innorm)
         restored = self.restore(reflectance, illumination)
         adjusted = self.adjust(illumination, self.ratio)
-        coeffs = torch.tensor(GRAY_WEIGHTS, dtype=innorm.dtype, device=innorm.device).view(1, 3, 1, 1)
-        gray = (reflectance * coeffs).sum(dim=1, keepdim=True)
+        gray = gray_of(reflectance)
         grayw = torch.clamp(torch.sqrt(gaussian_blur(gray) * 2), max=1.0)
         denoised = restored * grayw
         fusion4 = denoised * adjusted

@@ -51,11 +51,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidlight.models.kind import (
-    GRAY_WEIGHTS,
     DecomNet,
     IlluminationAdjustNet,
     IlluminationStrength,
     gaussian_blur,
+    gray_of,
     illumination_gain,
     normalise,
     tf_to_torch_layout,
@@ -226,8 +226,7 @@ class KinDPlus(IlluminationStrength, nn.Module):
         """:meth:`stages` from the normalised frame on (all local: tiles may run it)."""
         reflectance, illumination = self.decom(innorm)
         restored = self.restore(reflectance, illumination)
-        coeffs = torch.tensor(GRAY_WEIGHTS, dtype=innorm.dtype, device=innorm.device).view(1, 3, 1, 1)
-        gray = (reflectance * coeffs).sum(dim=1, keepdim=True)
+        gray = gray_of(reflectance)
         grayw = torch.clamp(torch.sqrt(gaussian_blur(gray) * 2), max=1.0)
         denoised = restored * grayw
         out = {

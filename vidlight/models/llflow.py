@@ -38,8 +38,6 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -230,12 +228,20 @@ class FlowStep(nn.Module):
         if cond_channels is not None:
             self.affine = CondAffine(channels, cond_channels)
 
+    def _inverse(self, z: torch.Tensor) -> torch.Tensor:
+        """The 1x1 convolution's inverse as a kernel for ``z``, computed once per weight
+        version, dtype and device (not at every call: a matrix inverse and a host sync)."""
+        w = self.invconv.weight
+        key = (w.data_ptr(), w._version, w.device, z.dtype)
+        if getattr(self, "_inverse_key", None) != key:
+            inv = torch.inverse(w.detach().double()).float().to(z.dtype)
+            self._inverse_kernel, self._inverse_key = inv.view(w.shape[0], w.shape[1], 1, 1), key
+        return self._inverse_kernel
+
     def reverse(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "affine"):
             z = self.affine.reverse(z, cond)
-        w = self.invconv.weight
-        inv = torch.inverse(w.double()).float().to(z.dtype).view(w.shape[0], w.shape[1], 1, 1)
-        z = F.conv2d(z, inv)
+        z = F.conv2d(z, self._inverse(z))
         return self.actnorm.reverse(z)
 
 
@@ -289,14 +295,32 @@ def _pad_amounts(size: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def _reflect(img: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
-    """``cv2.copyMakeBorder(BORDER_REFLECT)``, repeated where a pad exceeds the side."""
-    while top or bottom or left or right:
-        h, w = img.shape[:2]
-        step = (min(top, h), min(bottom, h), min(left, w), min(right, w))
-        img = cv2.copyMakeBorder(img, *step, cv2.BORDER_REFLECT)
-        top, bottom, left, right = (a - b for a, b in zip((top, bottom, left, right), step))
-    return img
+def _mirrored(size: int, before: int, after: int, device: torch.device) -> torch.Tensor:
+    """Source indices of ``cv2.copyMakeBorder(BORDER_REFLECT)`` along one axis (edge sample
+    repeated: ``cba|abc|cba``), applied again while a pad exceeds the side, as the official
+    padding does: the mirror image repeats with a period of twice the side."""
+    q = torch.arange(-before, size + after, device=device) % (2 * size)
+    return torch.where(q < size, q, 2 * size - 1 - q)
+
+
+def equalize_hist(images: torch.Tensor) -> torch.Tensor:
+    """``cv2.equalizeHist`` of each plane of a uint8 ... x H x W tensor, on its device.
+
+    OpenCV's rule: with ``h`` the histogram and ``i0`` the lowest level present, level ``i``
+    maps to ``round(sum(h[i0 + 1 .. i]) * (255 / (H W - h[i0])))`` (float32 product, rounded
+    half to even), ``i0`` to 0; a plane of one level keeps it."""
+    planes = images.reshape(-1, images.shape[-2] * images.shape[-1])
+    rows, total = planes.shape
+    offsets = torch.arange(rows, device=images.device).view(-1, 1) * 256
+    hist = torch.bincount((planes.long() + offsets).flatten(), minlength=rows * 256).view(rows, 256)
+    first = (hist > 0).to(torch.uint8).argmax(dim=1, keepdim=True)  # i0
+    at_first = hist.gather(1, first)
+    cumulative = hist.cumsum(dim=1)
+    above = cumulative - cumulative.gather(1, first)  # sum over i0 + 1 .. i
+    scale = torch.tensor(255.0, device=images.device) / (total - at_first).clamp(min=1).float()
+    lut = torch.round(above.float() * scale).clamp_(0, 255).to(torch.uint8)
+    lut = torch.where(at_first == total, first.to(torch.uint8).expand(-1, 256), lut)
+    return lut.gather(1, planes.long()).view(images.shape)
 
 
 class LLFlow(nn.Module):
@@ -319,15 +343,14 @@ class LLFlow(nn.Module):
         h, w = x.shape[2], x.shape[3]
         top, bottom = _pad_amounts(h)
         left, right = _pad_amounts(w)
-        frames = (x.detach().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        out = []
-        for frame in frames:
-            padded = _reflect(np.ascontiguousarray(frame), top, bottom, left, right)
-            he = np.stack([cv2.equalizeHist(np.ascontiguousarray(padded[..., c])) for c in range(3)], axis=-1)
-            lin = torch.from_numpy(padded).permute(2, 0, 1).float() / 255.0
-            log = torch.log(torch.clamp(lin + 1e-3, min=1e-3))
-            out.append(torch.cat([log, torch.from_numpy(he).permute(2, 0, 1).float() / 255.0], dim=0))
-        return torch.stack(out).to(x.device, x.dtype), (top, bottom, left, right)
+        # On the frames' own device: no download and upload of the batch.
+        frames = (x.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8)
+        padded = frames.index_select(2, _mirrored(h, top, bottom, x.device))
+        padded = padded.index_select(3, _mirrored(w, left, right, x.device))
+        lin = padded.float() / 255.0
+        log = torch.log(torch.clamp(lin + 1e-3, min=1e-3))
+        netin = torch.cat([log, equalize_hist(padded).float() / 255.0], dim=1)
+        return netin.to(x.dtype), (top, bottom, left, right)
 
     def network(self, netin: torch.Tensor) -> dict[str, torch.Tensor]:
         """Official ``reverse_flow`` on the padded 6-channel input."""

@@ -265,10 +265,15 @@ def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tens
     sector = torch.remainder(whole, 6.0).long()  # h6 can round up to 6.0: sector 0
     tab = torch.stack((v, v * (1.0 - s), v * _fma(-s, f, 1.0), v * _fma(-s, 1.0 - f, 1.0)))
     channels = []
-    for table in (_SECTOR_R, _SECTOR_G, _SECTOR_B):
-        index = torch.tensor(table, device=h.device)[sector]
-        channels.append(tab.gather(0, index[None])[0])
+    for table in _sector_tables(h.device):
+        channels.append(tab.gather(0, table[sector][None])[0])
     return torch.stack(channels)
+
+
+@functools.lru_cache(maxsize=8)
+def _sector_tables(device: torch.device) -> torch.Tensor:
+    """_SECTOR_R, _SECTOR_G, _SECTOR_B as one 3 x 6 tensor, made once per device."""
+    return torch.tensor((_SECTOR_R, _SECTOR_G, _SECTOR_B), device=device)
 
 
 def _powf(x: torch.Tensor, exponent: float) -> torch.Tensor:

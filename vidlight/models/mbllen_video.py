@@ -125,6 +125,9 @@ class MBLLENVideo(nn.Module):
 
     clip_length = 8
     clip_context = 2
+    # fp32 activations at the peak per input pixel of each frame (measured 2430 by
+    # tests/test_tiling.py): --tile auto tiles a clip where memory is short.
+    peak_bytes_per_pixel = 3600
 
     def __init__(self, stages: int = STAGES, features: int = FEATURES, em_widths: tuple[int, int, int] = EM_WIDTHS) -> None:
         super().__init__()

@@ -107,6 +107,10 @@ class ZeroDCE(nn.Module):
     """Zero-DCE: 8 per-iteration RGB curve maps (24 channels) at full resolution."""
 
     receptive_halo = 7  # rows of context each output row needs: seven 3x3 convolutions
+    # fp32 activations at the peak per input pixel (measured 1730 by tests/test_tiling.py): the
+    # 32-channel features and the 24 curve maps at full resolution; a 1080p batch of 8 needs
+    # about 28 GB unchunked, so --tile auto tiles it where memory is short.
+    peak_bytes_per_pixel = 2600
 
     def __init__(self) -> None:
         super().__init__()

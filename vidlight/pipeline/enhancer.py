@@ -23,7 +23,8 @@ from vidlight.models.strength import apply_strength, strength_phases, terms_of
 from vidlight.pipeline.exposure import ExposureControl, preview_size, preview_stats
 from vidlight.pipeline.temporal import StatisticsSmoother
 from vidlight.pipeline.stages import MODEL_WORKERS, timed
-from vidlight.pipeline.tiling import DEFAULT_OVERLAP, choose_tile, tiled_forward
+from vidlight.errors import VidlightError
+from vidlight.pipeline.tiling import DEFAULT_OVERLAP, MIN_TILE, choose_tile, tiled_forward
 
 log = logging.getLogger("vidlight")
 
@@ -34,8 +35,6 @@ _STRIP_PIXELS = 160_000
 def resolve_device(device: str | torch.device) -> torch.device:
     """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` as a device; :class:`VidlightError` for anything
     else (the pipeline has a CPU path and a CUDA path, nothing for other backends)."""
-    from vidlight.errors import VidlightError
-
     if str(device).strip().lower() == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -179,19 +178,46 @@ class FrameEnhancer:
         """uint8/uint16 N x H x W x 3 on the device -> enhanced, in :meth:`output_dtype`, at
         ``strength`` (one per frame; None: the official computation)."""
         x = to_model_input(frames, self.dtype)
-        tile = self._tile_for(x.shape)
-        if strength is None:
-            y = tiled_forward(self.model, x, tile, self.tile_overlap) if tile else self.model(x)
-        else:
-            if tile:
-                terms = tiled_forward(self.model, x, tile, self.tile_overlap, split=strength_phases(self.model))
-            else:
-                terms = terms_of(self.model, x)
-            y = apply_strength(self.model, x, terms, strength.to(self.device, self.dtype))
+        while True:
+            tile = self._tile_for(x.shape)
+            try:
+                y = self._forward(x, tile, strength)
+                break
+            except torch.cuda.OutOfMemoryError:
+                self._smaller_tiles(x.shape, tile)
         if self.output_dtype(frames.dtype) == torch.uint8:
             return y.float().clamp_(0.0, 1.0).mul_(255.0).add_(0.5).to(torch.uint8).permute(0, 2, 3, 1)
         y = y.float().clamp_(0.0, 1.0).mul_(65535.0).add_(0.5)
         return y.to(torch.int32).to(torch.uint16).permute(0, 2, 3, 1)
+
+    def _forward(self, x: torch.Tensor, tile: int | None, strength: torch.Tensor | None) -> torch.Tensor:
+        if strength is None:
+            return tiled_forward(self.model, x, tile, self.tile_overlap) if tile else self.model(x)
+        if tile:
+            terms = tiled_forward(self.model, x, tile, self.tile_overlap, split=strength_phases(self.model))
+        else:
+            terms = terms_of(self.model, x)
+        return apply_strength(self.model, x, terms, strength.to(self.device, self.dtype))
+
+    def _smaller_tiles(self, shape: torch.Size, tile: int | None) -> None:
+        """After running out of device memory with ``tile`` (None: whole frames): with ``--tile
+        auto``, halve the tiles for this frame size (the declared peak is an estimate, and other
+        processes take memory too); else, or below the smallest tile, a one-line error."""
+        n, _, h, w = tuple(shape)
+        what = f"{tile} px tiles" if tile else "whole frames"
+        if self.tile != "auto":
+            raise VidlightError(f"out of {self.device} memory running {n} frame(s) of {w}x{h} on {what}: "
+                                "use a smaller --tile (or --tile auto) or a smaller --batch-size")
+        multiple = getattr(self.model, "tile_multiple", 1)
+        side = (tile or max(h, w)) // 2 // multiple * multiple
+        if side < MIN_TILE:
+            raise VidlightError(f"out of {self.device} memory even on {what} ({n} frame(s) of {w}x{h}): "
+                                "use --batch-size 1, or --device cpu")
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        log.warning("out of %s memory on %d frame(s) of %dx%d with %s: running the model on %d px tiles",
+                    self.device, n, w, h, what, side)
+        self._auto_tiles[(h, w)] = (n, side)
 
     def output_dtype(self, input_dtype: torch.dtype) -> torch.dtype:
         """The dtype of enhanced frames for input of ``input_dtype`` (16 bits when keeping precision)."""
