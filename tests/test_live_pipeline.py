@@ -21,6 +21,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 
 from live_checks import WriteClock, assert_finalised, assert_three_live_seconds
 from media import gradient, write_video
@@ -153,6 +154,36 @@ def test_first_two_live_frames_are_a_frame_interval_apart(dark_clip: Path, tmp_p
     pts, _, _ = probe(output)
     gaps = np.diff(pts)
     assert gaps.min() > 0.5 / 30, f"frame gaps (s): {np.round(gaps, 5).tolist()}"
+
+
+class BatchRecorder(torch.nn.Module):
+    """Identity that records how many frames each call got, taking ``seconds`` per call."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        super().__init__()
+        self.seconds, self.sizes = seconds, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(x.shape[0])
+        time.sleep(self.seconds)
+        return x
+
+
+def test_live_frames_are_batched_only_as_far_as_the_model_is_behind(dark_clip: Path, tmp_path: Path) -> None:
+    """A 30 fps camera: a model that keeps up gets each frame as it arrives (no frame waits for
+    the ones after it to fill a batch); one that takes 0.15 s a call gets the 4 or 5 frames that
+    arrived meanwhile, up to the batch size."""
+    fast, slow = BatchRecorder(), BatchRecorder(seconds=0.15)
+    with RtspServer(cameras={"/cam": dark_clip}) as server:
+        for model in (fast, slow):
+            enhance_video(server.url("/cam"), tmp_path / "out.mp4", max_frames=30, overwrite=True, batch_size=4,
+                          strength=1, **{**RUN, "model": model})
+    def median(sizes: list[int]) -> int:
+        return sorted(sizes)[len(sizes) // 2]
+
+    # (The server sends its first frames in a burst; those fill batches either way.)
+    assert len(fast.sizes) >= 10 and median(fast.sizes) == 1, fast.sizes
+    assert max(slow.sizes) == 4 and median(slow.sizes[2:]) == 4, slow.sizes
 
 
 def outage_script(writes: "WriteClock", *, frames_before: int, down, up, seconds: float,

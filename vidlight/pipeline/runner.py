@@ -595,7 +595,9 @@ def _run(
                     break
                 if intake.ending:
                     break
-                if len(intake.frames) == batch_size:
+                # A file fills whole batches. A live source batches only as far as the model is
+                # behind: what has arrived goes now, so a frame never waits for later ones.
+                if len(intake.frames) == batch_size or (live and decoded.qsize() == 0):
                     flush()
                 if errors:
                     break
