@@ -143,8 +143,8 @@ class _Recording:
     def __init__(self, enhancer: FrameEnhancer) -> None:
         self.enhancer, self.strengths = enhancer, []
 
-    def __call__(self, frames, seconds):
-        out = self.enhancer(frames, seconds)
+    def __call__(self, frames, seconds, **options):
+        out = self.enhancer(frames, seconds, **options)
         self.strengths += self.enhancer.last_strengths
         return out
 

@@ -98,7 +98,7 @@ def make_clip(source: Path, dest: Path, height: int, max_frames: int | None) -> 
 class _NoModel:
     """Stands in for the enhancer to measure the pipeline's I/O alone."""
 
-    def __call__(self, frames, seconds=None):
+    def __call__(self, frames, seconds=None, **options):
         return frames
 
     def reset(self) -> None:

@@ -265,7 +265,7 @@ class FrameEnhancer:
 
     @torch.inference_mode()
     def __call__(self, frames: list[np.ndarray] | np.ndarray, seconds: Sequence[float | None] | None = None,
-                 *, statistics=None, exposure=None) -> np.ndarray:
+                 *, statistics=None, exposure=None, reduced: Sequence[np.ndarray] | None = None) -> np.ndarray:
         """Enhance consecutive frames (uint8/uint16 H x W x 3); ``seconds``: their timestamps,
         for the models whose per-frame statistics are averaged over time and for the automatic
         strength's average.
@@ -274,14 +274,16 @@ class FrameEnhancer:
         enhancer's own (called as ``statistics(key, index_in_batch, value)``; the many-stream
         server routes each frame of a mixed batch to its stream's averages). ``exposure``:
         likewise, what chooses each frame's strength with ``strength="auto"``
-        (``exposure(index_in_batch, preview_stats)``).
+        (``exposure(index_in_batch, preview_stats)``). ``reduced``: smaller copies of the
+        frames already made (the temporal stage's block means), which that strength's preview
+        is made from instead of the frames where they are at least the preview's size.
         """
         if seconds is None:
             seconds = [None] * len(frames)
         if self.exposure is not None and exposure is None:
             self.exposure.begin(seconds)
             exposure = self.exposure
-        strength = self._strengths(frames, exposure)
+        strength = self._strengths(frames, exposure, reduced)
         if statistics is None:
             if self.statistics is None:
                 return self._enhance(frames, strength)
@@ -294,10 +296,11 @@ class FrameEnhancer:
         finally:
             self.model.statistics_smoother = None
 
-    def _strengths(self, frames: list[np.ndarray] | np.ndarray, exposure) -> torch.Tensor | None:
+    def _strengths(self, frames: list[np.ndarray] | np.ndarray, exposure,
+                   reduced: Sequence[np.ndarray] | None = None) -> torch.Tensor | None:
         """Each frame's strength (None: all 1, the official computation as it is)."""
         if self.strength == "auto":
-            chosen = [exposure(n, stats) for n, stats in enumerate(self._preview(frames))]
+            chosen = [exposure(n, stats) for n, stats in enumerate(self._preview(frames, reduced))]
         else:
             chosen = [self.strength] * len(frames)
         self.last_strengths = chosen
@@ -305,12 +308,14 @@ class FrameEnhancer:
             return None
         return torch.tensor(chosen, dtype=torch.float32)
 
-    def _preview(self, frames: list[np.ndarray] | np.ndarray):
+    def _preview(self, frames: list[np.ndarray] | np.ndarray, reduced: Sequence[np.ndarray] | None = None):
         """The frames' small copies through the model, measured at every grid strength."""
         h, w = frames[0].shape[:2]
         ph, pw = preview_size(h, w)
         peak = 255.0 if frames[0].dtype == np.uint8 else 65535.0
-        small = np.stack([cv2.resize(f, (pw, ph), interpolation=cv2.INTER_AREA) if (ph, pw) != (h, w) else f
+        if reduced is not None and len(reduced) == len(frames) and reduced[0].shape[1] >= pw:
+            frames = reduced  # the same area averages from a quarter of the samples
+        small = np.stack([cv2.resize(f, (pw, ph), interpolation=cv2.INTER_AREA) if f.shape[:2] != (ph, pw) else f
                           for f in frames])
         x = torch.from_numpy(small.astype(np.float32) * np.float32(1 / peak)).permute(0, 3, 1, 2)
         return preview_stats(self.model, x.to(self.device, self.dtype))

@@ -428,12 +428,14 @@ def enhance_batch(
     out: list[np.ndarray] = []
     if frames:
         with timed(TEMPORAL):
-            cuts = smoother.scan(frames) if smoother is not None else []
+            reduced = smoother.reduce(frames) if smoother is not None else None
+            cuts = smoother.scan(frames, reduced) if smoother is not None else []
         start = 0
         for cut in [*cuts, len(frames)]:
             if cut > start:
                 with timed(MODEL):
-                    out += list(enhancer(frames[start:cut], seconds[start:cut]))
+                    out += list(enhancer(frames[start:cut], seconds[start:cut],
+                                         reduced=reduced[start:cut] if reduced is not None else None))
             if cut < len(frames):
                 enhancer.reset()
             start = cut

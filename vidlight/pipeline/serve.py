@@ -416,21 +416,23 @@ def _run_model(enhancer: FrameEnhancer, waiting: list[_Live], clip_model: bool, 
     groups: dict[tuple, list[tuple[_Live, list, list, list, list[int]]]] = {}
     for s in waiting:
         frames, seconds, tags = s.take()
-        cuts = s.smoother.scan(frames)
-        groups.setdefault((frames[0].shape, frames[0].dtype), []).append((s, frames, seconds, tags, cuts))
+        reduced = s.smoother.reduce(frames)
+        cuts = s.smoother.scan(frames, reduced)
+        groups.setdefault((frames[0].shape, frames[0].dtype), []).append((s, frames, seconds, tags, cuts, reduced))
     for parts in groups.values():
         routes = _Routes()
-        batch = []
-        for s, frames, seconds, _, cuts in parts:
+        batch, small = [], []
+        for s, frames, seconds, _, cuts, reduced in parts:
             routes.add(s, seconds, cuts)
             batch += frames
+            small = small + reduced if small is not None and reduced is not None else None
         out = enhancer(batch, statistics=routes.statistics if enhancer.averages_statistics else None,
-                       exposure=routes.exposure if enhancer.exposure is not None else None)
+                       exposure=routes.exposure if enhancer.exposure is not None else None, reduced=small)
         report.model_calls += 1
         report.frames += len(batch)
         report.mixed_calls += len(parts) > 1
         start = 0
-        for s, frames, seconds, tags, _ in parts:
+        for s, frames, seconds, tags, *_ in parts:
             mine = list(out[start:start + len(frames)])
             start += len(frames)
             s.hand_over(s.smoother.push(frames, mine, seconds, tags), end=False)

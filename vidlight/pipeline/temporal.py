@@ -558,23 +558,32 @@ class TemporalSmoother:
             self.detector.reset()
         return done
 
-    def scan(self, inputs: Sequence[np.ndarray]) -> list[int]:
+    def reduce(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray] | None:
+        """The block means of ``inputs`` (:func:`block_means`), the one full-resolution pass the
+        stage makes over each input frame; None when smoothing is off. Pass them to
+        :meth:`scan`, and to whatever else wants a small copy of the frames (the automatic
+        strength's preview)."""
+        return [block_means(f) for f in inputs] if self.enabled else None
+
+    def scan(self, inputs: Sequence[np.ndarray], reduced: Sequence[np.ndarray] | None = None) -> list[int]:
         """Run the cut detector on the next input frames (before the model sees them).
 
         Returns the positions in ``inputs`` where a new scene starts; :meth:`push` uses the
-        same decisions when these frames arrive.
+        same decisions (and ``reduced``, the frames' :meth:`reduce`, made here if not given)
+        when these frames arrive.
         """
-        if self.detector is None:
-            return []
-        scanned = [self._observe(frame) for frame in inputs]
+        if reduced is None:
+            reduced = self.reduce(inputs) or [None] * len(inputs)
+        scanned = [self._observe(frame, blocks) for frame, blocks in zip(inputs, reduced)]
         self._scanned.extend(scanned)
         return [n for n, (cut, _) in enumerate(scanned) if cut]
 
-    def _observe(self, frame: np.ndarray) -> tuple[bool, np.ndarray | None]:
-        """Whether ``frame`` starts a new scene, and its block means for the smoother (None when
-        smoothing is off): the detector measures those rather than the frame when they are
-        wide enough, so the frame is read once."""
-        blocks = block_means(frame) if self.enabled else None
+    def _observe(self, frame: np.ndarray, blocks: np.ndarray | None) -> tuple[bool, np.ndarray | None]:
+        """Whether ``frame`` starts a new scene, and its block means (None when smoothing is
+        off) for the smoother: the detector measures those rather than the frame when they
+        are wide enough, so the frame is read once."""
+        if self.detector is None:
+            return False, blocks
         small = blocks is not None and blocks.shape[1] >= self.detector.width
         return self.detector(blocks if small else frame), blocks
 
@@ -600,10 +609,8 @@ class TemporalSmoother:
         for source, output, p, tag in zip(inputs, outputs, pts, tags):
             if self._scanned:
                 cut, blocks = self._scanned.popleft()
-            elif self.detector is not None:
-                cut, blocks = self._observe(source)
             else:
-                cut, blocks = False, None
+                cut, blocks = self._observe(source, block_means(source))
             if cut:
                 ready += self.smoother.drain()
                 self.smoother.reset()
