@@ -125,11 +125,15 @@ class SCI(nn.Module):
         s = per_frame(strength, x).flatten().tolist()
         if all(v == 1.0 for v in s):
             return self.apply_illumination(x, illumination)
-        # One scalar power per frame: a third faster than a broadcast tensor exponent, and
-        # the frames at 1 keep the official division bit for bit.
+        # One scalar exponent per frame, as exp(s log L): a third of torch.pow's time for a
+        # float exponent on a CPU (SIMD exp and log; pow takes a scalar path), within a few
+        # ulps of it. Frames at 1 take L itself, so they keep the official division bit for bit.
         powered = torch.empty_like(illumination)
         for i, v in enumerate(s):
-            torch.pow(illumination[i], v, out=powered[i])
+            if v == 1.0:
+                powered[i].copy_(illumination[i])
+            else:
+                torch.log(illumination[i], out=powered[i]).mul_(v).exp_()
         return self.apply_illumination(x, powered)
 
 
