@@ -14,7 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner, Result
 
-from media import Identity, InterruptOn, mean_abs_diff, packet_payloads, read_video, simple_clip, stream_types
+from media import Identity, InterruptOn, packet_payloads, read_video, simple_clip, stream_types
 from vidlight.errors import WeightsError
 from vidlight.io.files import partial_path
 from vidlight.cli import main
@@ -260,18 +260,23 @@ def test_bad_strength_is_a_usage_error(tmp_path: Path, clip, value: str) -> None
 
 
 def test_strength_zero_passes_the_input_and_one_gives_the_method(tmp_path: Path, clip) -> None:
-    """SCI at --strength 0 is the input (codec loss only); at 1 it is much brighter."""
-    src = read_video(clip.path)
+    """SCI at --strength 0 is the input: losslessly coded, its Y, U and V planes come back
+    within the YUV -> RGB -> YUV round trip's rounding (0.39 levels; 0.77 with swscale's
+    truncating fast path); at 1 it is much brighter."""
+
+    def planes(path: Path) -> list[np.ndarray]:
+        with av.open(str(path)) as c:
+            return [f.to_ndarray().astype(np.float64) for f in c.decode(video=0)]
+
     means = {}
     for value in ("0", "1"):
         out = tmp_path / f"out{value}.mp4"
         result = invoke("process", clip.path, out, "--strength", value, "--no-smooth", "--no-progress",
                         "--preset", "ultrafast", "--crf", "0")
         assert result.exit_code == 0, result.output
-        frames = read_video(out).frames
-        means[value] = np.mean([f.mean() for f in frames])
+        means[value] = np.mean([f.mean() for f in read_video(out).frames])
         if value == "0":
-            assert max(mean_abs_diff(a, b) for a, b in zip(frames, src.frames)) < 1.5
+            assert max(np.abs(a - b).mean() for a, b in zip(planes(out), planes(clip.path))) < 0.5
     assert means["1"] > means["0"] + 20
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import vidlight
+from media import ROUNDED, SWS_MATRIX
 from vidlight.io.files import partial_path
 
 CLIPS = {
@@ -26,8 +27,13 @@ def _video(path: Path, limit: int | None = None) -> tuple[list[np.ndarray], list
         cc = s.codec_context
         tags = {"colorspace": cc.colorspace, "color_range": cc.color_range, "size": (cc.width, cc.height)}
         frames, times = [], []
+        # The stream's own matrix and range (untagged: BT.709 from 720 lines, as players assume),
+        # converted with rounding.
+        matrix = SWS_MATRIX.get(cc.colorspace, 1 if cc.height >= 720 else 5)
+        full = cc.color_range == 2
         for f in c.decode(s):
-            frames.append(f.to_ndarray(format="rgb24"))
+            frames.append(f.to_ndarray(format="rgb24", src_colorspace=matrix, src_color_range=2 if full else 1,
+                                       dst_color_range=2, interpolation=ROUNDED))
             times.append(float(f.pts * s.time_base))
             if limit and len(frames) == limit:
                 break

@@ -535,7 +535,9 @@ def _run(
 
     stop = stop_event or threading.Event()
     live = getattr(source, "live", False)
-    decoded = LatestFrameQueue(2 * batch_size) if latest_frame else queue.Queue(maxsize=2 * batch_size)
+    # A live camera's queue holds one batch: when the model falls behind, the oldest frames are
+    # dropped rather than delayed (two batches at 30 fps held frames for 267 ms).
+    decoded = LatestFrameQueue(batch_size) if latest_frame else queue.Queue(maxsize=2 * batch_size)
     encoded: queue.Queue = queue.Queue(maxsize=2)
     errors: list[BaseException] = []
     latencies = Latencies()
