@@ -7,6 +7,8 @@ file's own tags, using a mapping written here (independent of vidlight's).
 
 from __future__ import annotations
 
+import threading
+
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -226,14 +228,17 @@ class Identity(nn.Module):
 
 
 class InterruptOn(nn.Module):
-    """Identity that raises KeyboardInterrupt (as Ctrl-C would) on its ``n``-th call."""
+    """Identity that raises KeyboardInterrupt (as Ctrl-C would) on the call that would take it
+    past ``frames`` frames (the pipeline may split a batch over several calls)."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, frames: int) -> None:
         super().__init__()
-        self.n, self.calls = n, 0
+        self.frames, self.seen = frames, 0
+        self.lock = threading.Lock()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        if self.calls == self.n:
-            raise KeyboardInterrupt
+        with self.lock:
+            self.seen += x.shape[0]
+            if self.seen > self.frames:
+                raise KeyboardInterrupt
         return x

@@ -585,6 +585,48 @@ def test_strips_equal_whole_frame_result() -> None:
     assert len(seams) > 0 and set(seams) <= {39, 40, 79, 80, 119, 120, 159, 160}
 
 
+class ThreadRecorder(nn.Module):
+    """Doubles its input (a global model: no receptive_halo) and records each call's thread
+    and frame count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, int]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append((threading.current_thread().name, x.shape[0]))
+        return x * 2 - x.mean(dim=(1, 2, 3), keepdim=True)  # each frame on its own
+
+
+def test_global_models_run_a_share_of_the_batch_per_worker() -> None:
+    """Without strips, a model whose frames are independent runs whole frames on the CPU pool, a
+    share of the batch per worker, with the result of one call on the whole batch; a model that
+    averages statistics frame after frame (KinD, MBLLEN) is not split."""
+    frames = np.random.default_rng(5).integers(0, 200, (4, 24, 32, 3), dtype=np.uint8)
+    model = ThreadRecorder()
+    with torch.no_grad():
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() * (1.0 / 255)
+        whole = quantise(torch.cat([model(x[i:i + 1]) for i in range(4)]))
+    model.calls.clear()
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the pool takes torch's thread count
+    try:
+        enhancer = FrameEnhancer(model, device=torch.device("cpu"))
+    finally:
+        torch.set_num_threads(threads_before)
+    np.testing.assert_array_equal(enhancer(list(frames)), whole)
+    threads = {name for name, _ in model.calls}
+    assert len(threads) == enhancer.workers == 2 and all(name.startswith("vidlight-strip") for name in threads)
+    assert sorted(n for _, n in model.calls) == [2, 2]
+
+    class Ordered(ThreadRecorder):
+        statistics_smoother = None
+
+    ordered = Ordered()
+    FrameEnhancer(ordered, device=torch.device("cpu"))(list(frames))
+    assert ordered.calls == [(threading.current_thread().name, 4)]
+
+
 def test_strip_model_through_the_pipeline(tmp_path: Path) -> None:
     """A halo model on a clip big enough for strips gives the whole-frame result, seams included."""
     # 4 frames of 320 x 240 in one batch: strips of 160000 // (4 * 320) = 125 rows, so a seam at 125.
@@ -649,7 +691,7 @@ def test_ctrl_c_keeps_a_playable_file_with_the_finished_frames(tmp_path: Path, e
     out_path = tmp_path / f"out.{ext}"
     batch, n = 2, 3
     with pytest.raises(Interrupted, match=f"first {batch * (n - 1)} frames"):
-        run(clip.path, out_path, model=InterruptOn(n), batch_size=batch)
+        run(clip.path, out_path, model=InterruptOn(batch * (n - 1)), batch_size=batch)
     assert out_path.exists() and no_partial(out_path)
     out = read_video(out_path)  # decodes to the end
     assert len(out.frames) == batch * (n - 1)
@@ -664,7 +706,7 @@ def test_ctrl_c_before_any_frame_leaves_nothing(tmp_path: Path) -> None:
     clip = simple_clip(tmp_path / "in.mp4", n=6)
     out_path = tmp_path / "out.mp4"
     with pytest.raises(Interrupted):
-        run(clip.path, out_path, model=InterruptOn(1), batch_size=2)
+        run(clip.path, out_path, model=InterruptOn(0), batch_size=2)
     assert not out_path.exists() and no_partial(out_path)
 
 

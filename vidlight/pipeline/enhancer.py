@@ -137,8 +137,12 @@ class FrameEnhancer:
         self.last_strengths: list[float] = []  # the strength each frame of the last call got
         # CPU strips run on a pool of single-threaded workers (as many as torch's thread setting,
         # which OMP_NUM_THREADS controls) rather than on torch's OpenMP threads: an OpenMP
-        # barrier stalls whenever the encoder holds a core, a pool does not.
-        self.workers = torch.get_num_threads() if device.type == "cpu" and self.halo is not None else 0
+        # barrier stalls whenever the encoder holds a core, a pool does not. Models without a
+        # bounded receptive field run whole frames on it instead, a share of the batch per
+        # worker, when their frames are independent (no clip, no statistics averaged in order).
+        self.frame_parallel = self.halo is None and not self.clip_context and not self.averages_statistics
+        uses_pool = self.halo is not None or self.frame_parallel
+        self.workers = torch.get_num_threads() if device.type == "cpu" and uses_pool else 0
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="vidlight-strip") if self.workers > 1 else None
 
     def _buffer(self, key: str, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
@@ -242,6 +246,8 @@ class FrameEnhancer:
         rows = max(8, _STRIP_PIXELS // (n * w))
         if self.clip_context:
             return self._run_clip(frames, strength)
+        if self.halo is None and self._pool is not None and n > 1:
+            return self._run_frame_shares(frames, strength)
         if self.halo is None or rows >= h:
             return self._run(frames, strength)
         out = torch.empty(frames.shape, dtype=self.output_dtype(frames.dtype))
@@ -262,6 +268,16 @@ class FrameEnhancer:
         else:
             list(self._pool.map(pooled_strip, range(0, h, rows)))
         return out
+
+    def _run_frame_shares(self, frames: torch.Tensor, strength: torch.Tensor | None = None) -> torch.Tensor:
+        """A batch of independent frames split over the pool's workers, whole frames each."""
+        bounds = np.linspace(0, len(frames), min(len(frames), self.workers) + 1).round().astype(int)
+
+        def share(i: int, j: int) -> torch.Tensor:
+            with timed(MODEL_WORKERS), torch.inference_mode():
+                return self._run(frames[i:j], None if strength is None else strength[i:j])
+
+        return torch.cat(list(self._pool.map(share, bounds[:-1], bounds[1:])))
 
     @torch.inference_mode()
     def __call__(self, frames: list[np.ndarray] | np.ndarray, seconds: Sequence[float | None] | None = None,
