@@ -62,10 +62,13 @@ class BoxBlur(nn.Module):
 
 
 class FailOn(InterruptOn):
+    """Identity that raises RuntimeError on the call that would take it past ``frames`` frames."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        if self.calls == self.n:
-            raise RuntimeError("model exploded")
+        with self.lock:
+            self.seen += x.shape[0]
+            if self.seen > self.frames:
+                raise RuntimeError("model exploded")
         return x
 
 
@@ -714,7 +717,7 @@ def test_failure_part_way_leaves_nothing(tmp_path: Path) -> None:
     clip = simple_clip(tmp_path / "in.mp4", n=12)
     out_path = tmp_path / "out.mp4"
     with pytest.raises(RuntimeError, match="model exploded"):
-        run(clip.path, out_path, model=FailOn(3), batch_size=2)
+        run(clip.path, out_path, model=FailOn(4), batch_size=2)
     assert not out_path.exists() and no_partial(out_path)
 
 
