@@ -26,10 +26,13 @@ def peak_rss_mib(command: list[str]) -> tuple[float, float]:
     """Run ``command`` in a child; its peak RSS in MiB and its wall seconds."""
     start = time.perf_counter()
     pid = os.fork()
-    if pid == 0:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.execvp(command[0], command)
+    if pid == 0:  # the child: becomes the command, or ends here
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.execvp(command[0], command)
+        finally:
+            os._exit(127)
     _, status, usage = os.wait4(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(command)} failed")

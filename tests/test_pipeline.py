@@ -35,7 +35,7 @@ from media import (
 )
 from vidlight.errors import VidlightError
 from vidlight.io.files import FileSink, FileSource, partial_path
-from vidlight.pipeline.enhancer import FrameEnhancer
+from vidlight.pipeline.enhancer import FrameEnhancer, single_threaded_torch
 from vidlight.pipeline.runner import Interrupted, RunStats, enhance_video
 
 # --- test models -------------------------------------------------------------------------
@@ -590,14 +590,17 @@ def test_strips_equal_whole_frame_result() -> None:
 
 class ThreadRecorder(nn.Module):
     """Doubles its input (a global model: no receptive_halo) and records each call's thread
-    and frame count."""
+    and frame count; with ``together``, each call waits until that many calls are running."""
 
-    def __init__(self) -> None:
+    def __init__(self, together: int = 1) -> None:
         super().__init__()
         self.calls: list[tuple[str, int]] = []
+        self.barrier = threading.Barrier(together, timeout=30) if together > 1 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls.append((threading.current_thread().name, x.shape[0]))
+        if self.barrier is not None:
+            self.barrier.wait()  # a share that ran alone would time out here
         return x * 2 - x.mean(dim=(1, 2, 3), keepdim=True)  # each frame on its own
 
 
@@ -606,28 +609,51 @@ def test_global_models_run_a_share_of_the_batch_per_worker() -> None:
     share of the batch per worker, with the result of one call on the whole batch; a model that
     averages statistics frame after frame (KinD, MBLLEN) is not split."""
     frames = np.random.default_rng(5).integers(0, 200, (4, 24, 32, 3), dtype=np.uint8)
-    model = ThreadRecorder()
     with torch.no_grad():
         x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() * (1.0 / 255)
-        whole = quantise(torch.cat([model(x[i:i + 1]) for i in range(4)]))
-    model.calls.clear()
+        whole = quantise(torch.cat([ThreadRecorder()(x[i:i + 1]) for i in range(4)]))
+
+    class Ordered(ThreadRecorder):
+        statistics_smoother = None
+
+    model, ordered = ThreadRecorder(together=2), Ordered()
     threads_before = torch.get_num_threads()
     torch.set_num_threads(2)  # the pool takes torch's thread count
     try:
         enhancer = FrameEnhancer(model, device=torch.device("cpu"))
+        in_order = FrameEnhancer(ordered, device=torch.device("cpu"))
     finally:
         torch.set_num_threads(threads_before)
     np.testing.assert_array_equal(enhancer(list(frames)), whole)
     threads = {name for name, _ in model.calls}
     assert len(threads) == enhancer.workers == 2 and all(name.startswith("vidlight-strip") for name in threads)
     assert sorted(n for _, n in model.calls) == [2, 2]
-
-    class Ordered(ThreadRecorder):
-        statistics_smoother = None
-
-    ordered = Ordered()
-    FrameEnhancer(ordered, device=torch.device("cpu"))(list(frames))
+    in_order(list(frames))
     assert ordered.calls == [(threading.current_thread().name, 4)]
+
+
+def test_a_single_frame_of_a_global_model_gets_torchs_threads() -> None:
+    """With the pool idle (one frame: nothing to share), torch's own threads run the frame, as
+    many as the pool has, even inside the runner's single-threaded block."""
+
+    class Threads(nn.Module):
+        seen: list[int] = []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.seen.append(torch.get_num_threads())
+            return x
+
+    model = Threads()
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        enhancer = FrameEnhancer(model, device=torch.device("cpu"))
+        with single_threaded_torch():  # as the runner runs it
+            enhancer([np.zeros((8, 8, 3), np.uint8)])
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads_before)
+    assert model.seen == [2]
 
 
 def test_strip_model_through_the_pipeline(tmp_path: Path) -> None:

@@ -227,6 +227,9 @@ def test_out_of_memory_halves_the_tiles_until_they_fit(caplog: pytest.LogCapture
     calls = len(model.sizes)
     enhancer._run(torch.from_numpy(frames))  # the next batch starts on the tiles that fit
     assert max(h * w for h, w in model.sizes[calls:]) <= 100 * 100
+    calls = len(model.sizes)
+    enhancer._run(torch.from_numpy(np.concatenate([frames, frames])))  # a larger batch too
+    assert max(h * w for h, w in model.sizes[calls:]) <= 100 * 100
     assert len(caplog.records) == 2
 
 

@@ -197,33 +197,51 @@ def _f32(value: float) -> float:
 
 
 def _gray(y: torch.Tensor) -> torch.Tensor:
-    """The official gray level of a 3 x H x W RGB frame: 0.299 R + 0.587 G + 0.114 G. The
+    """The official gray level of ... x 3 x H x W RGB frames: 0.299 R + 0.587 G + 0.114 G. The
     green channel is used twice and blue not at all: an upstream bug, kept for exactness."""
-    r, g = y[0], y[1]
+    r, g = y.select(-3, 0), y.select(-3, 1)
     return (r * _f32(0.299) + g * _f32(0.587)) + g * _f32(0.114)
 
 
 def _percentile(values: torch.Tensor, q: float) -> float:
-    """``np.percentile(values, q)`` (method 'linear') of float32 values, as a float64 number.
+    """``np.percentile(values, q)`` (method 'linear') of float32 values, as a float64 number."""
+    return _percentile_terms(values.reshape(1, -1), q)[0][0].finish()
 
-    numpy 1.x takes the two neighbouring order statistics, subtracts them in float32 and
-    interpolates in float64 (from the top neighbour when the fraction is >= 0.5)."""
-    flat = values.reshape(-1)
-    n = flat.numel()
+
+class _Percentile:
+    """The two neighbouring order statistics of numpy 1.x's linear percentile and their
+    float32 difference, read back from the device; :meth:`finish` interpolates in float64
+    (from the top neighbour when the fraction is >= 0.5), as numpy does."""
+
+    def __init__(self, a: float, b: float, diff: float, t: float) -> None:
+        self.a, self.b, self.diff, self.t = a, b, diff, t
+
+    def finish(self) -> float:
+        return self.a + self.diff * self.t if self.t < 0.5 else self.b - self.diff * (1.0 - self.t)
+
+
+def _percentile_terms(rows: torch.Tensor, q: float, *extra: torch.Tensor) -> list:
+    """Per row of ``rows`` (N x P float32): its :class:`_Percentile` at ``q``, followed by the
+    row's values of each of ``extra`` (N each), all read back in one transfer."""
+    n = rows.shape[1]
     virtual = (n - 1) * (q / 100.0)
     lo = min(max(math.floor(virtual), 0), n - 1)
     hi = min(lo + 1, n - 1)
     t = virtual - lo if lo < n - 1 else 0.0
-    a_t = flat.kthvalue(lo + 1).values
-    b_t = a_t if hi == lo else flat.kthvalue(hi + 1).values
-    a, b = float(a_t), float(b_t)
-    diff = float(b_t - a_t)  # float32 subtraction
-    return a + diff * t if t < 0.5 else b - diff * (1.0 - t)
+    a_t = rows.kthvalue(lo + 1, dim=1).values
+    b_t = a_t if hi == lo else rows.kthvalue(hi + 1, dim=1).values
+    read = torch.stack([a_t, b_t, b_t - a_t, *(e.to(a_t.dtype) for e in extra)], dim=1).tolist()  # b - a in float32
+    return [[_Percentile(a, b, d, t), *more] for a, b, d, *more in read]
 
 
 def _fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | float) -> torch.Tensor:
-    """float32 fused multiply-add ``a * b + c`` (one rounding), via float64: the product of two
-    float32 values is exact there. OpenCV's x86 builds compute the colour conversions with FMA."""
+    """float32 fused multiply-add ``a * b + c`` (one rounding). OpenCV's x86 builds compute the
+    colour conversions with FMA. On the CPU via float64, where the product of two float32
+    values is exact; on a GPU in one float32 ``addcmul`` kernel (compiled to FMA there), as
+    float64 runs at a small fraction of float32's speed on most GPUs."""
+    if a.device.type != "cpu":
+        c = c.to(a.dtype) if isinstance(c, torch.Tensor) else torch.tensor(c, dtype=a.dtype, device=a.device)
+        return torch.addcmul(c, a, b)
     return (a.double() * b.double() + c).float()
 
 
@@ -233,7 +251,7 @@ def _rgb_to_hsv(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     V = max, m = min, S = (V - m) / (|V| + FLT_EPSILON), d = 60 / (V - m + FLT_EPSILON),
     H = (G - B) d if V == R, else (B - R) d + 120 if V == G, else (R - G) d + 240, plus 360
     when negative; each H is one fused multiply-add, as OpenCV's AVX2 code computes it."""
-    r, g, b = y[0], y[1], y[2]
+    r, g, b = y.unbind(-3)
     v = torch.maximum(torch.maximum(r, g), b)
     vmin = torch.minimum(torch.minimum(r, g), b)
     diff = v - vmin
@@ -241,7 +259,8 @@ def _rgb_to_hsv(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     d = torch.full_like(diff, 60.0) / (diff + _FLT_EPSILON)  # a true division (60 / t is 60 * (1/t) in torch)
     is_r, is_g = v == r, v == g
     slope = torch.where(is_r, g - b, torch.where(is_g, b - r, r - g))
-    offset = torch.where(is_r, 0.0, torch.where(is_g, 120.0, 240.0)).to(torch.float64)
+    offset = torch.where(is_r, 0.0, torch.where(is_g, 120.0, 240.0))
+    offset = offset.to(torch.float64) if y.device.type == "cpu" else offset
     h = _fma(slope, d, offset)
     h = torch.where(h < 0, _fma(slope, d, 360.0), h)  # only the V == R branch can be negative
     return h, s, v
@@ -255,7 +274,7 @@ _SECTOR_B = (1, 1, 3, 0, 0, 2)
 
 
 def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """OpenCV ``COLOR_HSV2RGB`` on float32 (H in degrees); returns 3 x H x W RGB.
+    """OpenCV ``COLOR_HSV2RGB`` on float32 (H in degrees); returns ... x 3 x H x W RGB.
 
     h = H * (6/360), sector = floor(h) mod 6, f = h - floor(h); the ``1 - s f`` and
     ``1 - s (1 - f)`` terms are fused multiply-adds, as in OpenCV's AVX2 code."""
@@ -267,7 +286,7 @@ def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tens
     channels = []
     for table in _sector_tables(h.device):
         channels.append(tab.gather(0, table[sector][None])[0])
-    return torch.stack(channels)
+    return torch.stack(channels, dim=-3)
 
 
 @functools.lru_cache(maxsize=8)
@@ -281,39 +300,49 @@ def _powf(x: torch.Tensor, exponent: float) -> torch.Tensor:
 
     On the CPU this is numpy's own float32 power (its SIMD or libm ``powf``, whichever numpy
     picks on this machine, as the official script would); torch's float32 pow can differ by
-    an ulp. Elsewhere: float64 pow rounded to float32 (within an ulp of numpy's)."""
+    an ulp. Elsewhere: torch's float32 pow (within an ulp of numpy's; no float64 on a GPU)."""
     if x.device.type == "cpu":
         return torch.from_numpy(np.power(x.detach().numpy(), np.float32(exponent)))
-    return torch.pow(x.double(), _f32(exponent)).float()
+    return torch.pow(x, _f32(exponent))
 
 
-def _postprocess_frame(
+def _postprocess(
     y: torch.Tensor, high_percentile: float, low_percentile: float, gamma: float, max_range: float, clip: bool,
     smooth=None,
 ) -> torch.Tensor:
-    gray = _gray(y)
-    bright = int((gray >= _f32(max_range)).sum())
-    in_range = int((gray <= 1.0).sum())
-    high = _percentile(gray, high_percentile)
-    if smooth is not None:
-        high = smooth("high", high)
-    # Official: stretch when bright / in_range < (100 - hp) / 100. Where it would divide by
-    # zero (no pixel <= 1; or high == 0, an all-dark frame) it yields inf/NaN: skipped here.
-    if in_range > 0 and bright / in_range < (100.0 - high_percentile) / 100.0 and high > 0:
-        y = (y * _f32(max_range / high)).clamp_max_(1.0)
-    low = _percentile(_gray(y), low_percentile)
-    if smooth is not None:
-        low = smooth("low", low)
-    if low != 1.0:  # official: division by zero (NaN image) when the black point is 1
-        y = (y - _f32(low)) * _f32(1.0 / (1.0 - low))
+    """The post-processing of an N x 3 x H x W float32 batch, frame by frame in its arithmetic
+    but batched on the device: each frame's statistics come back to the host in two transfers
+    per batch, not several per frame."""
+    gray = _gray(y).flatten(1)
+    stats = _percentile_terms(gray, high_percentile, (gray >= _f32(max_range)).sum(1), (gray <= 1.0).sum(1))
+    factors = []
+    for j, (high, bright, in_range) in enumerate(stats):
+        high = high.finish()
+        if smooth is not None:
+            high = smooth("high", j, high)
+        # Official: stretch when bright / in_range < (100 - hp) / 100. Where it would divide by
+        # zero (no pixel <= 1; or high == 0, an all-dark frame) it yields inf/NaN: skipped here.
+        stretch = in_range > 0 and bright / in_range < (100.0 - high_percentile) / 100.0 and high > 0
+        factors.append(_f32(max_range / high) if stretch else None)
+    stretched = [j for j, f in enumerate(factors) if f is not None]
+    if stretched:
+        y = y.clone()
+        scale = torch.tensor([factors[j] for j in stretched], dtype=y.dtype, device=y.device).view(-1, 1, 1, 1)
+        y[stretched] = (y[stretched] * scale).clamp_max_(1.0)
+    offsets, scales = [], []
+    for j, (low,) in enumerate(_percentile_terms(_gray(y).flatten(1), low_percentile)):
+        low = low.finish()
+        if smooth is not None:
+            low = smooth("low", j, low)
+        # Official: division by zero (NaN image) when the black point is 1; left as it is here.
+        offsets.append(_f32(low) if low != 1.0 else 0.0)
+        scales.append(_f32(1.0 / (1.0 - low)) if low != 1.0 else 1.0)
+    as_tensor = lambda v: torch.tensor(v, dtype=y.dtype, device=y.device).view(-1, 1, 1, 1)  # noqa: E731
+    y = (y - as_tensor(offsets)) * as_tensor(scales)  # x - 0 and x * 1 are exact
     h, s, v = _rgb_to_hsv(y)
     s = _powf(s, gamma)
     y = _hsv_to_rgb(h, s, v).clamp_max_(1.0)
     return y.clamp_min_(0.0) if clip else y
-
-
-def _at_frame(smooth, index: int, key: str, value: float) -> float:
-    return smooth(key, index, value)
 
 
 def official_postprocess(
@@ -342,14 +371,9 @@ def official_postprocess(
             (``"low"``) percentile of frame ``index`` (a
             :class:`vidlight.pipeline.temporal.StatisticsSmoother`); None: the official per-frame values.
     """
-    frames = [
-        _postprocess_frame(frame.float(), high_percentile, low_percentile, gamma, max_range, clip,
-                           None if smooth is None else functools.partial(_at_frame, smooth, j))
-        for j, frame in enumerate(raw)
-    ]
-    if not frames:
+    if len(raw) == 0:
         return raw.clone()
-    return torch.stack(frames).to(raw.dtype)
+    return _postprocess(raw.float(), high_percentile, low_percentile, gamma, max_range, clip, smooth).to(raw.dtype)
 
 
 # --- official weights -------------------------------------------------------------------------

@@ -125,15 +125,18 @@ class SCI(nn.Module):
         s = per_frame(strength, x).flatten().tolist()
         if all(v == 1.0 for v in s):
             return self.apply_illumination(x, illumination)
-        # One scalar exponent per frame, as exp(s log L): a third of torch.pow's time for a
-        # float exponent on a CPU (SIMD exp and log; pow takes a scalar path), within a few
-        # ulps of it. Frames at 1 take L itself, so they keep the official division bit for bit.
+        # One scalar exponent per frame, as exp(s log L) in fp32: a third of torch.pow's time
+        # for a float exponent on a CPU (SIMD exp and log; pow takes a scalar path), within a
+        # few ulps of it (in fp16 the log's rounding would cost about a level). Frames at 1 take
+        # L itself, so they keep the official division bit for bit.
         powered = torch.empty_like(illumination)
         for i, v in enumerate(s):
             if v == 1.0:
                 powered[i].copy_(illumination[i])
-            else:
+            elif illumination.dtype == torch.float32:
                 torch.log(illumination[i], out=powered[i]).mul_(v).exp_()
+            else:
+                powered[i].copy_(illumination[i].float().log_().mul_(v).exp_())
         return self.apply_illumination(x, powered)
 
 

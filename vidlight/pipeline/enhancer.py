@@ -116,6 +116,7 @@ class FrameEnhancer:
         self.tile = tile
         self.tile_overlap = tile_overlap
         self._auto_tiles: dict[tuple[int, int], tuple[int, int | None]] = {}  # (h, w) -> (batch, tile)
+        self._tile_caps: dict[tuple[int, int], int] = {}  # (h, w) -> the tile that fitted after running out of memory
         self.fp16 = fp16 and device.type == "cuda"
         self.dtype = torch.float16 if self.fp16 else torch.float32
         self.model = model.to(device=device, dtype=self.dtype).eval()
@@ -170,6 +171,12 @@ class FrameEnhancer:
         out = self._run(clip, strength)
         return out if context is None else out[len(context) :]
 
+    def close(self) -> None:
+        """End the CPU worker pool's threads; the enhancer runs on the calling thread afterwards."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
     def reset(self) -> None:
         """Forget the previous frames (a scene cut, a new stream)."""
         self._context = None
@@ -178,17 +185,22 @@ class FrameEnhancer:
         if self.exposure is not None:
             self.exposure.reset()
 
-    def _run(self, frames: torch.Tensor, strength: torch.Tensor | None = None) -> torch.Tensor:
+    def _run(self, frames: torch.Tensor, strength: torch.Tensor | None = None,
+             batch_shape: torch.Size | None = None) -> torch.Tensor:
         """uint8/uint16 N x H x W x 3 on the device -> enhanced, in :meth:`output_dtype`, at
-        ``strength`` (one per frame; None: the official computation)."""
+        ``strength`` (one per frame; None: the official computation). ``batch_shape``: the
+        model-input shape the tile is chosen for, when these frames are a share of a batch
+        whose shares run at the same time."""
         x = to_model_input(frames, self.dtype)
         while True:
-            tile = self._tile_for(x.shape)
+            tile = self._tile_for(batch_shape or x.shape)
             try:
                 y = self._forward(x, tile, strength)
                 break
             except torch.cuda.OutOfMemoryError:
-                self._smaller_tiles(x.shape, tile)
+                self._smaller_tiles(batch_shape or x.shape, tile)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()  # out of the handler: the failed forward's tensors are gone
         if self.output_dtype(frames.dtype) == torch.uint8:
             return y.float().clamp_(0.0, 1.0).mul_(255.0).add_(0.5).to(torch.uint8).permute(0, 2, 3, 1)
         y = y.float().clamp_(0.0, 1.0).mul_(65535.0).add_(0.5)
@@ -217,11 +229,10 @@ class FrameEnhancer:
         if side < MIN_TILE:
             raise VidlightError(f"out of {self.device} memory even on {what} ({n} frame(s) of {w}x{h}): "
                                 "use --batch-size 1, or --device cpu")
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
         log.warning("out of %s memory on %d frame(s) of %dx%d with %s: running the model on %d px tiles",
                     self.device, n, w, h, what, side)
         self._auto_tiles[(h, w)] = (n, side)
+        self._tile_caps[(h, w)] = side  # a later, larger batch of this size starts no larger
 
     def output_dtype(self, input_dtype: torch.dtype) -> torch.dtype:
         """The dtype of enhanced frames for input of ``input_dtype`` (16 bits when keeping precision)."""
@@ -236,6 +247,9 @@ class FrameEnhancer:
         chosen = self._auto_tiles.get((h, w))
         if chosen is None or chosen[0] < n:
             tile = choose_tile(self.model, h, w, n, device=self.device, fp16=self.fp16)
+            cap = self._tile_caps.get((h, w))
+            if cap is not None:
+                tile = min(tile or cap, cap)
             if tile:
                 log.info("%dx%d frames do not fit in memory whole: running the model on %d px tiles", w, h, tile)
             chosen = self._auto_tiles[(h, w)] = (n, tile)
@@ -246,8 +260,11 @@ class FrameEnhancer:
         rows = max(8, _STRIP_PIXELS // (n * w))
         if self.clip_context:
             return self._run_clip(frames, strength)
-        if self.halo is None and self._pool is not None and n > 1:
-            return self._run_frame_shares(frames, strength)
+        if self.halo is None and self._pool is not None:
+            if n > 1:
+                return self._run_frame_shares(frames, strength)
+            with torch_threads(self.workers):  # one frame: torch's own threads, as many as the pool's
+                return self._run(frames, strength)
         if self.halo is None or rows >= h:
             return self._run(frames, strength)
         out = torch.empty(frames.shape, dtype=self.output_dtype(frames.dtype))
@@ -272,10 +289,13 @@ class FrameEnhancer:
     def _run_frame_shares(self, frames: torch.Tensor, strength: torch.Tensor | None = None) -> torch.Tensor:
         """A batch of independent frames split over the pool's workers, whole frames each."""
         bounds = np.linspace(0, len(frames), min(len(frames), self.workers) + 1).round().astype(int)
+        n, h, w, c = frames.shape
+        whole = torch.Size((n, c, h, w))
+        self._tile_for(whole)  # chosen once, here, for the whole batch: the shares run at the same time
 
         def share(i: int, j: int) -> torch.Tensor:
             with timed(MODEL_WORKERS), torch.inference_mode():
-                return self._run(frames[i:j], None if strength is None else strength[i:j])
+                return self._run(frames[i:j], None if strength is None else strength[i:j], whole)
 
         return torch.cat(list(self._pool.map(share, bounds[:-1], bounds[1:])))
 
@@ -355,11 +375,16 @@ class FrameEnhancer:
 
 
 @contextlib.contextmanager
-def single_threaded_torch():
-    """Torch ops run on one thread each inside this block (the strip pool does the parallelism)."""
+def torch_threads(count: int):
+    """Torch ops run on ``count`` threads each inside this block."""
     previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(count)
     try:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def single_threaded_torch():
+    """Torch ops run on one thread each inside this block (the strip pool does the parallelism)."""
+    return torch_threads(1)

@@ -317,9 +317,12 @@ def enhance_video(
     smoother = TemporalSmoother(time_constant=smooth_time, enabled=smooth, denoise=denoise,
                                 default_dt=float(1 / rate) if rate else 1 / 30)
     live = getattr(source, "live", False)
-    return _run(source, sink, enhancer, batch_size, progress, max_frames, smoother,
-                latest_frame=live if latest_frame is None else latest_frame,
-                duration_seconds=duration_seconds, stop_event=stop_event)
+    try:
+        return _run(source, sink, enhancer, batch_size, progress, max_frames, smoother,
+                    latest_frame=live if latest_frame is None else latest_frame,
+                    duration_seconds=duration_seconds, stop_event=stop_event)
+    finally:
+        enhancer.close()
 
 
 def engine_settings(device: str | torch.device, tile: int | str, tile_overlap: int, batch_size: int | None,

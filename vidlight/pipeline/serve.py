@@ -17,6 +17,7 @@ down at start-up is retried (with its ``reconnect`` settings) until it answers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import queue
@@ -30,7 +31,7 @@ import torch
 from vidlight.errors import VidlightError
 from vidlight.io.live import Reconnected, classify, open_source, redact
 from vidlight.io.sinks import classify_sink, open_sink, parse_duration
-from vidlight.pipeline.enhancer import FrameEnhancer
+from vidlight.pipeline.enhancer import FrameEnhancer, single_threaded_torch
 from vidlight.pipeline.exposure import ExposureControl, parse_strength
 from vidlight.pipeline.queues import LatestFrameQueue
 from vidlight.pipeline.runner import (_END, Latencies, RunStats, StreamIntake, _LiveReport, _read, _write, check_smoothing,
@@ -271,12 +272,17 @@ def serve(
         t.start()
     running: list[_Live] = []
     pending_starts = len(streams)
+    threads = contextlib.ExitStack()
+    enhancer: FrameEnhancer | None = None
     try:
         # Loaded while the sources open; a bad model or weights still closes what they opened.
         model, fp16 = load_engine_model(model, weights, model_options, dev, fp16)
         enhancer = FrameEnhancer(model, device=dev, fp16=fp16, tile=tile, tile_overlap=tile_overlap,
                                  keep_precision=smooth, strength=strength)
         clip_model = bool(enhancer.clip_context)
+        if enhancer.workers > 1:
+            # The CPU pool does the parallelism; torch's own threads would only contend with it.
+            threads.enter_context(single_threaded_torch())
         while pending_starts or running:
             if stop.is_set():
                 report.interrupted = True
@@ -336,6 +342,9 @@ def serve(
             s.failure = s.failure or exc
         raise
     finally:
+        threads.close()
+        if enhancer is not None:
+            enhancer.close()
         stop.set()
         for s in running:
             _close(s, report, interrupted=report.interrupted)
