@@ -260,24 +260,27 @@ def _gaussian_kernel(sigma: float, truncate: float) -> torch.Tensor:
     return phi / phi.sum()
 
 
-@functools.lru_cache(maxsize=16)
-def _constant(name: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """The method's constant tensors, made once per device and dtype (not copied to the device
-    at every call): ``gray`` (1 x 3 x 1 x 1 weights) and ``gauss`` (the blur's 1-D kernel)."""
-    if name == "gray":
-        return torch.tensor(GRAY_WEIGHTS, dtype=dtype, device=device).view(1, 3, 1, 1)
+@functools.lru_cache(maxsize=8)
+def _gray_weights(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """GRAY_WEIGHTS as 1 x 3 x 1 x 1, made once per device and dtype (not copied at every call)."""
+    return torch.tensor(GRAY_WEIGHTS, dtype=dtype, device=device).view(1, 3, 1, 1)
+
+
+@functools.lru_cache(maxsize=8)
+def _official_blur_kernel(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The official blur's 1-D kernel, made once per device and dtype."""
     return _gaussian_kernel(GAUSS_SIGMA, GAUSS_TRUNCATE).to(dtype).to(device)
 
 
 def gray_of(rgb: torch.Tensor) -> torch.Tensor:
     """``skimage.color.rgb2gray`` of N x 3 x H x W: N x 1 x H x W."""
-    return (rgb * _constant("gray", rgb.device, rgb.dtype)).sum(dim=1, keepdim=True)
+    return (rgb * _gray_weights(rgb.device, rgb.dtype)).sum(dim=1, keepdim=True)
 
 
 def gaussian_blur(gray: torch.Tensor, sigma: float = GAUSS_SIGMA, truncate: float = GAUSS_TRUNCATE) -> torch.Tensor:
     """``skimage.filters.gaussian(gray, sigma)`` on N x 1 x H x W: separable, edge-replicated."""
     if (sigma, truncate) == (GAUSS_SIGMA, GAUSS_TRUNCATE):
-        kernel = _constant("gauss", gray.device, gray.dtype)
+        kernel = _official_blur_kernel(gray.device, gray.dtype)
     else:
         kernel = _gaussian_kernel(sigma, truncate).to(gray.dtype).to(gray.device)
     radius = kernel.numel() // 2

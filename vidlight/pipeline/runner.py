@@ -430,9 +430,11 @@ def enhance_batch(
     """
     out: list[np.ndarray] = []
     if frames:
-        with timed(TEMPORAL):
-            reduced = smoother.reduce(frames) if smoother is not None else None
-            cuts = smoother.scan(frames, reduced) if smoother is not None else []
+        reduced, cuts = None, []
+        if smoother is not None:
+            with timed(TEMPORAL):
+                reduced = smoother.reduce(frames)
+                cuts = smoother.scan(frames, reduced)
         start = 0
         for cut in [*cuts, len(frames)]:
             if cut > start:
