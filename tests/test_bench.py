@@ -27,9 +27,9 @@ def test_bench_times_the_pipeline_as_process_runs_it(monkeypatch):
     calls = []
     real = runner.enhance_video
 
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return real(*args, **kwargs)
+    def spy(input, output, settings, **kwargs):
+        calls.append(settings.replace(**kwargs).temporal)
+        return real(input, output, settings, **kwargs)
 
     monkeypatch.setattr(runner, "enhance_video", spy)
     result = CliRunner().invoke(main, ["bench", str(SAMPLE), "--frames", "4", "--repeat", "1"])
@@ -37,13 +37,13 @@ def test_bench_times_the_pipeline_as_process_runs_it(monkeypatch):
     with av.open(str(SAMPLE)) as c:
         size = f"{c.streams.video[0].width}x{c.streams.video[0].height}"
     assert f"at {size}, 4 frames" in result.output and "strength auto, smoothing on" in result.output
-    assert len(calls) == 1 and calls[0]["smooth"] is True and calls[0]["strength"] == "auto"
+    assert len(calls) == 1 and calls[0].smooth is True and calls[0].strength == "auto"
 
     calls.clear()
     result = CliRunner().invoke(main, ["bench", str(SAMPLE), "--frames", "4", "--repeat", "1", "--height", "72",
                                        "--no-smooth", "--strength", "1"])
     assert result.exit_code == 0, result.output
-    assert calls[0]["smooth"] is False and calls[0]["strength"] == 1.0
+    assert calls[0].smooth is False and calls[0].strength == 1.0
 
 
 def test_bench_shows_where_the_time_goes():

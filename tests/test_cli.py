@@ -45,7 +45,7 @@ def no_partial(path: Path) -> bool:
 @pytest.fixture
 def identity_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """``--model sci`` loads an identity module: file handling is tested without any weights."""
-    monkeypatch.setattr("vidlight.pipeline.runner.load_model", lambda *a, **k: Identity())
+    monkeypatch.setattr("vidlight.pipeline.enhancer.load_model", lambda *a, **k: Identity())
 
 
 @pytest.fixture
@@ -285,7 +285,7 @@ def test_strength_zero_passes_the_input_and_one_gives_the_method(tmp_path: Path,
 
 def test_ctrl_c_exits_130_and_keeps_finished_frames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clip = simple_clip(tmp_path / "in.mp4", n=20, audio=True)
-    monkeypatch.setattr("vidlight.pipeline.runner.load_model", lambda *a, **k: InterruptOn(4))
+    monkeypatch.setattr("vidlight.pipeline.enhancer.load_model", lambda *a, **k: InterruptOn(4))
     out = tmp_path / "out.mp4"
     result = invoke("process", clip.path, out, "-b", "2", "--no-progress", "--preset", "ultrafast", "--strength", "1")
     line = assert_one_line_error(result, code=130)

@@ -13,9 +13,8 @@ import pytest
 import torch
 
 import vidlight
-from media import write_video
 from vidlight.pipeline.enhancer import FrameEnhancer
-from vidlight.pipeline.runner import enhance_batch
+from vidlight.pipeline.batching import enhance_batch
 from vidlight.pipeline.exposure import (CLIP_ALLOWANCE, HIGHLIGHT_TARGET, ExposureControl, PreviewStats,
                                         choose_strength, parse_strength, preview_stats)
 from vidlight.pipeline.temporal import TemporalSmoother

@@ -144,7 +144,7 @@ def test_branches_keep_the_feature_size(model: KinDPlus) -> None:
 
 def test_options(kind_plus_npz: Path, shared_dir: Path, crop_stages: dict[str, torch.Tensor]) -> None:
     ref = _ref(shared_dir)
-    dim = load_model("kind++", weights=str(kind_plus_npz), ratio=1.0, adjustment="true")
+    dim = load_model("kind++", weights=str(kind_plus_npz), ratio=1.0, adjustment=True)
     assert dim.ratio == 1.0 and dim.adjustment is True
     a = stages_of(dim, ref, CROP)
     assert torch.equal(a["restoredR"], crop_stages["restoredR"])
@@ -153,6 +153,6 @@ def test_options(kind_plus_npz: Path, shared_dir: Path, crop_stages: dict[str, t
     for bad in (-1.0, float("nan"), "x"):
         with pytest.raises(VidlightError, match="ratio"):
             load_model("kind++", weights=str(kind_plus_npz), ratio=bad)
-    for bad in ("maybe", 2, None):
+    for bad in ("maybe", "true", 2, None):  # text is read as TOML before it gets here
         with pytest.raises(VidlightError, match="adjustment"):
             load_model("kind++", weights=str(kind_plus_npz), adjustment=bad)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vidlight.pipeline.runner import Latencies, RunStats
+from vidlight.pipeline.report import Latencies, RunStats
 
 
 def test_quantiles_match_numpy_to_within_the_bin_resolution():

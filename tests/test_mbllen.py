@@ -287,16 +287,19 @@ def test_receptive_halo(official_weights_dir: Path) -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [{"postprocess": "maybe"}, {"high_percentile": 101}, {"low_percentile": -1}, {"gamma": 0}, {"max_range": 0}],
+    [{"postprocess": "maybe"}, {"postprocess": "true"}, {"high_percentile": 101}, {"low_percentile": -1}, {"gamma": 0}, {"max_range": 0}],
 )
 def test_bad_options(options: dict, official_weights_dir: Path) -> None:
     with pytest.raises(vidlight.VidlightError, match="mbllen"):
         load_model("mbllen", **options)
 
 
-@pytest.mark.parametrize(("text", "expected"), [("true", True), ("false", False), (1, True), (0, False)])
-def test_postprocess_option_from_text(text: object, expected: bool, official_weights_dir: Path) -> None:
-    assert load_model("mbllen", postprocess=text).postprocess is expected
+@pytest.mark.parametrize(("text", "expected"), [("true", True), ("false", False), ("1", True), ("0", False)])
+def test_postprocess_option_from_text(text: str, expected: bool, official_weights_dir: Path) -> None:
+    """``-o postprocess=VALUE`` is read as TOML reads a value, then checked by the model."""
+    from vidlight.settings import parse_pairs
+
+    assert load_model("mbllen", **parse_pairs([f"postprocess={text}"])).postprocess is expected
 
 
 # --- the post-processing's building blocks -----------------------------------------------

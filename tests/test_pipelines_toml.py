@@ -36,22 +36,24 @@ def test_pipeline_errors_are_one_line(tmp_path):
     assert nofile.exit_code == 1 and "does not exist" in nofile.output
 
 
-def test_toml_keys_are_the_process_flags():
-    """One vocabulary: every TOML key is a `vidlight process` flag (with '_' for '-'), and every
-    flag of `process` that configures the run is a TOML key."""
+def test_settings_fields_toml_keys_and_flags_are_one_set():
+    """One vocabulary: the settings' fields, the TOML keys and `vidlight process`'s options are
+    the same set, and each TOML key is its flag's name (with '_' for '-')."""
+    import dataclasses
+
     from vidlight.cli import process
     from vidlight.pipeline.config import KEYS
+    from vidlight.settings import GROUPS, fields
 
-    flags = set()
-    for param in process.params:
-        if param.name in ("source", "sink"):
-            continue
-        longs = [o for o in param.opts + param.secondary_opts if o.startswith("--")]
-        flags |= {o[2:].replace("-", "_").removeprefix("no_") for o in longs}
-    keys = set(KEYS) - {"source", "sink", "options"}
-    aliases = {"option": "options", "progress": None, "fp32": "fp16", "all_frames": "latest_frame"}
-    flags = {aliases.get(f, f) for f in flags} - {None, "options"}
-    assert keys == flags
+    names = {f.name for cls in GROUPS.values() for f in dataclasses.fields(cls)}
+    params = {p.name: p for p in process.params if p.name not in ("source", "sink")}
+    assert set(params) == names
+    assert set(KEYS.values()) - {"source", "sink"} == names
+    renamed = {"options": "option"}  # -o/--option KEY=VALUE, repeated, is the TOML table `options`
+    for f in fields():
+        longs = [o[2:] for o in params[f.name].opts if o.startswith("--")]
+        assert renamed.get(f.key, f.key).replace("_", "-") in longs, (f.key, longs)
+        assert KEYS[f.key] == f.name
 
 
 def test_every_ready_pipeline_loads_with_its_required_keys(tmp_path):
@@ -65,10 +67,10 @@ def test_every_ready_pipeline_loads_with_its_required_keys(tmp_path):
     for path in files:
         if path.stem == "multi-camera":  # for `vidlight serve`
             shared, streams = load_serve_config(path, ["device=cpu"])
-            assert shared["device"] == "cpu" and len(streams) == 2 and all(s.source and s.sink for s in streams)
+            assert shared.engine.device == "cpu" and len(streams) == 2 and all(s.source and s.sink for s in streams)
             continue
-        config = load_pipeline(path, ["source=in.mp4", "sink=out.mp4"])
-        assert config["source"] == "in.mp4" and config["sink"] == "out.mp4"
+        definition = load_pipeline(path, ["source=in.mp4", "sink=out.mp4"])
+        assert definition.source == "in.mp4" and definition.sink == "out.mp4"
 
 
 def test_folder_of_videos_to_folder(tmp_path):

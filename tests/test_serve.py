@@ -30,6 +30,7 @@ from rtsp import RtspServer, require_gstreamer
 from vidlight.cli import main
 from vidlight.errors import VidlightError
 from vidlight.pipeline.config import KEYS, SHARED_KEYS, STREAM_KEYS, load_serve_config
+from vidlight.settings import Settings
 from vidlight.pipeline.runner import enhance_video
 from vidlight.pipeline.serve import Stream, serve
 
@@ -203,9 +204,10 @@ sink = "two.mp4"
 preset = "ultrafast"
 segment = "10m"
 """), ["device=cpu"])
-    assert shared == {"model": "zero-dce", "batch_size": 6, "device": "cpu"}
-    assert [(s.name, s.preset, s.segment_seconds) for s in streams] == [("stream1", "veryfast", None),
-                                                                         ("yard", "ultrafast", "10m")]
+    assert {k: v for k, v in shared.options().items() if v != Settings().options()[k]} == {
+        "model": "zero-dce", "batch_size": 6, "device": "cpu"}
+    assert [(s.name, s.settings.encoder.preset, s.settings.encoder.segment_seconds) for s in streams] == [
+        ("stream1", "veryfast", None), ("yard", "ultrafast", 600.0)]
     cases = {
         'model = "sci"\n': "no streams",
         '[[streams]]\nsource = "a.mp4"\nsink = "b.mp4"\nmodel = "sci"\n': "every stream shares",
@@ -225,6 +227,10 @@ segment = "10m"
                               ({"smooth": False, "denoise": True}, "denoising")):
         with pytest.raises(VidlightError, match=message):
             serve([Stream("a", "x.mp4", "1.mp4")], device="cpu", **settings)
+    with pytest.raises(VidlightError, match="every stream shares"):
+        Stream("a", "x.mp4", "1.mp4", model="sci")
+    with pytest.raises(VidlightError, match="a stream's own"):
+        serve([Stream("a", "x.mp4", "1.mp4")], crf=20)
 
 
 def test_cli_serve_reports_a_failed_stream_in_one_line(clips, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from media import gradient, read_video, write_video
 from vidlight.cli import main
+from vidlight.errors import VidlightError
 from vidlight.pipeline.runner import enhance_video
 from vidlight.pipeline.temporal import GainSmoother, SceneCutDetector, TemporalSmoother, apply_gain
 from vidlight.video_metrics import flicker_index, mean_luma, warping_error
@@ -481,7 +482,7 @@ def test_a_cut_restarts_a_clip_models_context() -> None:
     from torch import nn
 
     from vidlight.pipeline.enhancer import FrameEnhancer
-    from vidlight.pipeline.runner import enhance_batch
+    from vidlight.pipeline.batching import enhance_batch
 
     class ClipMean(nn.Module):
         clip_context = 2
@@ -600,12 +601,11 @@ def test_toml_keys(tmp_path: Path) -> None:
     clip = write_video(tmp_path / "in.mp4", dark_scene(6))
     definition = tmp_path / "p.toml"
     definition.write_text(f'source = "{clip.path}"\nsink = "{tmp_path / "out.mp4"}"\nsmooth = false\n')
-    config = load_pipeline(definition, ["smooth_time=0.25"])
-    assert config["smooth"] is False and config["smooth_time"] == 0.25
-    assert run_pipeline(config, progress=False).frames == 6
-    config = load_pipeline(definition, ["smooth_time=0", f"sink={tmp_path / 'out2.mp4'}"])
-    with pytest.raises(Exception, match="smoothing time constant"):
-        run_pipeline(config, progress=False)
+    loaded = load_pipeline(definition, ["smooth_time=0.25"])
+    assert loaded.settings.temporal.smooth is False and loaded.settings.temporal.smooth_time == 0.25
+    assert run_pipeline(loaded, progress=False).frames == 6
+    with pytest.raises(VidlightError, match="smooth time must be above 0 seconds"):
+        load_pipeline(definition, ["smooth_time=0", f"sink={tmp_path / 'out2.mp4'}"])
 
 
 # --- per-method statistics ---------------------------------------------------------------------

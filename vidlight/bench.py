@@ -25,10 +25,10 @@ import torch
 from vidlight.io.files import FileSink, FileSource, Frame
 from vidlight.models import load_model
 from vidlight.pipeline import runner
-from vidlight.pipeline.enhancer import FrameEnhancer, resolve_device, single_threaded_torch
-from vidlight.pipeline.exposure import parse_strength
+from vidlight.pipeline.enhancer import (FrameEnhancer, load_engine_model, prepare_engine, resolve_device,
+                                       single_threaded_torch)
 from vidlight.pipeline.stages import StageTime, measuring
-from vidlight.pipeline.temporal import DEFAULT_TIME_CONSTANT
+from vidlight.settings import Settings
 
 
 FLOOR, NAIVE, OURS = "I/O floor (decode+encode)", "naive per-frame loop", "vidlight end to end"
@@ -98,6 +98,8 @@ def make_clip(source: Path, dest: Path, height: int, max_frames: int | None) -> 
 class _NoModel:
     """Stands in for the enhancer to measure the pipeline's I/O alone."""
 
+    workers = 0
+
     def __call__(self, frames, seconds=None, **options):
         return frames
 
@@ -132,31 +134,36 @@ def _naive(clip: Path, out: Path, model: torch.nn.Module, device: torch.device, 
 
 def run_bench(
     video: Path,
+    settings: Settings | None = None,
     *,
-    model_name: str = "sci",
-    weights: str | None = None,
-    device: str = "auto",
     height: int | None = None,
     max_frames: int | None = 180,
-    batch_size: int | None = None,
-    fp16: bool | None = None,
-    codec: str = "libx264",
-    crf: int = 18,
-    preset: str = "veryfast",
     repeat: int = 3,
-    smooth: bool = True,
-    strength: float | str = "auto",
     log=print,
+    **options,
 ) -> dict[str, Figure]:
-    """``height``: scale the clip to this many lines first (None: its own size)."""
-    dev, _, batch_size = runner.engine_settings(device, "auto", 0, batch_size, fp16)
-    strength = parse_strength(strength)
+    """The figures of the module docstring for ``video``'s first ``max_frames`` frames.
+
+    Args:
+        settings, options: the run's settings, as ``vidlight process`` takes them (the engine,
+            temporal and encoder groups are used; default preset ``veryfast`` from the CLI).
+        height: scale the clip to this many lines first (None: its own size).
+        repeat: interleaved rounds; each figure is the median of its rounds.
+    """
+    settings = (settings or Settings()).replace(progress=False, overwrite=True, **options)
+    engine, temporal, encoder = settings.engine, settings.temporal, settings.encoder
+    codec, crf, preset = encoder.codec, encoder.crf, encoder.preset
+    smooth, strength = temporal.smooth, temporal.strength
+    model_name = engine.model if isinstance(engine.model, str) else type(engine.model).__name__
+    dev, batch_size = prepare_engine(engine)
     # Three copies of the weights: the pipeline's and the stage's (moved to fp16 where process
     # runs fp16) and the naive loop's (fp32, as a user's loop would load it).
-    pipeline_model, fp16 = runner.load_engine_model(model_name, weights, None, dev, fp16)
-    model, _ = runner.load_engine_model(model_name, weights, None, dev, fp16)
-    enhancer = FrameEnhancer(model, device=dev, fp16=fp16, keep_precision=smooth,
-                             statistics_time=DEFAULT_TIME_CONSTANT if smooth else None, strength=strength)
+    pipeline_model, fp16 = load_engine_model(engine, dev)
+    model, _ = load_engine_model(engine, dev)
+    enhancer = FrameEnhancer(model, device=dev, fp16=fp16, tile=engine.tile, tile_overlap=engine.tile_overlap,
+                             keep_precision=smooth, statistics_time=temporal.smooth_time if smooth else None,
+                             strength=strength)
+    pipeline_settings = settings.replace(model=pipeline_model, fp16=fp16, batch_size=batch_size)
     with tempfile.TemporaryDirectory(prefix="vidlight-bench-") as tmp:
         tmp = Path(tmp)
         clip = make_clip(video, tmp / "clip.mp4", height, max_frames)
@@ -184,13 +191,11 @@ def run_bench(
             runs.setdefault(FLOOR, []).append(_timed_run(clip, tmp / "io.mp4", _NoModel(), batch_size, codec, crf, preset))
             with measuring() as clock:
                 start, cpu = time.perf_counter(), time.process_time()
-                stats = runner.enhance_video(clip, tmp / "vl.mp4", model=pipeline_model, device=dev,
-                                             batch_size=batch_size, fp16=fp16, codec=codec, crf=crf, preset=preset,
-                                             smooth=smooth, strength=strength, overwrite=True, progress=False)
+                stats = runner.enhance_video(clip, tmp / "vl.mp4", pipeline_settings)
                 runs.setdefault(OURS, []).append(Figure("", stats.frames, time.perf_counter() - start,
                                                         time.process_time() - cpu, clock.breakdown()))
             runs.setdefault(ALONE, []).append(measure_model_alone())
-        naive_model = load_model(model_name, weights=weights).to(dev)
+        naive_model = load_engine_model(engine, dev)[0].float()
         runs[NAIVE] = [_naive(clip, tmp / "naive.mp4", naive_model, dev, codec, crf, preset)]
 
         x = torch.rand(batch_size, 3, info.height, info.width, device=dev, dtype=enhancer.dtype)

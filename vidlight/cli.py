@@ -13,7 +13,7 @@ import click
 
 from vidlight.errors import VidlightError
 from vidlight.models import get_model_spec, list_models
-from vidlight.pipeline.temporal import DEFAULT_TIME_CONSTANT
+from vidlight.settings import Field, SettingError, Settings, fields
 from vidlight.weights import find_local, list_weights
 
 
@@ -41,62 +41,58 @@ def main(quiet: bool) -> None:
     logging.basicConfig(level=logging.ERROR if quiet else logging.INFO, format="vidlight: %(message)s")
 
 
+def _click_type(f: Field):
+    meta = f.meta
+    if meta["choices"]:
+        return click.Choice(meta["choices"], case_sensitive=False) if f.name != "model" else None
+    if meta["kind"] is int:
+        return click.IntRange(min=meta["minimum"], max=meta["maximum"])
+    if meta["kind"] is float:
+        low = meta["above"] if meta["above"] is not None else meta["minimum"]
+        return click.FloatRange(min=low, max=meta["maximum"], min_open=meta["above"] is not None)
+    return None
+
+
+def settings_options(*groups: str, defaults: dict | None = None):
+    """Click options for the settings fields of ``groups``, named, explained and defaulted as
+    :mod:`vidlight.settings` says (``defaults`` changes a default for this command)."""
+
+    def decorate(command):
+        for f in reversed(list(fields(*groups))):
+            default = (defaults or {}).get(f.name, f.default)
+            help_text = f.meta["help"]
+            if f.meta["default_text"]:
+                help_text += f" [default: {f.meta['default_text']}]"
+            kwargs: dict = dict(help=help_text, metavar=f.meta["metavar"])
+            if f.name == "overwrite":
+                kwargs.update(is_flag=True)
+            elif f.name == "model_options":
+                kwargs.update(multiple=True)
+            else:
+                kwargs.update(default=default, show_default=default is not None and not f.meta["default_text"],
+                              type=_click_type(f))
+            if f.name == "model":
+                kwargs["help"] += " Models: " + ", ".join(list_models()) + "."
+            command = click.option(*f.flags, f.name, **kwargs)(command)
+        return command
+
+    return decorate
+
+
+def _settings(options: dict, **fixed) -> Settings:
+    """The settings of a command's options; a bad value is a usage error naming its flag."""
+    try:
+        return Settings.from_options(**options, **fixed)
+    except SettingError as exc:
+        flag = next((f.flags[-1].split("/")[0] for f in fields() if f.name == exc.name), None)
+        raise click.BadParameter(str(exc), param_hint=flag) from None
+
+
 @main.command()
 @click.argument("source")
 @click.argument("sink")
-@click.option("-m", "--model", type=click.Choice(list_models()), default="sci", show_default=True,
-              help="Enhancement method.")
-@click.option("-w", "--weights", help="Catalogue name (see `vidlight models`) or checkpoint path. [default: the model's]")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where the model runs; auto uses CUDA when available.")
-@click.option("-b", "--batch-size", type=click.IntRange(min=1), help="Frames per model call. [default: 4 on CPU, 8 on CUDA]")
-@click.option("--fp16/--fp32", default=None, help="Half precision on CUDA. [default: fp16 on CUDA, fp32 on CPU]")
-@click.option("--codec", default="libx264", show_default=True, help="FFmpeg video encoder.")
-@click.option("--crf", type=click.IntRange(0, 63), default=18, show_default=True, help="Encoder quality (lower is better).")
-@click.option("--preset", default="medium", show_default=True, help="Encoder speed preset (e.g. veryfast, slow).")
-@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="Model option, e.g. -o scale_factor=12 (see `vidlight models`).")
-@click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-              help="Stop after this many seconds of the source (for live sources).")
-@click.option("--tile", default="auto", show_default=True, metavar="auto|off|PIXELS",
-              help="Run the model on overlapping tiles of this side; auto tiles only frames that would not fit "
-                   "in the free memory.")
-@click.option("--tile-overlap", type=click.IntRange(min=0), default=64, show_default=True,
-              help="Pixels shared by neighbouring tiles (blended).")
-@click.option("--smooth/--no-smooth", default=True, show_default=True,
-              help="Smooth the output's brightness over time (removes flicker; restarts at scene cuts and "
-                   "reconnects).")
-@click.option("--smooth-time", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIME_CONSTANT,
-              show_default=True, metavar="SECONDS", help="Time constant of the smoothing.")
-@click.option("--denoise/--no-denoise", default=False, show_default=True,
-              help="Also average each pixel with its past where the picture did not change (lowers the "
-                   "noise enhancement amplifies; needs --smooth).")
-@click.option("--strength", default="auto", show_default=True, metavar="auto|0..1",
-              help="How much of the method each frame gets: auto chooses from the scene (a well-lit frame "
-                   "passes nearly unchanged, a near-black one gets the full method); 0 is the input, 1 the "
-                   "method's own output.")
-@click.option("--transport", type=click.Choice(["tcp", "udp"]), default="tcp", show_default=True,
-              help="RTSP transport, for rtsp:// sources and sinks.")
-@click.option("--open-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
-              metavar="SECONDS", help="Give up opening a stream that does not answer.")
-@click.option("--read-timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
-              metavar="SECONDS", help="Treat a stream that sends nothing for this long as disconnected.")
-@click.option("--reconnect/--no-reconnect", default=True, show_default=True,
-              help="Reconnect a live source that drops, with capped exponential backoff.")
-@click.option("--max-reconnects", type=click.IntRange(min=0), metavar="N",
-              help="Give up after N failed attempts in a row. [default: never]")
-@click.option("--latest-frame/--all-frames", default=None,
-              help="When enhancement falls behind, skip to the newest frame (counted as dropped). "
-                   "[default: latest-frame for live sources, all frames for files]")
-@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=25.0, show_default=True,
-              help="Frame rate of a folder of images.")
-@click.option("--segment", metavar="DURATION", help="Record into consecutive files of this length, e.g. 10m, 90s, 1h.")
-@click.option("-y", "--overwrite", is_flag=True, help="Replace SINK if it exists.")
-@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def process(source, sink, model, weights, device, batch_size, fp16, codec, crf, preset, options, max_frames, duration,
-            tile, tile_overlap, smooth, smooth_time, denoise, strength, transport, open_timeout, read_timeout, reconnect,
-            max_reconnects, latest_frame, fps, segment, overwrite, no_progress):
+@settings_options("engine", "temporal", "encoder", "source", "run")
+def process(source, sink, **options):
     """Enhance SOURCE into SINK.
 
     \b
@@ -108,22 +104,13 @@ def process(source, sink, model, weights, device, batch_size, fp16, codec, crf, 
     when they drop and run until --duration, --max-frames, Ctrl-C or SIGTERM; the output is
     finalised and playable either way.
     """
-    from vidlight.pipeline.runner import enhance_folder, enhance_video, videos_in
+    from vidlight.pipeline.folder import enhance_folder, videos_in
+    from vidlight.pipeline.runner import enhance_video
 
-    if denoise and not smooth:
-        raise click.UsageError("--denoise works in the smoothing stage; drop --no-smooth")
+    settings = _settings(options)
     run = enhance_folder if videos_in(source) else enhance_video  # a folder of videos -> a folder
     with _stop_on_sigterm():
-        stats = run(
-            source, sink, model=model, weights=weights, device=device, batch_size=batch_size, fp16=fp16,
-            codec=codec, crf=crf, preset=preset, overwrite=overwrite, progress=not no_progress,
-            model_options=_parse_options(options), max_frames=max_frames, duration_seconds=duration,
-            tile=_parse_tile(tile), tile_overlap=tile_overlap, smooth=smooth, smooth_time=smooth_time,
-            denoise=denoise, strength=_parse_strength(strength), transport=transport,
-            open_timeout_seconds=open_timeout, read_timeout_seconds=read_timeout,
-            reconnect=reconnect, max_reconnects=max_reconnects, latest_frame=latest_frame, fps=fps,
-            segment_seconds=segment,
-        )
+        stats = run(source, sink, settings)
     from vidlight.io.live import redact
 
     logging.getLogger("vidlight").info("wrote %s: %s", redact(str(sink)), stats.summary())
@@ -146,40 +133,6 @@ def _stop_on_sigterm():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _parse_tile(value: str) -> int | str:
-    from vidlight.pipeline.tiling import parse_tile
-
-    try:
-        return parse_tile(value)
-    except VidlightError as exc:
-        raise click.BadParameter(str(exc).removeprefix("--tile "), param_hint="--tile") from None
-
-
-def _parse_strength(value: str) -> float | str:
-    from vidlight.pipeline.exposure import parse_strength
-
-    try:
-        return parse_strength(value)
-    except VidlightError as exc:
-        raise click.BadParameter(str(exc).removeprefix("strength "), param_hint="--strength") from None
-
-
-def _parse_options(pairs: tuple[str, ...]) -> dict:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="-o/--option")
-        for cast in (int, float):
-            try:
-                value = cast(value)
-                break
-            except ValueError:
-                continue
-        out[key] = value
-    return out
-
-
 @main.command()
 @click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -187,14 +140,13 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def run(pipeline, overrides, no_progress):
     """Run a pipeline definition (TOML), e.g. pipelines/file-to-file.toml."""
+    from vidlight.io.live import redact
     from vidlight.pipeline.config import load_pipeline, run_pipeline
 
-    from vidlight.io.live import redact
-
-    config = load_pipeline(pipeline, list(overrides))
+    definition = load_pipeline(pipeline, list(overrides))
     with _stop_on_sigterm():
-        stats = run_pipeline(config, progress=not no_progress)
-    logging.getLogger("vidlight").info("wrote %s: %s", redact(str(config["sink"])), stats.summary())
+        stats = run_pipeline(definition, **({"progress": False} if no_progress else {}))
+    logging.getLogger("vidlight").info("wrote %s: %s", redact(definition.sink), stats.summary())
 
 
 @main.command()
@@ -214,7 +166,7 @@ def serve(config, overrides):
 
     shared, streams = load_serve_config(config, list(overrides))
     with _stop_on_sigterm():
-        report = serve_streams(streams, **shared)
+        report = serve_streams(streams, shared)
     logging.getLogger("vidlight").info("%s", report.summary())
     if report.failures:
         raise VidlightError(f"{len(report.failures)} of {len(streams)} streams failed: "
@@ -334,28 +286,18 @@ def eval_command(input, outputs, labels, plot, max_frames, no_warp, downscale, n
 
 @main.command()
 @click.argument("video", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-m", "--model", type=click.Choice(list_models()), default="sci", show_default=True)
-@click.option("-w", "--weights", help="Catalogue name or checkpoint path. [default: the model's]")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--height", type=click.IntRange(min=16), help="Scale the clip to this many lines first. [default: its own size]")
-@click.option("--frames", "max_frames", type=click.IntRange(min=1), default=180, show_default=True, help="Use at most this many frames.")
-@click.option("-b", "--batch-size", type=click.IntRange(min=1))
-@click.option("--fp16/--fp32", default=None)
-@click.option("--codec", default="libx264", show_default=True)
-@click.option("--crf", type=click.IntRange(0, 63), default=18, show_default=True)
-@click.option("--preset", default="veryfast", show_default=True)
+@click.option("--frames", "frames", type=click.IntRange(min=1), default=180, show_default=True,
+              help="Use at most this many frames.")
 @click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
               help="Interleaved rounds; each figure is the median.")
-@click.option("--smooth/--no-smooth", default=True, show_default=True, help="As for process.")
-@click.option("--strength", default="auto", show_default=True, metavar="auto|0..1", help="As for process.")
-def bench(video, model, weights, device, height, max_frames, batch_size, fp16, codec, crf, preset, repeat, smooth,
-          strength):
+@settings_options("engine", "temporal", "encoder", defaults={"preset": "veryfast"})
+def bench(video, height, frames, repeat, **options):
     """Measure fps of the I/O floor, a naive loop, vidlight as process runs it and the model alone, in one run."""
     from vidlight.bench import run_bench
 
-    run_bench(video, model_name=model, weights=weights, device=device, height=height, max_frames=max_frames,
-              batch_size=batch_size, fp16=fp16, codec=codec, crf=crf, preset=preset, repeat=repeat,
-              smooth=smooth, strength=_parse_strength(strength), log=click.echo)
+    run_bench(video, _settings(options, progress=False), height=height, max_frames=frames, repeat=repeat,
+              log=click.echo)
 
 
 @main.command("bench-models")

@@ -174,6 +174,7 @@ class FileSource:
         )
 
     live = False  # a file is read at its own pace, never dropped or reconnected
+    reconnects = 0
 
     @property
     def name(self) -> str:

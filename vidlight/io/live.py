@@ -545,6 +545,7 @@ class ImageDirSource:
     """
 
     live = False
+    reconnects = 0
 
     def __init__(self, path: str | os.PathLike, *, fps: float = 25.0) -> None:
         import cv2  # only image folders need OpenCV

@@ -60,7 +60,7 @@ from vidlight.models.kind import (
     normalise,
     tf_to_torch_layout,
 )
-from vidlight.models.registry import KeyMap, register_model
+from vidlight.models.registry import KeyMap, boolean_option, register_model
 from vidlight.weights import Weights, register_weights
 
 LEAK = 0.2  # official lrelu: tf.maximum(0.2 * x, x)
@@ -182,17 +182,6 @@ class RestorationNet(nn.Module):
         return torch.sigmoid(self.de_conv10(x))
 
 
-def _as_bool(value: object, name: str) -> bool:
-    """A boolean option: a bool, 0/1, or text such as ``-o adjustment=true`` on the CLI."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-        return value.strip().lower() in ("true", "yes", "on", "1")
-    raise ValueError(f"{name} must be true or false, got {value!r}")
-
-
 class KinDPlus(IlluminationStrength, nn.Module):
     """KinD++ as the official ``evaluate.py`` composes it; RGB in [0, 1] -> RGB.
 
@@ -211,7 +200,7 @@ class KinDPlus(IlluminationStrength, nn.Module):
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"ratio must be a finite number >= 0, got {ratio!r}")
         self.ratio = value
-        self.adjustment = _as_bool(adjustment, "adjustment")
+        self.adjustment = boolean_option(adjustment, "adjustment")
         self.decom = DecomNet()
         self.restore = RestorationNet()
         self.adjust = IlluminationAdjustNet()

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidlight.models.registry import KeyMap, register_model
+from vidlight.models.registry import KeyMap, boolean_option, register_model
 from vidlight.weights import Weights, register_weights
 
 STAGES = 10  # FEM stages = EM branches
@@ -53,17 +53,6 @@ MIN_SIDE = 3 * (EM_KERNEL - 1) + 1
 RECEPTIVE_HALO = STAGES + 1 + 6 * (EM_KERNEL // 2)
 
 _FLT_EPSILON = float(np.finfo(np.float32).eps)
-
-
-def _as_bool(value: object, name: str) -> bool:
-    """A boolean option given as a bool, 0/1 or text (``-o postprocess=true`` on the CLI)."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-        return value.strip().lower() in ("true", "yes", "on", "1")
-    raise ValueError(f"{name} must be true or false, got {value!r}")
 
 
 class EnhancementModule(nn.Module):
@@ -116,7 +105,7 @@ class MBLLEN(nn.Module):
         max_range: float = 0.8,
     ) -> None:
         super().__init__()
-        postprocess = _as_bool(postprocess, "postprocess")
+        postprocess = boolean_option(postprocess, "postprocess")
         if not 0.0 <= low_percentile <= 100.0 or not 0.0 <= high_percentile <= 100.0:
             raise ValueError(
                 f"percentiles must lie in [0, 100], got low {low_percentile!r}, high {high_percentile!r}"

@@ -93,6 +93,16 @@ def register_model(
     return decorate
 
 
+def boolean_option(value: object, name: str) -> bool:
+    """A model option that is on or off: a bool, or 0/1 (``-o postprocess=true`` arrives as a
+    bool: the CLI and TOML read option values as TOML does)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
 def list_models() -> list[str]:
     """Names of every registered model, sorted."""
     return sorted(_MODELS)

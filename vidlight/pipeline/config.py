@@ -1,53 +1,34 @@
-"""Pipeline definitions in TOML: the same vocabulary as ``vidlight process``'s flags."""
+"""Pipeline definitions in TOML: the keys are the fields of :mod:`vidlight.settings` (as
+``vidlight process``'s flags, with ``_`` for ``-``), plus ``source`` and ``sink``."""
 
 from __future__ import annotations
 
 import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 from vidlight.errors import VidlightError
-from vidlight.pipeline.runner import RunStats, enhance_folder, enhance_video, videos_in
+from vidlight.pipeline.folder import enhance_folder, videos_in
+from vidlight.pipeline.report import RunStats
+from vidlight.pipeline.runner import enhance_video
+from vidlight.settings import Settings, fields, parse_pairs
 
-# TOML key -> enhance_video argument (the CLI flag names, with '-' as '_').
-KEYS = {
-    "source": "input",
-    "sink": "output",
-    "model": "model",
-    "weights": "weights",
-    "device": "device",
-    "batch_size": "batch_size",
-    "fp16": "fp16",
-    "codec": "codec",
-    "crf": "crf",
-    "preset": "preset",
-    "max_frames": "max_frames",
-    "tile": "tile",
-    "tile_overlap": "tile_overlap",
-    "smooth": "smooth",
-    "smooth_time": "smooth_time",
-    "denoise": "denoise",
-    "strength": "strength",
-    "duration": "duration_seconds",
-    "transport": "transport",
-    "open_timeout": "open_timeout_seconds",
-    "read_timeout": "read_timeout_seconds",
-    "reconnect": "reconnect",
-    "max_reconnects": "max_reconnects",
-    "latest_frame": "latest_frame",
-    "fps": "fps",
-    "segment": "segment_seconds",
-    "overwrite": "overwrite",
-    "options": "model_options",
-}
+# TOML key -> settings field (``source`` and ``sink`` are the pipeline's ends).
+KEYS = {"source": "source", "sink": "sink", **{f.key: f.name for f in fields()}}
+# Keys of a many-stream definition (``vidlight serve``): the model and how it runs are shared
+# by every stream; the rest are per stream, and at the top level they are every stream's default.
+SHARED_KEYS = tuple(f.key for f in fields("engine", "temporal"))
+STREAM_KEYS = ("source", "sink", *(f.key for f in fields("source", "encoder", "run")))
 
 
-def _value(text: str) -> object:
-    """A ``--set`` value: a TOML value when it parses as one (20, true, "x"), else the text."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
+@dataclass(frozen=True)
+class Pipeline:
+    """A loaded definition: where from, where to, and the settings."""
+
+    source: str
+    sink: str
+    settings: Settings
 
 
 def _read_toml(path: Path) -> dict:
@@ -60,56 +41,50 @@ def _read_toml(path: Path) -> dict:
 
 
 def _override(config: dict, overrides: list[str]) -> None:
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise VidlightError(f"--set expects KEY=VALUE, got {item!r}")
+    for key, value in parse_pairs(overrides, "--set value").items():
         if key.startswith("options."):
-            config.setdefault("options", {})[key.removeprefix("options.")] = _value(text)
+            config.setdefault("options", {})[key.removeprefix("options.")] = value
         else:
-            config[key] = _value(text)
+            config[key] = value
 
 
-def load_pipeline(path: str | os.PathLike, overrides: list[str] = ()) -> dict:
+def _settings(config: dict, where: str) -> Settings:
+    return Settings.from_keys({k: v for k, v in config.items() if k not in ("source", "sink")}, where=where)
+
+
+def load_pipeline(path: str | os.PathLike, overrides: list[str] = ()) -> Pipeline:
     """Read a pipeline definition and apply ``KEY=VALUE`` overrides (``options.KEY=VALUE`` too)."""
     path = Path(path)
     config = _read_toml(path)
-    _override(config, overrides)
-    unknown = sorted(set(config) - set(KEYS))
-    if unknown:
-        raise VidlightError(f"{path}: unknown key {unknown[0]!r}; valid keys: {', '.join(KEYS)}")
+    _override(config, list(overrides))
+    settings = _settings(config, f"{path}: ")
     for required in ("source", "sink"):
         if not config.get(required):
             raise VidlightError(f"{path}: {required} is not set; add --set {required}=...")
-    return config
+    return Pipeline(str(config["source"]), str(config["sink"]), settings)
 
 
-def run_pipeline(config: dict, *, progress: bool = True) -> RunStats:
-    """Run a loaded pipeline definition (a folder of videos as source: each one, into a folder)."""
-    run = enhance_folder if videos_in(config["source"]) else enhance_video
-    return run(**{KEYS[k]: v for k, v in config.items()}, progress=progress)
+def run_pipeline(pipeline: Pipeline, **options) -> RunStats:
+    """Run a loaded definition (a folder of videos as source: each one, into a folder);
+    ``options`` override its settings (e.g. ``progress=False``)."""
+    run = enhance_folder if videos_in(pipeline.source) else enhance_video
+    return run(pipeline.source, pipeline.sink, pipeline.settings.replace(**options))
 
 
-# Keys of a many-stream definition (``vidlight serve``): the model and how it runs are shared
-# by every stream; the rest are per stream, and at the top level they are every stream's default.
-SHARED_KEYS = ("model", "weights", "device", "batch_size", "fp16", "tile", "tile_overlap", "smooth",
-               "smooth_time", "denoise", "strength", "options")
-STREAM_KEYS = tuple(k for k in KEYS if k not in SHARED_KEYS)
-
-
-def load_serve_config(path: str | os.PathLike, overrides: list[str] = ()) -> tuple[dict, list]:
+def load_serve_config(path: str | os.PathLike, overrides: list[str] = ()) -> tuple[Settings, list]:
     """Read a many-stream definition: shared keys and stream defaults at the top level, one
     ``[[streams]]`` table per stream (``name``, ``source``, ``sink`` and any stream key).
     ``overrides`` (``KEY=VALUE``) apply to the top level.
 
     Returns:
-        the :func:`vidlight.pipeline.serve.serve` keyword arguments, and its list of streams.
+        the shared :class:`~vidlight.settings.Settings` for :func:`vidlight.pipeline.serve.serve`,
+        and its list of streams.
     """
     from vidlight.pipeline.serve import Stream
 
     path = Path(path)
     config = _read_toml(path)
-    _override(config, overrides)
+    _override(config, list(overrides))
     tables = config.pop("streams", None)
     if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
         raise VidlightError(f"{path}: no streams; add a [[streams]] table with a source and a sink for each camera")
@@ -131,6 +106,7 @@ def load_serve_config(path: str | os.PathLike, overrides: list[str] = ()) -> tup
         for required in ("source", "sink"):
             if not merged.get(required):
                 raise VidlightError(f"{path}: stream {name!r} has no {required}")
-        streams.append(Stream(name=name, **{(k if k in ("source", "sink") else KEYS[k]): v for k, v in merged.items()}))
-    shared = {KEYS[k]: v for k, v in config.items() if k in SHARED_KEYS}
+        settings = _settings(merged, f"{path}: stream {name!r}: ")
+        streams.append(Stream(name, str(merged["source"]), str(merged["sink"]), settings))
+    shared = _settings({k: v for k, v in config.items() if k in SHARED_KEYS}, f"{path}: ")
     return shared, streams

@@ -19,17 +19,44 @@ import numpy as np
 import torch
 from torch import nn
 
+from vidlight.models import load_model
+from vidlight.models.hooks import hooks_of
 from vidlight.models.strength import apply_strength, strength_phases, terms_of
 from vidlight.pipeline.exposure import ExposureControl, preview_size, preview_stats
 from vidlight.pipeline.temporal import StatisticsSmoother
 from vidlight.pipeline.stages import MODEL_WORKERS, timed
 from vidlight.errors import VidlightError
+from vidlight.settings import EngineSettings
 from vidlight.pipeline.tiling import DEFAULT_OVERLAP, MIN_TILE, choose_tile, tiled_forward
 
 log = logging.getLogger("vidlight")
 
 # Strip height is chosen so that one strip of the whole batch holds about this many pixels.
 _STRIP_PIXELS = 160_000
+
+
+def default_batch_size(device: torch.device) -> int:
+    return 8 if device.type == "cuda" else 4
+
+
+def prepare_engine(engine: EngineSettings) -> tuple[torch.device, int]:
+    """The device a run uses (:class:`VidlightError` when it is not there) and its batch size."""
+    dev = resolve_device(engine.device)
+    if engine.fp16 and dev.type != "cuda":
+        log.warning("fp16 needs a CUDA device; running in fp32 on %s", dev.type)
+    return dev, engine.batch_size or default_batch_size(dev)
+
+
+def load_engine_model(engine: EngineSettings, dev: torch.device) -> tuple[nn.Module, bool]:
+    """The engine's model, loaded by name (or as given), and whether it runs in fp16 (default:
+    on CUDA, unless the model's ``fp16_default`` is False)."""
+    model = engine.model
+    if isinstance(model, str):
+        model = load_model(model, weights=engine.weights, **(engine.model_options or {}))
+    fp16 = engine.fp16
+    if fp16 is None:
+        fp16 = dev.type == "cuda" and hooks_of(model).fp16_default
+    return model, fp16
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -120,14 +147,15 @@ class FrameEnhancer:
         self.fp16 = fp16 and device.type == "cuda"
         self.dtype = torch.float16 if self.fp16 else torch.float32
         self.model = model.to(device=device, dtype=self.dtype).eval()
-        self.halo = getattr(model, "receptive_halo", None)
+        self.hooks = hooks_of(model)
+        self.halo = self.hooks.receptive_halo
         # Clip models (mbllen-video) treat a batch as consecutive frames of one clip.
-        self.clip_context = getattr(model, "clip_context", 0)
+        self.clip_context = self.hooks.clip_context
         self._context: torch.Tensor | None = None
         # Models that normalise each frame by its own statistics (MBLLEN, KinD) get them
-        # averaged over time instead (not clip models: their context frames would count twice).
+        # averaged over time instead.
         self.statistics: StatisticsSmoother | None = None
-        self.averages_statistics = hasattr(model, "statistics_smoother") and not self.clip_context
+        self.averages_statistics = self.hooks.averages_statistics
         if statistics_time and self.averages_statistics:
             self.statistics = StatisticsSmoother(time_constant=statistics_time)
         self._pinned: dict[str, torch.Tensor] = {}
@@ -224,7 +252,7 @@ class FrameEnhancer:
         if self.tile != "auto":
             raise VidlightError(f"out of {self.device} memory running {n} frame(s) of {w}x{h} on {what}: "
                                 "use a smaller --tile (or --tile auto) or a smaller --batch-size")
-        multiple = getattr(self.model, "tile_multiple", 1)
+        multiple = self.hooks.tile_multiple
         side = (tile or max(h, w)) // 2 // multiple * multiple
         if side < MIN_TILE:
             raise VidlightError(f"out of {self.device} memory even on {what} ({n} frame(s) of {w}x{h}): "

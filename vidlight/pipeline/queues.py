@@ -81,3 +81,9 @@ class LatestFrameQueue:
             return len(self._items)
 
     __len__ = qsize
+
+
+class FrameQueue(queue.Queue):
+    """A bounded FIFO that blocks the reader when full and never drops (files, folders)."""
+
+    dropped = 0

@@ -23,21 +23,23 @@ import math
 import queue
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import torch
 
 from vidlight.errors import VidlightError
+from vidlight.io import Sink, Source
 from vidlight.io.live import Reconnected, classify, open_source, redact
-from vidlight.io.sinks import classify_sink, open_sink, parse_duration
-from vidlight.pipeline.enhancer import FrameEnhancer, single_threaded_torch
-from vidlight.pipeline.exposure import ExposureControl, parse_strength
-from vidlight.pipeline.queues import LatestFrameQueue
-from vidlight.pipeline.runner import (_END, Latencies, RunStats, StreamIntake, _LiveReport, _read, _write, check_smoothing,
-                                      engine_settings, enhance_batch, load_engine_model)
-from vidlight.pipeline.temporal import DEFAULT_TIME_CONSTANT, StatisticsSmoother, TemporalSmoother
-from vidlight.pipeline.tiling import DEFAULT_OVERLAP
+from vidlight.io.sinks import classify_sink, open_sink
+from vidlight.pipeline.batching import StreamIntake, enhance_batch
+from vidlight.pipeline.enhancer import FrameEnhancer, load_engine_model, prepare_engine, single_threaded_torch
+from vidlight.pipeline.exposure import ExposureControl
+from vidlight.pipeline.queues import FrameQueue, LatestFrameQueue
+from vidlight.pipeline.report import Latencies, LiveReport, RunStats
+from vidlight.pipeline.temporal import StatisticsSmoother, TemporalSmoother
+from vidlight.pipeline.workers import END, read_source, write_sink
+from vidlight.settings import Settings, fields
 
 log = logging.getLogger("vidlight")
 
@@ -48,27 +50,32 @@ BATCH_WAIT_SECONDS = 0.04
 START_RETRY_SECONDS = (1.0, 10.0)
 
 
-@dataclass
-class Stream:
-    """One source -> sink pair of :func:`serve`, with the per-stream settings of ``enhance_video``."""
+# The settings each stream has for itself; the engine and temporal ones are shared by all.
+STREAM_GROUPS = ("source", "encoder", "run")
+SHARED_GROUPS = ("engine", "temporal")
 
-    name: str
-    source: str
-    sink: str
-    codec: str = "libx264"
-    crf: int | None = 18
-    preset: str | None = "medium"
-    max_frames: int | None = None
-    duration_seconds: float | None = None
-    transport: str = "tcp"
-    open_timeout_seconds: float = 10.0
-    read_timeout_seconds: float = 5.0
-    reconnect: bool = True
-    max_reconnects: int | None = None
-    latest_frame: bool | None = None
-    fps: float = 25.0
-    segment_seconds: float | str | None = None
-    overwrite: bool = False
+
+class Stream:
+    """One source -> sink pair of :func:`serve`, with its own reading, encoding and run settings.
+
+    Args:
+        name: unique among the streams (logs, reports).
+        source, sink: as for :func:`vidlight.enhance_video`.
+        settings: the stream's settings (only its source, encoder and run groups are used).
+        **options: settings of those groups by field name (``crf=20``, ``max_frames=100``).
+    """
+
+    def __init__(self, name: str, source: str, sink: str, settings: Settings | None = None, **options: Any) -> None:
+        shared = {f.name for f in fields(*SHARED_GROUPS)}
+        for option in options:
+            if option in shared:
+                raise VidlightError(f"stream {name!r} sets {option!r}, which every stream shares (one model on "
+                                    f"one device); set it for serve as a whole")
+        self.name, self.source, self.sink = name, source, sink
+        self.settings = (settings or Settings()).replace(**options)
+
+    def __repr__(self) -> str:
+        return f"Stream({self.name!r}, {redact(str(self.source))!r}, {redact(str(self.sink))!r})"
 
 
 @dataclass
@@ -95,14 +102,16 @@ class _Live(StreamIntake):
     """A running stream: its source, buffers, threads, temporal state and sink; its pending
     frames and boundary items as :class:`~vidlight.pipeline.runner.StreamIntake` keeps them."""
 
-    def __init__(self, spec: Stream, source, sink, *, stop: threading.Event, arrived: threading.Event,
+    def __init__(self, spec: Stream, source: Source, sink: Sink, *, stop: threading.Event, arrived: threading.Event,
                  share: int, smooth: bool, smooth_time: float, denoise: bool, statistics: bool,
                  exposure: bool, enhancer: FrameEnhancer | None) -> None:
-        super().__init__(spec.duration_seconds, self._reconnected)
+        run = spec.settings.run
+        super().__init__(run.duration_seconds, self._reconnected)
         self.spec, self.source, self.sink, self.name = spec, source, sink, spec.name
-        self.live = getattr(source, "live", False)
-        latest = self.live if spec.latest_frame is None else spec.latest_frame
-        self.decoded = LatestFrameQueue(2 * share) if latest else queue.Queue(maxsize=2 * share)
+        self.live = source.live
+        latest = self.live if spec.settings.source.latest_frame is None else spec.settings.source.latest_frame
+        self.decoded: FrameQueue | LatestFrameQueue = (LatestFrameQueue(2 * share) if latest
+                                                       else FrameQueue(maxsize=2 * share))
         self.encoded: queue.Queue = queue.Queue(maxsize=2)
         self.errors: list[BaseException] = []
         self.latencies = Latencies()
@@ -113,10 +122,10 @@ class _Live(StreamIntake):
         self.exposure = ExposureControl() if exposure else None  # strength "auto": this stream's own
         self.enhancer = enhancer  # its own, for clip models only (their context is per stream)
         self.start = time.perf_counter()
-        self.reporter = _LiveReport(source, self.decoded, self.latencies)
-        self.reader = threading.Thread(target=_read, args=(source, self.decoded, stop, spec.max_frames, arrived.set),
+        self.reporter = LiveReport(source, self.decoded, self.latencies)
+        self.reader = threading.Thread(target=read_source, args=(source, self.decoded, stop, run.max_frames, arrived.set),
                                        daemon=True, name=f"vidlight-read-{spec.name}")
-        self.writer = threading.Thread(target=_write, args=(sink, self.encoded, self.errors, None, self.latencies),
+        self.writer = threading.Thread(target=write_sink, args=(sink, self.encoded, self.errors, None, self.latencies),
                                        daemon=True, name=f"vidlight-write-{spec.name}")
         self.writer.start()
         self.reader.start()
@@ -166,7 +175,7 @@ class _Live(StreamIntake):
         self.source.close()
         if interrupted:
             self.hand_over([], end=True)  # frames the smoother holds are finished, not lost
-        self.encoded.put(_END)
+        self.encoded.put(END)
         self.writer.join()
         self.reader.join(timeout=5)
         self.source.close()
@@ -178,8 +187,7 @@ class _Live(StreamIntake):
             failure = failure or exc
         self.failure = failure
         return RunStats(self.sink.frames_written, time.perf_counter() - self.start, self.source.corrupt_packets,
-                        interrupted, dropped=getattr(self.decoded, "dropped", 0),
-                        reconnects=getattr(self.source, "reconnects", 0),
+                        interrupted, dropped=self.decoded.dropped, reconnects=self.source.reconnects,
                         latencies=self.latencies if self.live else None)
 
 
@@ -206,32 +214,17 @@ class _Routes:
         return stream.exposure(n, stats)
 
 
-def serve(
-    streams: list[Stream],
-    *,
-    model: str | torch.nn.Module = "sci",
-    weights: str | None = None,
-    device: str | torch.device = "auto",
-    batch_size: int | None = None,
-    fp16: bool | None = None,
-    model_options: dict | None = None,
-    tile: int | str = "auto",
-    tile_overlap: int = DEFAULT_OVERLAP,
-    smooth: bool = True,
-    smooth_time: float = DEFAULT_TIME_CONSTANT,
-    denoise: bool = False,
-    strength: float | str = "auto",
-    stop_event: threading.Event | None = None,
-) -> ServeReport:
+def serve(streams: list[Stream], settings: Settings | None = None, *, stop_event: threading.Event | None = None,
+          **options: Any) -> ServeReport:
     """Enhance several sources into their sinks in one process, batching frames across streams.
 
     Args:
         streams: the source -> sink pairs (names unique), each with its own stream settings.
-        model, weights, device, batch_size, fp16, model_options, tile, tile_overlap, smooth,
-            smooth_time, denoise, strength: as for :func:`vidlight.enhance_video`, shared by every
-            stream (one model on one device); ``batch_size`` counts frames of all streams
-            together. With ``strength="auto"`` each stream's strength is chosen for its own scene.
+        settings: the engine and temporal settings every stream shares (one model on one
+            device); ``batch_size`` counts frames of all streams together. With ``strength``
+            ``"auto"`` each stream's strength is chosen for its own scene.
         stop_event: set it to end every stream cleanly (as Ctrl-C does).
+        **options: engine and temporal settings by field name (``model="sci"``, ``device="cpu"``).
 
     Returns:
         a :class:`ServeReport`; streams that failed are in its ``failures`` (the others ran on).
@@ -253,14 +246,17 @@ def serve(
     for s in streams:
         if not s.source or not s.sink:
             raise VidlightError(f"stream {s.name!r} needs a source and a sink")
-        if classify_sink(s.sink) == "file" and Path(s.sink).exists() and not s.overwrite:
+        if classify_sink(s.sink) == "file" and Path(s.sink).exists() and not s.settings.run.overwrite:
             raise VidlightError(f"{s.sink} (stream {s.name!r}) already exists; set overwrite = true to replace it")
-    # Durations parsed up front (a bad one is a setting error), on copies: the caller's stay as given.
-    streams = [replace(s, segment_seconds=parse_duration(s.segment_seconds)) if s.segment_seconds is not None else s
-               for s in streams]
-    dev, tile, batch_size = engine_settings(device, tile, tile_overlap, batch_size, fp16)
-    check_smoothing(smooth, smooth_time, denoise)
-    strength = parse_strength(strength)
+    unshared = sorted(set(options) - {f.name for f in fields(*SHARED_GROUPS)})
+    if unshared:
+        raise VidlightError(f"serve takes the settings every stream shares; {unshared[0]!r} is a stream's own: "
+                            f"set it on each Stream")
+    settings = (settings or Settings()).replace(**options)
+    engine, temporal = settings.engine, settings.temporal
+    smooth, smooth_time, strength = temporal.smooth, temporal.smooth_time, temporal.strength
+    dev, batch_size = prepare_engine(engine)
+    tile, tile_overlap = engine.tile, engine.tile_overlap
     stop = stop_event or threading.Event()
     arrived = threading.Event()
     started: queue.Queue = queue.Queue()
@@ -276,7 +272,7 @@ def serve(
     enhancer: FrameEnhancer | None = None
     try:
         # Loaded while the sources open; a bad model or weights still closes what they opened.
-        model, fp16 = load_engine_model(model, weights, model_options, dev, fp16)
+        model, fp16 = load_engine_model(engine, dev)
         enhancer = FrameEnhancer(model, device=dev, fp16=fp16, tile=tile, tile_overlap=tile_overlap,
                                  keep_precision=smooth, strength=strength)
         clip_model = bool(enhancer.clip_context)
@@ -303,10 +299,10 @@ def serve(
                     own = FrameEnhancer(model, device=dev, fp16=fp16, tile=tile, tile_overlap=tile_overlap,
                                         keep_precision=smooth, strength=strength)
                 running.append(_Live(spec, source, sink, stop=stop, arrived=arrived, share=share, smooth=smooth,
-                                     smooth_time=smooth_time, denoise=denoise,
+                                     smooth_time=smooth_time, denoise=temporal.denoise,
                                      statistics=enhancer.averages_statistics,
                                      exposure=strength == "auto" and own is None, enhancer=own))
-                log.info("%s: %s -> %s, %dx%d", spec.name, source.name, redact(str(getattr(sink, "output", spec.sink))),
+                log.info("%s: %s -> %s, %dx%d", spec.name, source.name, redact(str(sink.output)),
                          source.info.width, source.info.height)
             for s in running:
                 if s.held is not None and not s.frames:
@@ -381,16 +377,17 @@ def _start(spec: Stream, stop: threading.Event, started: queue.Queue) -> None:
     """Open a stream's source and sink (retrying a live source that is down, as its reconnect
     settings allow); hands ``(spec, (source, sink))`` or ``(spec, error)`` to ``started``."""
     live = classify(str(spec.source)) in ("url", "webcam")
+    src, enc = spec.settings.source, spec.settings.encoder
     attempts = 0
     delay, cap = START_RETRY_SECONDS
     while True:
         try:
-            source = open_source(spec.source, transport=spec.transport, open_timeout_seconds=spec.open_timeout_seconds,
-                                 read_timeout_seconds=spec.read_timeout_seconds, reconnect=spec.reconnect,
-                                 max_reconnects=spec.max_reconnects, fps=spec.fps, stop_event=stop)
+            source = open_source(spec.source, transport=src.transport, open_timeout_seconds=src.open_timeout_seconds,
+                                 read_timeout_seconds=src.read_timeout_seconds, reconnect=src.reconnect,
+                                 max_reconnects=src.max_reconnects, fps=src.fps, stop_event=stop)
             break
         except VidlightError as exc:
-            retry = live and spec.reconnect and (spec.max_reconnects is None or attempts < spec.max_reconnects)
+            retry = live and src.reconnect and (src.max_reconnects is None or attempts < src.max_reconnects)
             if not retry or stop.is_set():
                 started.put((spec, exc))
                 return
@@ -404,9 +401,9 @@ def _start(spec: Stream, stop: threading.Event, started: queue.Queue) -> None:
             started.put((spec, exc))
             return
     try:
-        sink = open_sink(spec.sink, source.info, copy_streams=source.copy_streams, segment_seconds=spec.segment_seconds,
-                         codec=spec.codec, crf=spec.crf, preset=spec.preset, overwrite=spec.overwrite,
-                         transport=spec.transport)
+        sink = open_sink(spec.sink, source.info, copy_streams=source.copy_streams, segment_seconds=enc.segment_seconds,
+                         codec=enc.codec, crf=enc.crf, preset=enc.preset, overwrite=spec.settings.run.overwrite,
+                         transport=src.transport)
     except BaseException as exc:
         source.close()
         started.put((spec, exc))

@@ -90,3 +90,4 @@ def measuring() -> Iterator[StageClock]:
         yield _clock
     finally:
         _clock = None
+

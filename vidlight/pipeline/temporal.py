@@ -20,7 +20,7 @@ so this stage smooths a *low-resolution* brightness only, and applies it back as
 A bounded look-ahead (2 frames by default) tells exposure flicker from real changes: the
 input's brightness trend is a running median, which keeps steps and ramps but not a frame
 that jumps away from its neighbours. The stage is model-independent: it sees only
-(input frame, enhanced frame, pts) triples.
+(input frame, enhanced frame, time in seconds) triples.
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ class GainSmoother:
         field: smooth each cell of the grid rather than the global level (corrects local flicker,
             but a moving bright object can then leave a coarse trail).
         grid_width: cells across the frame.
-        default_dt: seconds between frames when a pts is missing or not increasing (1 / fps).
+        default_dt: seconds between frames when a frame has no time or it does not increase (1 / fps).
         eps: added to luma (in [0, 1]) before the log, so black areas give finite values.
         hysteresis: how far (in steps of the output's bit depth, below 1) a sample's exact
             value may be from its previous output value and still keep it (0: plain
@@ -267,7 +267,7 @@ class GainSmoother:
         self._trend: np.ndarray | None = None
         self._input: np.ndarray | None = None
         self._output: float | None = None
-        self._pts: float | None = None
+        self._last_seconds: float | None = None
         self._shape: tuple | None = None
         self._slope_sums = [self.SLOPE_PRIOR, self.SLOPE_PRIOR]  # sum di*do, sum di*di
 
@@ -278,11 +278,11 @@ class GainSmoother:
             return 1.0
         return float(np.clip(self._slope_sums[0] / self._slope_sums[1], 0.0, 1.0))
 
-    def alpha(self, pts_seconds: float | None) -> float:
-        """The EMA weight of the past for a frame at ``pts_seconds`` (after the previous frame's)."""
+    def alpha(self, time_seconds: float | None) -> float:
+        """The EMA weight of the past for a frame at ``time_seconds`` (after the previous frame's)."""
         dt = None
-        if pts_seconds is not None and self._pts is not None and pts_seconds > self._pts:
-            dt = pts_seconds - self._pts
+        if time_seconds is not None and self._last_seconds is not None and time_seconds > self._last_seconds:
+            dt = time_seconds - self._last_seconds
         if dt is None:
             dt = self.default_dt
         if self.time_constant == 0:
@@ -305,7 +305,7 @@ class GainSmoother:
         grid = self._grid(frame)
         return np.log(_lowres_luma(small if small is not None and small.shape[1] >= 2 * grid[0] else frame, grid) + self.eps)
 
-    def push(self, source: np.ndarray, output: np.ndarray, pts_seconds: float | None,
+    def push(self, source: np.ndarray, output: np.ndarray, time_seconds: float | None,
              tag: object = None, blocks: np.ndarray | None = None) -> list[tuple[np.ndarray, object]]:
         """Queue an (input, enhanced) pair; returns the (corrected frame, tag) pairs now final, in
         order. ``blocks``: the input's :func:`block_means`, if already made."""
@@ -317,7 +317,7 @@ class GainSmoother:
         if blocks is None:
             blocks = block_means(source)
         i, o = self._cells(source, blocks), self._cells(output)
-        a = self.alpha(pts_seconds) if self._input is not None else 0.0
+        a = self.alpha(time_seconds) if self._input is not None else 0.0
         if self._input is not None and self.estimate_response:
             decay = a ** (1 / self.SLOPE_MEMORY)
             di = float((i - self._input).mean())
@@ -325,10 +325,10 @@ class GainSmoother:
             self._slope_sums[0] = decay * self._slope_sums[0] + di * do
             self._slope_sums[1] = decay * self._slope_sums[1] + di * di
         self._input, self._output, self._shape = i, float(np.mean(o)), output.shape
-        if pts_seconds is not None:
-            self._pts = pts_seconds
-        elif self._pts is not None:
-            self._pts += self.default_dt
+        if time_seconds is not None:
+            self._last_seconds = time_seconds
+        elif self._last_seconds is not None:
+            self._last_seconds += self.default_dt
         self._pending.append(_Pending(i, o, output, a, tag, source.dtype, blocks if self.hysteresis > 0 else None))
         while len(self._pending) > self.lookahead:
             ready.append(self._finish())
@@ -467,7 +467,7 @@ class StatisticsSmoother:
 
     Args:
         time_constant: tau in seconds.
-        default_dt: seconds between frames when a pts is missing or not increasing.
+        default_dt: seconds between frames when a frame has no time or it does not increase.
     """
 
     def __init__(self, *, time_constant: float = DEFAULT_TIME_CONSTANT, default_dt: float = 1 / 30) -> None:
@@ -481,7 +481,7 @@ class StatisticsSmoother:
     def reset(self) -> None:
         """Forget the averages: the next frame's statistics are used as they are."""
         self._state: dict[str, float] = {}
-        self._pts: float | None = None
+        self._last_seconds: float | None = None
         self._fresh = True
 
     def begin(self, seconds: Sequence[float | None], restart: Sequence[int] = ()) -> None:
@@ -495,9 +495,9 @@ class StatisticsSmoother:
                 alphas.append(0.0)
                 self._fresh = False
             else:
-                dt = p - self._pts if p is not None and self._pts is not None and p > self._pts else self.default_dt
+                dt = p - self._last_seconds if p is not None and self._last_seconds is not None and p > self._last_seconds else self.default_dt
                 alphas.append(math.exp(-dt / self.time_constant))
-            self._pts = p if p is not None else (None if self._pts is None else self._pts + self.default_dt)
+            self._last_seconds = p if p is not None else (None if self._last_seconds is None else self._last_seconds + self.default_dt)
         self._alphas = alphas
 
     def __call__(self, key: str, index: int, value: float) -> float:
@@ -521,7 +521,7 @@ class TemporalSmoother:
         enabled: False passes frames through untouched, at once.
         detect_cuts: restart the smoothing at scene cuts (see :class:`SceneCutDetector`).
         lookahead: frames of delay the smoothing may use to tell flicker from real changes.
-        default_dt: seconds between frames when a pts is missing (1 / the stream's frame rate).
+        default_dt: seconds between frames when a frame has no time (1 / the stream's frame rate).
         **options: further :class:`GainSmoother` options (``follow``, ``estimate_response``, ``field``).
     """
 
@@ -591,22 +591,22 @@ class TemporalSmoother:
         self,
         inputs: Sequence[np.ndarray],
         outputs: Sequence[np.ndarray],
-        pts: Sequence[float | None],
+        seconds: Sequence[float | None],
         tags: Sequence[object] | None = None,
     ) -> list[tuple[np.ndarray, object]]:
-        """Queue a batch of (input, enhanced, pts in seconds, tag); returns the finished
+        """Queue a batch of (input, enhanced, time in seconds, tag); returns the finished
         (corrected frame, tag) pairs, in order."""
         tags = [None] * len(inputs) if tags is None else tags
-        if not (len(inputs) == len(outputs) == len(pts) == len(tags)):
-            raise ValueError(f"inputs, outputs, pts and tags differ in length "
-                             f"({len(inputs)}, {len(outputs)}, {len(pts)}, {len(tags)})")
+        if not (len(inputs) == len(outputs) == len(seconds) == len(tags)):
+            raise ValueError(f"inputs, outputs, seconds and tags differ in length "
+                             f"({len(inputs)}, {len(outputs)}, {len(seconds)}, {len(tags)})")
         if not self.enabled:
             for _ in range(min(len(inputs), len(self._scanned))):
                 self._scanned.popleft()  # the cuts were for the model (clip context, strength)
             one = np.array(1.0, dtype=np.float32)  # 16-bit outputs of 8-bit inputs still come back 8-bit
             return [(apply_gain(o, one, i.dtype), t) for i, o, t in zip(inputs, outputs, tags)]
         ready = []
-        for source, output, p, tag in zip(inputs, outputs, pts, tags):
+        for source, output, p, tag in zip(inputs, outputs, seconds, tags):
             if self._scanned:
                 cut, blocks = self._scanned.popleft()
             else:
@@ -623,7 +623,7 @@ class TemporalSmoother:
         """The frames still waiting for their look-ahead, finished (end of stream)."""
         return self.smoother.drain() if self.enabled else []
 
-    def __call__(self, inputs, outputs, pts) -> list[np.ndarray]:
+    def __call__(self, inputs, outputs, seconds) -> list[np.ndarray]:
         """Corrected ``outputs`` for a whole clip, at once (push, then flush)."""
-        done = self.push(inputs, outputs, pts) + self.flush()
+        done = self.push(inputs, outputs, seconds) + self.flush()
         return [frame for frame, _ in done]

@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vidlight.models.hooks import hooks_of
+
 MIN_TILE = 64
 DEFAULT_OVERLAP = 64
 # Fraction of the free memory a batch's activations may take (the rest: the encoder, the
@@ -118,7 +120,7 @@ def tiled_forward(model: nn.Module, x: torch.Tensor, tile: int, overlap: int = D
     (or what ``split``, another ``(prepare, body, finish)`` of the model, computes)."""
     prepare, body, finish = split or phases(model)
     inner, ctx = prepare(x)
-    multiple = getattr(model, "tile_multiple", 1)
+    multiple = hooks_of(model).tile_multiple
     tile = max(multiple, tile // multiple * multiple)
     return finish(run_tiled(body, inner, tile, overlap, multiple), ctx)
 
@@ -158,14 +160,14 @@ def choose_tile(
     Needs the model's ``peak_bytes_per_pixel`` (fp32 activations at the peak, per input pixel);
     models without it are light enough never to need tiles.
     """
-    per_pixel = getattr(model, "peak_bytes_per_pixel", None)
+    per_pixel = hooks_of(model).peak_bytes_per_pixel
     if per_pixel is None:
         return None
     per_pixel *= (0.5 if fp16 else 1.0) * batch
     budget = (available_memory(device) if free_bytes is None else free_bytes) * MEMORY_BUDGET
     if per_pixel * height * width <= budget:
         return None
-    multiple = getattr(model, "tile_multiple", 1)
+    multiple = hooks_of(model).tile_multiple
     side = int(math.sqrt(budget / per_pixel))
     # a tile's activations grow with (side + overlap)^2 at most; leave room for that
     side = max(MIN_TILE, side - DEFAULT_OVERLAP)
@@ -185,5 +187,5 @@ def parse_tile(value: str | int | None) -> int | None | str:
     if side < MIN_TILE:
         from vidlight.errors import VidlightError
 
-        raise VidlightError(f"--tile must be auto, off or a side of at least {MIN_TILE} pixels, got {value!r}")
+        raise VidlightError(f"tile must be auto, off or a side of at least {MIN_TILE} pixels, got {value!r}")
     return side

@@ -1,0 +1,155 @@
+"""A folder of videos on a real Ray cluster: two nodes started on this machine.
+
+Each test compares what Ray wrote with what the same settings write in one process, here;
+the kill test kills a worker's process while it is enhancing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from media import gradient, read_video, write_video
+from vidlight.cli import main
+from vidlight.errors import VidlightError
+from vidlight.pipeline.folder import enhance_folder
+
+try:
+    import ray
+except ImportError:  # the extra is not installed: CI installs it and must not skip
+    if os.environ.get("CI") == "true":
+        raise
+    pytest.skip("Ray is not installed (pip install 'vidlight[ray]')", allow_module_level=True)
+
+SETTINGS = dict(model="sci", device="cpu", preset="ultrafast", crf=18, progress=False)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head node and a worker node, one CPU each, with the test environment's variables."""
+    from ray.cluster_utils import Cluster
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VIDLIGHT_OFFLINE", "1")  # the nodes' workers inherit it: nothing is downloaded
+        node = {"num_cpus": 1, "object_store_memory": 100 * 2**20}
+        c = Cluster(initialize_head=True, head_node_args=node)
+        c.add_node(**node)
+        ray.init(address=c.address, logging_level="WARNING", log_to_driver=False)
+        yield c
+        ray.shutdown()
+        c.shutdown()
+
+
+def dark_clip(path: Path, n: int, seed: int, size=(160, 96)) -> Path:
+    """A dark moving gradient with seeded noise (each clip its own)."""
+    rng = np.random.default_rng(seed)
+    frames = [np.clip(gradient(*size, i) * 0.18 + rng.normal(0, 2, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+              for i in range(n)]
+    return write_video(path, frames).path
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory) -> tuple[Path, Path]:
+    """Three dark videos and what one process here makes of them."""
+    root = tmp_path_factory.mktemp("ray-batch")
+    folder = root / "in"
+    folder.mkdir()
+    for i, n in enumerate((60, 45, 75)):
+        dark_clip(folder / f"cam{i}.mp4", n, seed=i)
+    enhance_folder(folder, root / "local", **SETTINGS)
+    return folder, root / "local"
+
+
+def assert_same_outputs(a: Path, b: Path) -> None:
+    names = sorted(p.name for p in a.iterdir())
+    assert names == sorted(p.name for p in b.iterdir()), "different files"
+    for name in names:
+        x, y = read_video(a / name), read_video(b / name)
+        assert len(x.frames) == len(y.frames) > 0, name
+        for i, (f, g) in enumerate(zip(x.frames, y.frames)):
+            assert np.array_equal(f, g), f"{name} frame {i} differs by up to {np.abs(f.astype(int) - g).max()}"
+
+
+def test_a_batch_on_two_nodes_equals_the_local_run(cluster, batch, tmp_path):
+    folder, local = batch
+    stats = enhance_folder(folder, tmp_path / "ray", executor="ray", **SETTINGS)
+    assert stats.frames == 60 + 45 + 75
+    assert_same_outputs(tmp_path / "ray", local)
+    # Run again: every output is there, nothing is redone.
+    again = enhance_folder(folder, tmp_path / "ray", executor="ray", **SETTINGS)
+    assert again.frames == 0
+
+
+def _enhancing_workers() -> list[int]:
+    """PIDs of Ray worker processes running EnhanceWorker.enhance (Ray names the process after
+    the task it runs)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if b"EnhanceWorker.enhance" in title:
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_a_worker_killed_mid_file_has_the_file_redone_elsewhere(cluster, batch, tmp_path, caplog):
+    folder, local = batch
+    out = tmp_path / "ray"
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["stats"] = enhance_folder(folder, out, executor="ray", **SETTINGS)
+        except BaseException as exc:  # handed to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    killed = None
+    deadline = time.monotonic() + 60
+    while killed is None and time.monotonic() < deadline and thread.is_alive():
+        pids = _enhancing_workers()
+        # Mid-file: a partial output exists, so the worker has written frames.
+        if pids and any(out.glob(".*.partial.mp4")):
+            killed = pids[0]
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.02)
+    thread.join(timeout=180)
+    assert killed is not None, "no worker was seen mid-file"
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["stats"].frames == 60 + 45 + 75
+    assert "its worker died; doing it again on another" in caplog.text
+    assert_same_outputs(out, local)  # nothing duplicated, nothing half-written
+    assert not list(out.glob(".*"))
+
+
+def test_cli_executor_ray(cluster, batch, tmp_path, monkeypatch):
+    folder, local = batch
+    monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+    result = CliRunner().invoke(main, ["process", str(folder), str(tmp_path / "out"), "--executor", "ray",
+                                       "--device", "cpu", "--preset", "ultrafast", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert_same_outputs(tmp_path / "out", local)
+    # A single file is not a batch.
+    single = CliRunner().invoke(main, ["process", str(folder / "cam0.mp4"), str(tmp_path / "one.mp4"),
+                                       "--executor", "ray"])
+    assert single.exit_code == 1 and "runs a folder of videos" in single.output
+
+
+def test_without_ray_the_message_says_how_to_install_it(monkeypatch, batch, tmp_path):
+    import sys
+
+    folder, _ = batch
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(VidlightError, match=r"pip install 'vidlight\[ray\]'"):
+        enhance_folder(folder, tmp_path / "out", executor="ray", **SETTINGS)
