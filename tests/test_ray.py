@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -20,6 +21,7 @@ from media import gradient, read_video, write_video
 from vidlight.cli import main
 from vidlight.errors import VidlightError
 from vidlight.pipeline.folder import enhance_folder
+from vidlight.pipeline.runner import enhance_video
 
 try:
     import ray
@@ -87,18 +89,17 @@ def test_a_batch_on_two_nodes_equals_the_local_run(cluster, batch, tmp_path):
     assert again.frames == 0
 
 
-def _enhancing_workers() -> list[int]:
-    """PIDs of Ray worker processes running EnhanceWorker.enhance (Ray names the process after
-    the task it runs)."""
+def _processes_running(task: bytes) -> list[int]:
+    """PIDs of the processes whose title holds ``task`` (Ray titles a worker process
+    ``ray::Class.method`` while it runs a method)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+                if task in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
             except OSError:
                 continue
-            if b"EnhanceWorker.enhance" in title:
-                pids.append(int(entry.name))
     return pids
 
 
@@ -118,7 +119,7 @@ def test_a_worker_killed_mid_file_has_the_file_redone_elsewhere(cluster, batch, 
     killed = None
     deadline = time.monotonic() + 60
     while killed is None and time.monotonic() < deadline and thread.is_alive():
-        pids = _enhancing_workers()
+        pids = _processes_running(b"EnhanceWorker.enhance")
         # Mid-file: a partial output exists, so the worker has written frames.
         if pids and any(out.glob(".*.partial.mp4")):
             killed = pids[0]
@@ -140,10 +141,26 @@ def test_cli_executor_ray(cluster, batch, tmp_path, monkeypatch):
                                        "--device", "cpu", "--preset", "ultrafast", "--workers", "2"])
     assert result.exit_code == 0, result.output
     assert_same_outputs(tmp_path / "out", local)
-    # A single file is not a batch.
-    single = CliRunner().invoke(main, ["process", str(folder / "cam0.mp4"), str(tmp_path / "one.mp4"),
-                                       "--executor", "ray"])
-    assert single.exit_code == 1 and "runs a folder of videos" in single.output
+    # A live source cannot be cut into parts.
+    live = CliRunner().invoke(main, ["process", "rtsp://127.0.0.1:9/none", str(tmp_path / "one.mp4"),
+                                     "--executor", "ray"])
+    assert live.exit_code == 1 and "take a video file" in live.output
+
+
+def test_a_long_file_in_parts_on_ray_equals_the_split_run_here(cluster, tmp_path):
+    """Parts spread over the two nodes, joined: the same file as the parts made here, one by one."""
+    from test_parts import FRAMES, make_long_clip
+
+    clip = make_long_clip(tmp_path / "long.mp4")
+    here, there = tmp_path / "here" / "out.mp4", tmp_path / "there" / "out.mp4"
+    here.parent.mkdir()
+    there.parent.mkdir()
+    enhance_video(clip, here, split_seconds=2, **SETTINGS)
+    stats = enhance_video(clip, there, split_seconds=2, executor="ray", **SETTINGS)
+    assert stats.frames == FRAMES
+    assert_same_outputs(here.parent, there.parent)
+    with av.open(str(there)) as c:
+        assert [s.type for s in c.streams] == ["video", "audio"]
 
 
 def test_without_ray_the_message_says_how_to_install_it(monkeypatch, batch, tmp_path):
@@ -153,3 +170,46 @@ def test_without_ray_the_message_says_how_to_install_it(monkeypatch, batch, tmp_
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(VidlightError, match=r"pip install 'vidlight\[ray\]'"):
         enhance_folder(folder, tmp_path / "out", executor="ray", **SETTINGS)
+
+
+def test_a_camera_worker_that_dies_is_started_again_with_its_cameras(cluster, tmp_path):
+    from rtsp import RtspServer, require_gstreamer
+    from vidlight.pipeline.serve import Stream
+    from vidlight.scale.cameras import CameraPool
+
+    require_gstreamer()
+    clip = [(gradient(160, 120, i) * 0.25).astype(np.uint8) for i in range(30)]
+    write_video(tmp_path / "left.mp4", clip)
+    write_video(tmp_path / "right.mp4", [f[:, ::-1].copy() for f in clip])
+    with RtspServer(cameras={"/left": tmp_path / "left.mp4", "/right": tmp_path / "right.mp4"}) as server:
+        streams = [Stream(name, server.url(f"/{name}"), "null") for name in ("left", "right")]
+        pool = CameraPool(streams, model="sci", device="cpu", workers=2)
+        stop = threading.Event()
+        outcome: dict = {}
+        thread = threading.Thread(target=lambda: outcome.update(report=pool.run(stop)))
+        thread.start()
+
+        def wait_for(condition, what: str) -> None:
+            deadline = time.monotonic() + 90
+            while not condition():
+                assert time.monotonic() < deadline and thread.is_alive(), f"{what}: {pool.status()}"
+                time.sleep(0.2)
+
+        def serving(status) -> bool:
+            return status.state == "running" and status.frames >= 10
+
+        try:
+            wait_for(lambda: len(pool.status()) == 2 and all(serving(s) for s in pool.status()),
+                     "both cameras running")
+            pids = _processes_running(b"ray::CameraServer")  # Ray titles a worker by its actor's class
+            assert len(pids) == 2
+            os.kill(pids[0], signal.SIGKILL)
+            wait_for(lambda: any(s.restarts == 1 and serving(s) for s in pool.status()), "the killed one back")
+            back = [s for s in pool.status() if s.restarts == 1]
+            assert len(back) == 1 and all(serving(s) for s in pool.status())
+        finally:
+            stop.set()
+            thread.join(timeout=60)
+    report = outcome["report"]
+    assert report.failures == {} and set(report.streams) == {"left", "right"}
+    assert all(stats.frames > 0 for stats in report.streams.values())

@@ -153,20 +153,32 @@ def run(pipeline, overrides, no_progress):
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a top-level key (shared, or every stream's default), e.g. --set device=cuda.")
-def serve(config, overrides):
+@click.option("--executor", type=click.Choice(["local", "ray"]),
+              help="local: every stream in this process; ray: the streams spread over Ray workers, each "
+                   "serving its share (RAY_ADDRESS, else a local cluster). [default: the config's, else local]")
+@click.option("--workers", type=click.IntRange(min=1), metavar="N",
+              help="Ray workers for --executor ray. [default: one per GPU of the cluster, else one per CPU]")
+def serve(config, overrides, executor, workers):
     """Enhance several cameras in one process (TOML, e.g. pipelines/multi-camera.toml).
 
     One model on one device; its batches hold frames of every stream, and each stream keeps its
     own smoothing, reconnects and sink. Runs until every stream ends, or Ctrl-C / SIGTERM, which
     finalise every output. A stream that fails does not stop the others; the exit status is
-    then 1.
+    then 1. With --executor ray the streams are spread over Ray workers; a worker that dies is
+    started again with its cameras.
     """
     from vidlight.pipeline.config import load_serve_config
     from vidlight.pipeline.serve import serve as serve_streams
 
     shared, streams = load_serve_config(config, list(overrides))
+    shared = shared.replace(**{k: v for k, v in (("executor", executor), ("workers", workers)) if v is not None})
     with _stop_on_sigterm():
-        report = serve_streams(streams, shared)
+        if shared.run.executor == "ray":
+            from vidlight.scale.cameras import serve_on_ray
+
+            report = serve_on_ray(streams, shared)
+        else:
+            report = serve_streams(streams, shared)
     logging.getLogger("vidlight").info("%s", report.summary())
     if report.failures:
         raise VidlightError(f"{len(report.failures)} of {len(streams)} streams failed: "

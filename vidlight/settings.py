@@ -217,6 +217,11 @@ class RunControl:
                                              help="Stop after this many seconds of the source (for live sources).")
     overwrite: bool = setting(False, kind=bool, flags=("-y", "--overwrite"), help="Replace the output if it exists.")
     progress: bool = setting(True, kind=bool, help="Show a progress bar.")
+    split_seconds: float | None = setting(None, parse=_parse_duration, key="split", metavar="DURATION",
+                                          default_text="no split; 1m with --executor ray",
+                                          help="Cut a video file at keyframes into parts of about this length, "
+                                               "e.g. 5m: an interrupted run resumes from its last finished part, "
+                                               "and with --executor ray the parts run in parallel.")
     executor: str = setting("local", kind=str, choices=("local", "ray"),
                             help="Where a folder of videos runs: local (here, one video after another) or ray "
                                  "(on the Ray cluster RAY_ADDRESS names, else a local one; needs "

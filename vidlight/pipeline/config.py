@@ -16,10 +16,12 @@ from vidlight.settings import Settings, fields, parse_pairs
 
 # TOML key -> settings field (``source`` and ``sink`` are the pipeline's ends).
 KEYS = {"source": "source", "sink": "sink", **{f.key: f.name for f in fields()}}
-# Keys of a many-stream definition (``vidlight serve``): the model and how it runs are shared
-# by every stream; the rest are per stream, and at the top level they are every stream's default.
-SHARED_KEYS = tuple(f.key for f in fields("engine", "temporal"))
-STREAM_KEYS = ("source", "sink", *(f.key for f in fields("source", "encoder", "run")))
+# Keys of a many-stream definition (``vidlight serve``): the model and how it runs, and where the
+# server runs, are shared by every stream; the rest are per stream, and at the top level they
+# are every stream's default.
+POOL_KEYS = ("executor", "workers")
+SHARED_KEYS = (*(f.key for f in fields("engine", "temporal")), *POOL_KEYS)
+STREAM_KEYS = ("source", "sink", *(f.key for f in fields("source", "encoder", "run") if f.key not in POOL_KEYS))
 
 
 @dataclass(frozen=True)

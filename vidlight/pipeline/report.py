@@ -45,6 +45,20 @@ class Latencies:
     def __len__(self) -> int:
         return self.count
 
+    def median_recent(self) -> float | None:
+        """The median of the last :attr:`RECENT` latencies (None before the first)."""
+        with self._lock:
+            recent = list(self.recent)
+        return float(np.median(recent)) if recent else None
+
+    def __getstate__(self) -> dict:  # picklable (sent between processes): the lock stays behind
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
+
     def quantile(self, q: float) -> float | None:
         """The ``q`` quantile (0..1) of all latencies so far (None before the first)."""
         with self._lock:

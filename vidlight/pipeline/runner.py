@@ -27,6 +27,7 @@ import av
 
 from vidlight.errors import MediaError, VidlightError
 from vidlight.io import Sink, Source
+from vidlight.io.files import VideoInfo
 from vidlight.io.live import Reconnected, classify, open_source, redact
 from vidlight.io.sinks import classify_sink, open_sink
 from vidlight.pipeline.batching import StreamIntake, enhance_batch
@@ -81,41 +82,60 @@ def enhance_video(input: str | Path, output: str | Path | Sink, settings: Settin
             to do); :class:`~vidlight.errors.MediaError` for media that cannot be read or written.
     """
     settings = (settings or Settings()).replace(**options)
-    if settings.run.executor != "local":
-        raise VidlightError(f"--executor {settings.run.executor} runs a folder of videos (IN_DIR OUT_DIR); "
-                            f"a single source runs here")
-    dev, batch_size = prepare_engine(settings.engine)
-    if classify(str(input)) == "file" and not isinstance(output, Sink) and classify_sink(output) == "file":
+    file_to_file = classify(str(input)) == "file" and not isinstance(output, Sink) and classify_sink(output) == "file"
+    if file_to_file:
         if Path(output).exists() and not settings.run.overwrite:
             raise VidlightError(f"{output} already exists; pass -y/--overwrite to replace it")
         if Path(input).resolve() == Path(output).resolve():
             raise VidlightError("the output must be a different file from the input")
+    if settings.run.split_seconds is not None or settings.run.executor != "local":
+        if not file_to_file or settings.encoder.segment_seconds is not None:
+            raise VidlightError("--split and --executor ray take a video file (or a folder of them) into a "
+                                "video file; run live sources and image folders without them")
+        from vidlight.pipeline.parts import enhance_in_parts
+
+        return enhance_in_parts(Path(input), Path(output), settings, stop_event=stop_event, on_frames=on_frames)
+    prepare_engine(settings.engine)  # a bad device is reported before anything is opened
     stop_event = stop_event or threading.Event()
-    src, enc, temporal = settings.source, settings.encoder, settings.temporal
+    src, enc = settings.source, settings.encoder
     # A bad input is reported before any model is loaded.
     source = open_source(input, transport=src.transport, open_timeout_seconds=src.open_timeout_seconds,
                          read_timeout_seconds=src.read_timeout_seconds, reconnect=src.reconnect,
                          max_reconnects=src.max_reconnects, fps=src.fps, stop_event=stop_event)
+
+    def make_sink(info: VideoInfo) -> Sink:
+        if isinstance(output, Sink):  # a sink object (e.g. vidlight.pipeline.iterate.FrameQueueSink)
+            output.open(info)  # type: ignore[attr-defined]
+            return output
+        return open_sink(output, info, copy_streams=source.copy_streams, segment_seconds=enc.segment_seconds,
+                         codec=enc.codec, crf=enc.crf, preset=enc.preset, overwrite=settings.run.overwrite,
+                         transport=src.transport)
+
+    return run_source(source, make_sink, settings, stop_event=stop_event, on_frames=on_frames)
+
+
+def run_source(source: Source, make_sink: Callable[[VideoInfo], Sink], settings: Settings, *,
+               stop_event: threading.Event | None = None, on_frames: Callable[[int], None] | None = None,
+               model: Any = None) -> RunStats:
+    """Run an opened ``source`` through the pipeline into ``make_sink(source.info)``; the source
+    is closed in every case. ``model``: an already loaded ``(model, fp16)`` pair to use instead
+    of loading ``settings.engine``'s."""
+    dev, batch_size = prepare_engine(settings.engine)
+    temporal = settings.temporal
     try:
-        model, fp16 = load_engine_model(settings.engine, dev)
+        model, fp16 = model or load_engine_model(settings.engine, dev)
         enhancer = FrameEnhancer(model, device=dev, fp16=fp16, tile=settings.engine.tile,
                                  tile_overlap=settings.engine.tile_overlap,
                                  statistics_time=temporal.smooth_time if temporal.smooth else None,
                                  keep_precision=temporal.smooth, strength=temporal.strength)
-        if isinstance(output, Sink):  # a sink object (e.g. vidlight.pipeline.iterate.FrameQueueSink)
-            sink = output
-            sink.open(source.info)  # type: ignore[attr-defined]
-        else:
-            sink = open_sink(output, source.info, copy_streams=source.copy_streams,
-                             segment_seconds=enc.segment_seconds, codec=enc.codec, crf=enc.crf, preset=enc.preset,
-                             overwrite=settings.run.overwrite, transport=src.transport)
+        sink = make_sink(source.info)
     except BaseException:
         source.close()
         raise
     rate = source.info.average_rate
     smoother = TemporalSmoother(time_constant=temporal.smooth_time, enabled=temporal.smooth, denoise=temporal.denoise,
                                 default_dt=float(1 / rate) if rate else 1 / 30)
-    latest = source.live if src.latest_frame is None else src.latest_frame
+    latest = source.live if settings.source.latest_frame is None else settings.source.latest_frame
     try:
         return _run(source, sink, enhancer, batch_size, settings.run.progress, settings.run.max_frames, smoother,
                     latest_frame=latest, duration_seconds=settings.run.duration_seconds, stop_event=stop_event,
@@ -140,7 +160,9 @@ def _run(
 ) -> RunStats:
     from tqdm.auto import tqdm
 
-    stop = stop_event or threading.Event()
+    # The reader stops on the run's own event; the caller's (if any) stops the run. A file's
+    # run leaves the caller's event as it was, so one event can span several runs (parts).
+    stop, external = threading.Event(), stop_event
     live = source.live
     # A live camera's queue holds one batch: when the model falls behind, the oldest frames are
     # dropped rather than delayed (two batches at 30 fps held frames for 267 ms).
@@ -191,7 +213,7 @@ def _run(
                     item = decoded.get(timeout=0.2)
                 except queue.Empty:
                     item = None
-                if stop.is_set():
+                if stop.is_set() or (external is not None and external.is_set()):
                     interrupted = True
                     break
                 if reporter is not None:
@@ -228,6 +250,8 @@ def _run(
     finally:
         stop.set()
         if live:
+            if external is not None:
+                external.set()  # a live source's reconnect loop waits on it
             source.close()  # interrupts a pending read (LiveSource.close is thread-safe)
         encoded.put(END)
         writer.join()

@@ -66,7 +66,7 @@ class Stream:
     """
 
     def __init__(self, name: str, source: str, sink: str, settings: Settings | None = None, **options: Any) -> None:
-        shared = {f.name for f in fields(*SHARED_GROUPS)}
+        shared = {f.name for f in fields(*SHARED_GROUPS)} | {"executor", "workers"}
         for option in options:
             if option in shared:
                 raise VidlightError(f"stream {name!r} sets {option!r}, which every stream shares (one model on "
@@ -79,8 +79,33 @@ class Stream:
 
 
 @dataclass
+class CameraStatus:
+    """One stream of a running :func:`serve`, as :meth:`ServeReport.status` sees it now."""
+
+    name: str
+    state: str  # "running", "ended" or "failed"
+    frames: int  # written so far
+    fps: float  # written per second since the previous status (since its start, the first time)
+    dropped: int
+    reconnects: int
+    latency_ms: float | None  # median, receipt to write, of the recent frames
+    error: str | None = None
+    restarts: int = 0  # times the process serving it was restarted (camera pools on Ray)
+
+    def line(self) -> str:
+        latency = f", latency {self.latency_ms:.0f} ms" if self.latency_ms is not None else ""
+        restarts = f", {self.restarts} restart(s)" if self.restarts else ""
+        error = f": {self.error}" if self.error else ""
+        return (f"{self.name}: {self.state}{error}, {self.frames} frames, {self.fps:.1f} fps, {self.dropped} dropped, "
+                f"{self.reconnects} reconnect(s){latency}{restarts}")
+
+
+@dataclass
 class ServeReport:
-    """What a :func:`serve` run did: per stream, and how full the model's batches were."""
+    """What a :func:`serve` run did: per stream, and how full the model's batches were.
+
+    While the run goes on, :meth:`status` (from any thread) gives each stream's state now.
+    """
 
     streams: dict[str, RunStats] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)  # stream name -> the error, one line
@@ -88,6 +113,9 @@ class ServeReport:
     frames: int = 0  # frames through the model
     mixed_calls: int = 0  # model calls with frames of two or more streams
     interrupted: bool = False
+    _running: dict = field(default_factory=dict, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _seen: dict = field(default_factory=dict, repr=False, compare=False)  # name -> (time, frames) of the last status
 
     @property
     def mean_batch(self) -> float:
@@ -96,6 +124,42 @@ class ServeReport:
     def summary(self) -> str:
         return (f"{len(self.streams)} stream(s), {len(self.failures)} failed; {self.model_calls} model calls, "
                 f"{self.mean_batch:.1f} frames per call, {self.mixed_calls} with frames of several streams")
+
+    def status(self) -> list[CameraStatus]:
+        """Every stream started so far: frames, fps, drops, reconnects and latency now."""
+        now = time.monotonic()
+        with self._lock:
+            running = dict(self._running)
+            ended = dict(self.streams)
+            failures = dict(self.failures)
+        out = []
+        for name in sorted(set(running) | set(ended) | set(failures)):
+            live = running.get(name)
+            if live is not None:
+                frames, dropped, reconnects = live.sink.frames_written, live.decoded.dropped, live.source.reconnects
+                median = live.latencies.median_recent()
+                state = "running"
+            else:
+                stats = ended.get(name)
+                frames = stats.frames if stats else 0
+                dropped, reconnects = (stats.dropped, stats.reconnects) if stats else (0, 0)
+                median = stats.latency(0.5) if stats else None
+                state = "failed" if name in failures else "ended"
+            then, before = self._seen.get(name, (live.started if live is not None else now, 0))
+            fps = (frames - before) / (now - then) if now > then else 0.0
+            if state == "running":
+                self._seen[name] = (now, frames)
+            out.append(CameraStatus(name, state, frames, fps, dropped, reconnects,
+                                    None if median is None else 1000 * median, failures.get(name)))
+        return out
+
+    def __getstate__(self) -> dict:  # sent between processes (Ray): the finished figures only
+        state = dict(self.__dict__)
+        state.update(_running={}, _lock=None, _seen={})
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
 
 
 class _Live(StreamIntake):
@@ -122,6 +186,7 @@ class _Live(StreamIntake):
         self.exposure = ExposureControl() if exposure else None  # strength "auto": this stream's own
         self.enhancer = enhancer  # its own, for clip models only (their context is per stream)
         self.start = time.perf_counter()
+        self.started = time.monotonic()
         self.reporter = LiveReport(source, self.decoded, self.latencies)
         self.reader = threading.Thread(target=read_source, args=(source, self.decoded, stop, run.max_frames, arrived.set),
                                        daemon=True, name=f"vidlight-read-{spec.name}")
@@ -215,7 +280,7 @@ class _Routes:
 
 
 def serve(streams: list[Stream], settings: Settings | None = None, *, stop_event: threading.Event | None = None,
-          **options: Any) -> ServeReport:
+          report: ServeReport | None = None, **options: Any) -> ServeReport:
     """Enhance several sources into their sinks in one process, batching frames across streams.
 
     Args:
@@ -224,6 +289,8 @@ def serve(streams: list[Stream], settings: Settings | None = None, *, stop_event
             device); ``batch_size`` counts frames of all streams together. With ``strength``
             ``"auto"`` each stream's strength is chosen for its own scene.
         stop_event: set it to end every stream cleanly (as Ctrl-C does).
+        report: a :class:`ServeReport` to fill (read its :meth:`~ServeReport.status` from another
+            thread while the run goes on); default: a new one.
         **options: engine and temporal settings by field name (``model="sci"``, ``device="cpu"``).
 
     Returns:
@@ -246,6 +313,8 @@ def serve(streams: list[Stream], settings: Settings | None = None, *, stop_event
     for s in streams:
         if not s.source or not s.sink:
             raise VidlightError(f"stream {s.name!r} needs a source and a sink")
+        if s.settings.run.split_seconds is not None:
+            raise VidlightError(f"stream {s.name!r} sets split, which cuts video files into parts; drop it")
         if classify_sink(s.sink) == "file" and Path(s.sink).exists() and not s.settings.run.overwrite:
             raise VidlightError(f"{s.sink} (stream {s.name!r}) already exists; set overwrite = true to replace it")
     unshared = sorted(set(options) - {f.name for f in fields(*SHARED_GROUPS)})
@@ -260,7 +329,7 @@ def serve(streams: list[Stream], settings: Settings | None = None, *, stop_event
     stop = stop_event or threading.Event()
     arrived = threading.Event()
     started: queue.Queue = queue.Queue()
-    report = ServeReport()
+    report = report if report is not None else ServeReport()
     share = max(1, math.ceil(batch_size / len(streams)))
     starters = [threading.Thread(target=_start, args=(s, stop, started), daemon=True, name=f"vidlight-open-{s.name}")
                 for s in streams]
@@ -302,6 +371,8 @@ def serve(streams: list[Stream], settings: Settings | None = None, *, stop_event
                                      smooth_time=smooth_time, denoise=temporal.denoise,
                                      statistics=enhancer.averages_statistics,
                                      exposure=strength == "auto" and own is None, enhancer=own))
+                with report._lock:
+                    report._running[spec.name] = running[-1]
                 log.info("%s: %s -> %s, %dx%d", spec.name, source.name, redact(str(sink.output)),
                          source.info.width, source.info.height)
             for s in running:
@@ -365,9 +436,12 @@ def _one_line(exc: BaseException) -> str:
 
 def _close(s: _Live, report: ServeReport, *, interrupted: bool = False) -> None:
     stats = s.finish(interrupted=interrupted)
-    report.streams[s.name] = stats
+    with report._lock:
+        report.streams[s.name] = stats
+        report._running.pop(s.name, None)
+        if s.failure is not None:
+            report.failures[s.name] = _one_line(s.failure)
     if s.failure is not None:
-        report.failures[s.name] = _one_line(s.failure)
         log.error("%s: %s (%d frames written)", s.name, report.failures[s.name], stats.frames)
     else:
         log.info("%s: %s", s.name, stats.summary())

@@ -97,6 +97,7 @@ def write_sink(sink: Sink, q: queue.Queue, errors: list[BaseException], bar, lat
         if errors:
             continue  # drain after a failure so the producer never blocks
         frames, tags, packets = item
+        before = sink.frames_written
         try:
             for rgb, timing in zip(frames, tags):
                 with timed(SINK):
@@ -108,4 +109,4 @@ def write_sink(sink: Sink, q: queue.Queue, errors: list[BaseException], bar, lat
         except BaseException as exc:
             errors.append(exc)
         if bar is not None:
-            bar.update(len(frames))
+            bar.update(sink.frames_written - before)  # a sink may keep only some (a part's own frames)

@@ -65,6 +65,19 @@ class EnhanceWorker:
         return {"frames": stats.frames, "seconds": time.perf_counter() - start,
                 "corrupt_packets": stats.corrupt_packets, "node": self.node}
 
+    def enhance_part(self, input: str, part: tuple, target: str) -> dict[str, Any]:
+        """One part of a long file (:mod:`vidlight.pipeline.parts`) into ``target``."""
+        from vidlight.pipeline.parts import Part, enhance_part
+
+        self.frames = 0
+        start = time.perf_counter()
+        try:
+            stats = enhance_part(Path(input), Part(*part), Path(target), self.settings, on_frames=self._count)
+        except VidlightError as exc:
+            return {"error": str(exc), "node": self.node}
+        return {"frames": stats.frames, "seconds": time.perf_counter() - start,
+                "corrupt_packets": stats.corrupt_packets, "node": self.node}
+
     def frames_done(self) -> int:
         """Frames of the current file written so far (answered while :meth:`enhance` runs)."""
         return self.frames
@@ -84,6 +97,100 @@ class FileResult:
     attempts: int = 0
     corrupt_packets: int = 0
     error: str | None = None
+
+
+@dataclass
+class Job:
+    """A task for a worker: its method, arguments, and the output it writes."""
+
+    name: str
+    method: str
+    args: tuple
+    target: Path
+
+
+def run_jobs(jobs: list[Job], settings: Settings, bar, *, what: str) -> list[FileResult]:
+    """``jobs`` on a pool of Ray workers; a job whose worker dies is given to another.
+
+    ``bar`` (a tqdm bar) counts frames as the workers write them; ``what`` names the jobs in
+    logs ("video", "part"). Connects to the cluster (``RAY_ADDRESS``, else a new local one)
+    unless Ray is already initialised, and leaves it as it found it.
+    """
+    ray = import_ray()
+    if not isinstance(settings.engine.model, str):
+        raise VidlightError("Ray workers load the model themselves: give it by name, not as a loaded model")
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(logging_level=logging.WARNING, log_to_driver=False)
+    actors: list = []
+    pending: dict = {}  # ObjectRef -> (actor, job)
+    results = {job.name: FileResult(job.name) for job in jobs}
+    try:
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0)) if settings.engine.device != "cpu" else 0
+        count = min(settings.run.workers or (gpus or max(1, int(resources.get("CPU", 1)))), len(jobs))
+        # A worker without a GPU runs on the CPU even when the driver's setting says auto.
+        worker_settings = (settings if gpus else settings.replace(device="cpu")).replace(executor="local")
+        worker = ray.remote(EnhanceWorker).options(num_cpus=1, num_gpus=1 if gpus else 0, max_concurrency=2)
+        actors = [worker.remote(worker_settings) for _ in range(count)]
+        idle = deque(actors)
+        queue = deque(jobs)
+        log.info("%d %s(s) on %d Ray worker(s)%s", len(jobs), what, count, f" with {gpus} GPU(s)" if gpus else "")
+        finished_frames = bar.n
+        done = 0
+        while queue or pending:
+            while idle and queue:
+                actor, job = idle.popleft(), queue.popleft()
+                results[job.name].attempts += 1
+                pending[getattr(actor, job.method).remote(*job.args)] = (actor, job)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_SECONDS)
+            for ref in ready:
+                actor, job = pending.pop(ref)
+                result = results[job.name]
+                try:
+                    outcome = ray.get(ref)
+                except ray.exceptions.RayActorError as exc:
+                    partial_path(job.target).unlink(missing_ok=True)  # the dead worker's unfinished file
+                    actors.remove(actor)
+                    replacement = worker.remote(worker_settings)
+                    actors.append(replacement)
+                    idle.append(replacement)
+                    if result.attempts >= ATTEMPTS:
+                        result.error = f"its worker died {result.attempts} times ({type(exc).__name__})"
+                        log.error("%s: %s", job.name, result.error)
+                    else:
+                        log.warning("%s: its worker died; doing it again on another", job.name)
+                        queue.appendleft(job)
+                    continue
+                idle.append(actor)
+                result.node = outcome["node"][:8]
+                if "error" in outcome:
+                    result.error = outcome["error"]
+                    log.error("%s: %s", job.name, result.error)
+                    continue
+                result.frames, result.seconds = outcome["frames"], outcome["seconds"]
+                result.corrupt_packets = outcome["corrupt_packets"]
+                finished_frames += result.frames
+                done += 1
+            in_flight = 0
+            for actor, _ in pending.values():
+                try:
+                    in_flight += ray.get(actor.frames_done.remote(), timeout=POLL_SECONDS)
+                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                    pass
+            bar.n = finished_frames + in_flight
+            bar.set_postfix_str(f"{done}/{len(jobs)} {what}s", refresh=False)
+            bar.refresh()
+    except KeyboardInterrupt:
+        for _, job in pending.values():
+            partial_path(job.target).unlink(missing_ok=True)
+        raise
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+        if started_here:
+            ray.shutdown()
+    return list(results.values())
 
 
 def enhance_folder_on_ray(input: str | Path, output: str | Path, settings: Settings | None = None,
@@ -107,106 +214,44 @@ def enhance_folder_on_ray(input: str | Path, output: str | Path, settings: Setti
     from vidlight.pipeline.runner import Interrupted
 
     settings = (settings or Settings()).replace(**options)
-    if not isinstance(settings.engine.model, str):
-        raise VidlightError("Ray workers load the model themselves: give it by name, not as a loaded model")
-    ray = import_ray()
+    import_ray()
     todo = plan_folder(input, output, settings.run.overwrite)
     if not todo:
         log.info("every video of %s is already in %s", input, output)
         return RunStats(0, 0.0, 0)
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(logging_level=logging.WARNING, log_to_driver=False)
-    actors: list = []
-    pending: dict = {}  # ObjectRef -> (actor, video, target, result)
-    results = {video: FileResult(video.name) for video, _ in todo}
+    totals = [FileSource(video).info.frames for video, _ in todo]
+    bar = tqdm(total=sum(totals) if all(totals) else None, unit="frame", desc=f"{Path(input).name} on Ray",
+               disable=not settings.run.progress, dynamic_ncols=True)
+    jobs = [Job(video.name, "enhance", (str(video), str(target)), target) for video, target in todo]
     start = time.perf_counter()
     try:
-        resources = ray.cluster_resources()
-        gpus = int(resources.get("GPU", 0)) if settings.engine.device != "cpu" else 0
-        count = settings.run.workers or (gpus or max(1, int(resources.get("CPU", 1))))
-        count = min(count, len(todo))
-        # A worker without a GPU runs on the CPU even when the driver's setting says auto.
-        worker_settings = settings if gpus else settings.replace(device="cpu")
-        worker = ray.remote(EnhanceWorker).options(num_cpus=1, num_gpus=1 if gpus else 0, max_concurrency=2)
-
-        def new_actor():
-            return worker.remote(worker_settings)
-
-        actors = [new_actor() for _ in range(count)]
-        idle = deque(actors)
-        queue = deque(todo)
-        totals = [FileSource(video).info.frames for video, _ in todo]
-        total = sum(totals) if all(totals) else None
-        log.info("%d video(s) on %d Ray worker(s)%s", len(todo), count, f" with {gpus} GPU(s)" if gpus else "")
-        bar = tqdm(total=total, unit="frame", desc=f"{Path(input).name} on Ray", disable=not settings.run.progress,
-                   dynamic_ncols=True)
-        finished_frames = 0
-        done_files = 0
-        while queue or pending:
-            while idle and queue:
-                actor = idle.popleft()
-                video, target = queue.popleft()
-                results[video].attempts += 1
-                pending[actor.enhance.remote(str(video), str(target))] = (actor, video, target)
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_SECONDS)
-            for ref in ready:
-                actor, video, target = pending.pop(ref)
-                result = results[video]
-                try:
-                    outcome = ray.get(ref)
-                except ray.exceptions.RayActorError as exc:
-                    partial_path(Path(target)).unlink(missing_ok=True)  # the dead worker's unfinished file
-                    actors.remove(actor)
-                    replacement = new_actor()
-                    actors.append(replacement)
-                    idle.append(replacement)
-                    if result.attempts >= ATTEMPTS:
-                        result.error = f"its worker died {result.attempts} times ({type(exc).__name__})"
-                        log.error("%s: %s", video.name, result.error)
-                    else:
-                        log.warning("%s: its worker died; doing it again on another", video.name)
-                        queue.appendleft((video, target))
-                    continue
-                idle.append(actor)
-                result.node = outcome["node"][:8]
-                if "error" in outcome:
-                    result.error = outcome["error"]
-                    log.error("%s: %s", video.name, result.error)
-                    continue
-                result.frames, result.seconds = outcome["frames"], outcome["seconds"]
-                result.corrupt_packets = outcome["corrupt_packets"]
-                finished_frames += result.frames
-                done_files += 1
-            in_flight = 0
-            for actor, _, _ in pending.values():
-                try:
-                    in_flight += ray.get(actor.frames_done.remote(), timeout=POLL_SECONDS)
-                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-                    pass
-            bar.n = finished_frames + in_flight
-            bar.set_postfix_str(f"{done_files}/{len(todo)} files", refresh=False)
-            bar.refresh()
-        bar.close()
+        results = run_jobs(jobs, settings, bar, what="video")
     except KeyboardInterrupt:
-        for _, _, target in pending.values():
-            partial_path(Path(target)).unlink(missing_ok=True)
-        done = sum(1 for r in results.values() if r.frames and not r.error)
+        done = sum(1 for _, target in todo if target.exists())
         raise Interrupted(f"interrupted: {done} of {len(todo)} videos are complete in {output}; run the same "
                           f"command again to do the rest") from None
     finally:
-        for actor in actors:
-            ray.kill(actor)
-        if started_here:
-            ray.shutdown()
+        bar.close()
     seconds = time.perf_counter() - start
-    _log_table(list(results.values()))
-    failed = [r.name for r in results.values() if r.error]
+    _log_table(results)
+    failed = [r.name for r in results if r.error]
     if failed:
         raise VidlightError(f"{len(failed)} of {len(videos_in(input))} videos failed ({', '.join(failed)}); "
                             f"the rest are in {output}")
-    return RunStats(sum(r.frames for r in results.values()), seconds,
-                    sum(r.corrupt_packets for r in results.values()))
+    return RunStats(sum(r.frames for r in results), seconds, sum(r.corrupt_packets for r in results))
+
+
+def run_parts_on_ray(input: Path, parts: list, settings: Settings, bar) -> None:
+    """The ``(part, target)`` pairs of a long file (:mod:`vidlight.pipeline.parts`) on Ray workers."""
+    jobs = [Job(part.name, "enhance_part", (str(input), (part.index, part.start_pts, part.end_pts, part.warm_pts),
+                                            str(target)), target) for part, target in parts]
+    if not jobs:
+        return
+    results = run_jobs(jobs, settings, bar, what="part")
+    failed = [r for r in results if r.error]
+    if failed:
+        raise VidlightError(f"{input.name}: {len(failed)} of {len(jobs)} parts failed ({failed[0].name}: "
+                            f"{failed[0].error}); the finished ones are kept: run again to retry")
 
 
 def _log_table(results: list[FileResult]) -> None:
