@@ -354,9 +354,9 @@ def test_close_and_stop_event_end_iteration_promptly(server, live_clip) -> None:
 
 
 def test_options_are_validated() -> None:
-    with pytest.raises(VidlightError, match="invalid transport 'quic'; valid values are tcp, udp"):
+    with pytest.raises(VidlightError, match="invalid transport 'quic'; valid: tcp, udp"):
         LiveSource("rtsp://127.0.0.1:1/x", transport="quic")
-    with pytest.raises(VidlightError, match="open_timeout_seconds must be > 0"):
+    with pytest.raises(VidlightError, match="open timeout must be above 0 seconds, got 0"):
         LiveSource("rtsp://127.0.0.1:1/x", open_timeout_seconds=0)
 
 

@@ -12,6 +12,7 @@ from vidlight.errors import MediaError, VidlightError, WeightsError
 from vidlight.models import list_models, load_model
 from vidlight.pipeline.iterate import EnhancedFrame, enhanced_frames
 from vidlight.pipeline.runner import Interrupted, RunStats, enhance_video
+from vidlight.settings import Settings
 from vidlight.weights import Weights, list_weights
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "Interrupted",
     "MediaError",
     "RunStats",
+    "Settings",
     "VidlightError",
     "Weights",
     "WeightsError",

@@ -21,6 +21,7 @@ from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
 from vidlight.errors import MediaError
 from vidlight.pipeline.stages import CONVERT_IN, CONVERT_OUT, timed
+from vidlight.settings import EncoderSettings
 
 log = logging.getLogger("vidlight")
 
@@ -228,9 +229,9 @@ class FileSink:
         info: VideoInfo,
         *,
         copy_streams: list = (),
-        codec: str = "libx264",
-        crf: int | None = 18,
-        preset: str | None = "medium",
+        codec: str = EncoderSettings.codec,
+        crf: int | None = EncoderSettings.crf,
+        preset: str | None = EncoderSettings.preset,
         options: dict[str, str] | None = None,
     ) -> None:
         self.output = Path(output)

@@ -41,6 +41,7 @@ from vidlight.io.files import (
     output_color_range,
     output_colorspace,
 )
+from vidlight.settings import SourceSettings, check
 
 log = logging.getLogger("vidlight")
 
@@ -178,8 +179,8 @@ class LiveSource:
         url: str,
         *,
         transport: str = "tcp",
-        open_timeout_seconds: float = 10.0,
-        read_timeout_seconds: float = 5.0,
+        open_timeout_seconds: float = SourceSettings.open_timeout_seconds,
+        read_timeout_seconds: float = SourceSettings.read_timeout_seconds,
         reconnect: bool = True,
         max_reconnects: int | None = None,
         backoff_start_seconds: float = 0.25,
@@ -191,18 +192,16 @@ class LiveSource:
         buffer_frames: int = 4,
     ) -> None:
         self.url = str(url)
-        if transport not in ("tcp", "udp"):
-            raise VidlightError(f"invalid transport {transport!r}; valid values are tcp, udp")
-        for label, value in (("open_timeout_seconds", open_timeout_seconds),
-                             ("read_timeout_seconds", read_timeout_seconds),
-                             ("backoff_start_seconds", backoff_start_seconds),
+        # The settings a run shares with the CLI and TOML are checked where they are defined.
+        for name, value in (("transport", transport), ("open_timeout_seconds", open_timeout_seconds),
+                            ("read_timeout_seconds", read_timeout_seconds), ("max_reconnects", max_reconnects)):
+            check(name, value)
+        for label, value in (("backoff_start_seconds", backoff_start_seconds),
                              ("backoff_max_seconds", backoff_max_seconds)):
             if not value > 0:
                 raise VidlightError(f"{label} must be > 0, got {value!r}")
         if backoff_factor < 1:
             raise VidlightError(f"backoff_factor must be >= 1, got {backoff_factor!r}")
-        if max_reconnects is not None and max_reconnects < 0:
-            raise VidlightError(f"max_reconnects must be >= 0 or None (forever), got {max_reconnects!r}")
         if buffer_frames < 1:
             raise VidlightError(f"buffer_frames must be >= 1, got {buffer_frames!r}")
         self.transport = transport
@@ -554,8 +553,7 @@ class ImageDirSource:
         self.path = Path(path)
         if not self.path.is_dir():
             raise MediaError(f"image folder {self.path} does not exist")
-        if not fps or fps <= 0:
-            raise VidlightError(f"fps must be > 0, got {fps!r}")
+        check("fps", fps)
         self.rate = Fraction(fps).limit_denominator(1001)
         self.files = sorted((p for p in self.path.iterdir()
                              if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")),

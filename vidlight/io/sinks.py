@@ -21,6 +21,7 @@ import numpy as np
 from vidlight.errors import MediaError, VidlightError
 from vidlight.io.files import FileSink, VideoInfo
 from vidlight.io.live import IMAGE_SUFFIXES, redact
+from vidlight.settings import EncoderSettings
 
 log = logging.getLogger("vidlight")
 
@@ -158,9 +159,9 @@ class SegmentedFileSink:
         *,
         segment_seconds: float | str,
         copy_streams: list = (),
-        codec: str = "libx264",
-        crf: int | None = 18,
-        preset: str | None = "medium",
+        codec: str = EncoderSettings.codec,
+        crf: int | None = EncoderSettings.crf,
+        preset: str | None = EncoderSettings.preset,
         options: dict[str, str] | None = None,
         overwrite: bool = False,
     ) -> None:
@@ -378,9 +379,9 @@ def open_sink(
     *,
     copy_streams: list = (),
     segment_seconds: float | str | None = None,
-    codec: str = "libx264",
-    crf: int | None = 18,
-    preset: str | None = "medium",
+    codec: str = EncoderSettings.codec,
+    crf: int | None = EncoderSettings.crf,
+    preset: str | None = EncoderSettings.preset,
     overwrite: bool = False,
     transport: str = "tcp",
 ):
