@@ -142,3 +142,33 @@ def test_split_refuses_what_it_cannot_cut(long_clip, tmp_path):
     with pytest.raises(VidlightError, match="drop --max-frames"):
         enhance_video(long_clip, tmp_path / "x.mp4", split_seconds=2, max_frames=10, **SETTINGS)
     assert Part(0, 0, None, 0).name == "part00000"
+
+
+def test_a_run_killed_outright_resumes_from_its_last_finished_part(long_clip, tmp_path):
+    """SIGKILL, not a polite stop: the parts written so far are whole, the next run uses them."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    reference = tmp_path / "reference.mp4"
+    enhance_video(long_clip, reference, split_seconds=2, **SETTINGS)
+    out = tmp_path / "out.mp4"
+    work = tmp_path / ".out.mp4.parts"
+    command = [sys.executable, "-m", "vidlight", "-q", "process", str(long_clip), str(out), "--split", "2",
+               "--device", "cpu", "--preset", "ultrafast", "--no-progress"]
+    process = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    deadline = time.monotonic() + 120
+    while len(list(work.glob("part*.mp4"))) < 2 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    kept = sorted(p.name for p in work.glob("part*.mp4"))
+    assert 2 <= len(kept) < 4 and not out.exists(), kept
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = read_video(reference), read_video(out)
+    assert b.pts_seconds == a.pts_seconds and all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames))
+    assert not work.exists()
