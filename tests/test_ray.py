@@ -35,14 +35,16 @@ SETTINGS = dict(model="sci", device="cpu", preset="ultrafast", crf=18, progress=
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A head node and a worker node, one CPU each, with the test environment's variables."""
+    """A head node and a worker node, one CPU each, with the test environment's variables. The
+    worker node declares a GPU: Ray schedules by declared resources, so GPU workers go there
+    (torch finds no CUDA in them and runs on the CPU)."""
     from ray.cluster_utils import Cluster
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VIDLIGHT_OFFLINE", "1")  # the nodes' workers inherit it: nothing is downloaded
         node = {"num_cpus": 1, "object_store_memory": 100 * 2**20}
         c = Cluster(initialize_head=True, head_node_args=node)
-        c.add_node(**node)
+        c.add_node(**node, num_gpus=1)
         ray.init(address=c.address, logging_level="WARNING", log_to_driver=False)
         yield c
         ray.shutdown()
@@ -101,6 +103,18 @@ def _processes_running(task: bytes) -> list[int]:
             except OSError:
                 continue
     return pids
+
+
+def test_workers_take_the_clusters_gpus(cluster, batch, tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="vidlight")
+    folder, local = batch
+    enhance_folder(folder, tmp_path / "gpu", executor="ray", **{**SETTINGS, "device": "auto"})
+    assert "3 video(s) on 1 Ray worker(s) with 1 GPU(s)" in caplog.text
+    rows = [line for line in caplog.text.splitlines() if ".mp4" in line and "frames" not in line]
+    assert len(rows) == 3 and all(" gpu 0 " in row for row in rows), rows
+    assert_same_outputs(tmp_path / "gpu", local)
 
 
 def test_a_worker_killed_mid_file_has_the_file_redone_elsewhere(cluster, batch, tmp_path, caplog):

@@ -49,34 +49,34 @@ class EnhanceWorker:
         dev, _ = prepare_engine(settings.engine)
         model, fp16 = load_engine_model(settings.engine, dev)
         self.settings = settings.replace(model=model, fp16=fp16, progress=False, executor="local")
-        self.node = ray.get_runtime_context().get_node_id()
+        context = ray.get_runtime_context()
+        gpus = context.get_accelerator_ids().get("GPU", [])
+        # Where it runs, for the summary: the node, and the GPU Ray gave it.
+        self.where = context.get_node_id()[:8] + (f" gpu {','.join(map(str, gpus))}" if gpus else "")
         self.frames = 0
 
     def enhance(self, video: str, target: str) -> dict[str, Any]:
         """``video`` into ``target``; its figures, or the one-line error of a bad input."""
         from vidlight.pipeline.runner import enhance_video
 
-        self.frames = 0
-        start = time.perf_counter()
-        try:
-            stats = enhance_video(video, target, self.settings, on_frames=self._count)
-        except VidlightError as exc:
-            return {"error": str(exc), "node": self.node}
-        return {"frames": stats.frames, "seconds": time.perf_counter() - start,
-                "corrupt_packets": stats.corrupt_packets, "node": self.node}
+        return self._timed(lambda: enhance_video(video, target, self.settings, on_frames=self._count))
 
     def enhance_part(self, input: str, part: tuple, target: str) -> dict[str, Any]:
         """One part of a long file (:mod:`vidlight.pipeline.parts`) into ``target``."""
         from vidlight.pipeline.parts import Part, enhance_part
 
+        return self._timed(lambda: enhance_part(Path(input), Part(*part), Path(target), self.settings,
+                                                on_frames=self._count))
+
+    def _timed(self, run) -> dict[str, Any]:
         self.frames = 0
         start = time.perf_counter()
         try:
-            stats = enhance_part(Path(input), Part(*part), Path(target), self.settings, on_frames=self._count)
+            stats = run()
         except VidlightError as exc:
-            return {"error": str(exc), "node": self.node}
+            return {"error": str(exc), "where": self.where}
         return {"frames": stats.frames, "seconds": time.perf_counter() - start,
-                "corrupt_packets": stats.corrupt_packets, "node": self.node}
+                "corrupt_packets": stats.corrupt_packets, "where": self.where}
 
     def frames_done(self) -> int:
         """Frames of the current file written so far (answered while :meth:`enhance` runs)."""
@@ -93,7 +93,7 @@ class FileResult:
     name: str
     frames: int = 0
     seconds: float = 0.0
-    node: str = ""
+    where: str = ""  # the node (and GPU) of the worker that did it
     attempts: int = 0
     corrupt_packets: int = 0
     error: str | None = None
@@ -163,7 +163,7 @@ def run_jobs(jobs: list[Job], settings: Settings, bar, *, what: str) -> list[Fil
                         queue.appendleft(job)
                     continue
                 idle.append(actor)
-                result.node = outcome["node"][:8]
+                result.where = outcome["where"]
                 if "error" in outcome:
                     result.error = outcome["error"]
                     log.error("%s: %s", job.name, result.error)
@@ -200,7 +200,7 @@ def enhance_folder_on_ray(input: str | Path, output: str | Path, settings: Setti
     As :func:`vidlight.pipeline.folder.enhance_folder` does, with the videos spread over
     ``settings.run.workers`` Ray workers (default: one per GPU of the cluster, else one per
     CPU). Progress covers the whole batch (files and frames done, fps, ETA); a table of every
-    video (frames, seconds, fps, node, attempts) is logged at the end.
+    video (frames, seconds, fps, node and GPU, attempts) is logged at the end.
 
     Returns:
         the batch's :class:`RunStats` (frames summed; seconds: the batch's wall time).
@@ -256,8 +256,10 @@ def run_parts_on_ray(input: Path, parts: list, settings: Settings, bar) -> None:
 
 def _log_table(results: list[FileResult]) -> None:
     width = max(len(r.name) for r in results)
-    log.info("%-*s %7s %8s %7s %-8s %s", width, "video", "frames", "seconds", "fps", "node", "attempts")
+    where = max(8, *(len(r.where) for r in results))
+    log.info("%-*s %7s %8s %7s %-*s %s", width, "video", "frames", "seconds", "fps", where, "node", "attempts")
     for r in results:
         fps = f"{r.frames / r.seconds:7.1f}" if r.seconds else "      -"
         status = f"  failed: {r.error}" if r.error else ""
-        log.info("%-*s %7d %8.1f %s %-8s %d%s", width, r.name, r.frames, r.seconds, fps, r.node, r.attempts, status)
+        log.info("%-*s %7d %8.1f %s %-*s %d%s", width, r.name, r.frames, r.seconds, fps, where, r.where, r.attempts,
+                 status)
