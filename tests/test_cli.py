@@ -300,3 +300,36 @@ def test_python_dash_m_runs_the_command_line():
 
     result = subprocess.run([sys.executable, "-m", "vidlight", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.startswith("Usage: vidlight ")
+
+
+# --- slips a newcomer makes ------------------------------------------------------------------------
+
+
+def test_model_names_in_any_case_and_a_typo_gets_a_suggestion(tmp_path: Path, identity_model) -> None:
+    clip = simple_clip(tmp_path / "in.mp4", n=3)
+    result = invoke("process", clip.path, tmp_path / "out.mp4", "--model", "SCI", "--no-progress")
+    assert result.exit_code == 0, result.output
+    typo = invoke("process", clip.path, tmp_path / "out2.mp4", "--model", "zero-dec")
+    assert typo.exit_code == 2 and "did you mean zero-dce" in typo.output
+
+
+def test_an_output_given_as_dash_o_is_a_usage_error_that_says_where_it_goes(tmp_path: Path) -> None:
+    clip = simple_clip(tmp_path / "in.mp4", n=3)
+    result = invoke("process", clip.path, "-o", "out.mp4")
+    assert result.exit_code == 2
+    assert "the output is the second argument: vidlight process IN OUT" in result.output
+    assert "Missing argument" not in result.output
+
+
+def test_pictures_into_a_name_without_a_suffix_make_a_folder(tmp_path: Path, identity_model) -> None:
+    import cv2
+
+    from media import gradient
+
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(pictures / f"{i}.png"), gradient(32, 24, i)[..., ::-1])
+    result = invoke("process", pictures, tmp_path / "enhanced", "--no-progress", "--strength", "1")
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "enhanced").glob("*.png"))) == 3

@@ -715,7 +715,7 @@ def test_ctrl_c_keeps_a_playable_file_with_the_finished_frames(tmp_path: Path, e
     src = read_video(clip.path)
     out_path = tmp_path / f"out.{ext}"
     batch, n = 2, 3
-    with pytest.raises(Interrupted, match=f"first {batch * (n - 1)} frames"):
+    with pytest.raises(Interrupted, match=f"^interrupted after {batch * (n - 1)} frames: .*out.{ext} holds them"):
         run(clip.path, out_path, model=InterruptOn(batch * (n - 1)), batch_size=batch)
     assert out_path.exists() and no_partial(out_path)
     out = read_video(out_path)  # decodes to the end
@@ -730,9 +730,24 @@ def test_ctrl_c_keeps_a_playable_file_with_the_finished_frames(tmp_path: Path, e
 def test_ctrl_c_before_any_frame_leaves_nothing(tmp_path: Path) -> None:
     clip = simple_clip(tmp_path / "in.mp4", n=6)
     out_path = tmp_path / "out.mp4"
-    with pytest.raises(Interrupted):
+    with pytest.raises(Interrupted, match="^interrupted after 0 frames: nothing was written$"):
         run(clip.path, out_path, model=InterruptOn(0), batch_size=2)
     assert not out_path.exists() and no_partial(out_path)
+
+
+def test_ctrl_c_in_a_folder_batch_removes_the_video_it_cut_short(tmp_path: Path) -> None:
+    from vidlight.pipeline.folder import enhance_folder
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        simple_clip(folder / name, n=6)
+    out = tmp_path / "out"
+    with pytest.raises(Interrupted, match=r"^interrupted after 8 frames: 1 of 3 videos are complete .*b\.mp4, cut "
+                                          r"short, was removed\); run the same command again"):
+        enhance_folder(folder, out, model=InterruptOn(8), batch_size=2, preset="ultrafast", strength=1.0,
+                       progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4"]  # b would otherwise be skipped as finished
 
 
 def test_failure_part_way_leaves_nothing(tmp_path: Path) -> None:

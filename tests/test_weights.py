@@ -226,6 +226,19 @@ def test_resolve_refuses_a_changed_upstream_file(
     assert not (offline_isolated_cache / "weights" / "sci" / "easy.pt.tmp").exists()
 
 
+def test_a_failed_download_says_where_to_put_the_file_and_leaves_no_folders(
+    offline_isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = dataclasses.replace(get_weights("sci-easy"), url=f"http://127.0.0.1:{closed_port()}/easy.pt")
+    monkeypatch.setitem(vidlight.weights._CATALOGUE, "sci-easy", record)
+    with pytest.raises(WeightsError) as info:
+        resolve("sci-easy", allow_download=True, progress=False)
+    message = str(info.value)
+    assert "could not download" in message and "$VIDLIGHT_WEIGHTS_DIR/sci/easy.pt" in message
+    assert str(offline_isolated_cache / "weights" / "sci" / "easy.pt") in message
+    assert not offline_isolated_cache.exists(), "the cache folders made for the download are removed"
+
+
 # --- wrong weights -----------------------------------------------------------------------
 
 

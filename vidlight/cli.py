@@ -28,8 +28,8 @@ class _OneLineErrors(click.Group):
 
             click.echo(f"vidlight: {exc}", err=True)
             sys.exit(130 if isinstance(exc, Interrupted) else 1)
-        except KeyboardInterrupt:
-            click.echo("vidlight: interrupted", err=True)
+        except KeyboardInterrupt:  # outside the pipeline's own handling (loading, opening): nothing written
+            click.echo("vidlight: interrupted after 0 frames: nothing was written", err=True)
             sys.exit(130)
 
 
@@ -53,6 +53,17 @@ def _click_type(f: Field):
     return None
 
 
+def _model_option_pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """``-o`` takes KEY=VALUE; a value without ``=`` is most likely an output path given as
+    other tools take it (``-o out.mp4``), which vidlight takes as the second argument."""
+    for value in values:
+        if "=" not in value:
+            raise click.BadParameter(
+                f"{value!r} is not KEY=VALUE: -o/--option sets a model option (e.g. -o scale_factor=12); "
+                f"the output is the second argument: vidlight process IN OUT", param_hint="-o/--option")
+    return values
+
+
 def settings_options(*groups: str, defaults: dict | None = None):
     """Click options for the settings fields of ``groups``, named, explained and defaulted as
     :mod:`vidlight.settings` says (``defaults`` changes a default for this command)."""
@@ -67,7 +78,7 @@ def settings_options(*groups: str, defaults: dict | None = None):
             if f.name == "overwrite":
                 kwargs.update(is_flag=True)
             elif f.name == "model_options":
-                kwargs.update(multiple=True)
+                kwargs.update(multiple=True, callback=_model_option_pairs)
             else:
                 kwargs.update(default=default, show_default=default is not None and not f.meta["default_text"],
                               type=_click_type(f))

@@ -132,8 +132,19 @@ def download(url: str, dest: Path, *, sha256: str, progress: bool = True, timeou
     """
     from tqdm.auto import tqdm
 
+    created = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]  # nearest first
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".tmp")
+
+    def clean_up() -> None:
+        """A failed download leaves nothing behind: no partial file, no folder made for it."""
+        tmp.unlink(missing_ok=True)
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
     digest = hashlib.sha256()
     try:
         with urllib.request.urlopen(url, timeout=timeout_seconds) as response, open(tmp, "wb") as out:
@@ -144,11 +155,11 @@ def download(url: str, dest: Path, *, sha256: str, progress: bool = True, timeou
                     digest.update(chunk)
                     bar.update(len(chunk))
     except (urllib.error.URLError, OSError) as exc:
-        tmp.unlink(missing_ok=True)
+        clean_up()
         reason = getattr(exc, "reason", exc)
         raise WeightsError(f"could not download {url}: {reason}") from None
     if digest.hexdigest() != sha256:
-        tmp.unlink(missing_ok=True)
+        clean_up()
         raise WeightsError(
             f"download of {url} has sha256 {digest.hexdigest()}, expected {sha256}: "
             "the file is corrupt or has changed upstream"
@@ -166,7 +177,7 @@ def resolve(name: str, *, allow_download: bool | None = None, progress: bool = T
     if allow_download is None:
         allow_download = os.environ.get("VIDLIGHT_OFFLINE", "") in ("", "0")
     target = cache_dir() / "weights" / record.relpath
-    where = f"put {record.file_name} in $VIDLIGHT_WEIGHTS_DIR/{record.relpath} or {target}"
+    where = f"put {record.file_name} at $VIDLIGHT_WEIGHTS_DIR/{record.relpath} or {target}"
     if record.url is None and record.manual:
         raise WeightsError(
             f"weights {name!r} cannot be downloaded by vidlight ({record.note}): fetch it by hand from "
@@ -176,7 +187,10 @@ def resolve(name: str, *, allow_download: bool | None = None, progress: bool = T
         raise WeightsError(f"weights {name!r} are not available here: {record.note}; {where}")
     if not allow_download:
         raise WeightsError(f"weights {name!r} are not available offline: download {record.url} and {where}")
-    return download(record.url, target, sha256=record.sha256, progress=progress)
+    try:
+        return download(record.url, target, sha256=record.sha256, progress=progress)
+    except WeightsError as exc:
+        raise WeightsError(f"{exc}; to use a copy fetched by hand, {where}") from None
 
 
 _HDF5_SUFFIXES = (".h5", ".hdf5")

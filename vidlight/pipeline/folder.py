@@ -67,11 +67,15 @@ def enhance_folder(input: str | Path, output: str | Path, settings: Settings | N
     todo = plan_folder(input, output, settings.run.overwrite)
     total = RunStats(0, 0.0, 0)
     failed = []
-    for video, target in todo:
+    for done, (video, target) in enumerate(todo):
         try:
             stats = enhance_video(video, target, settings)
-        except Interrupted:
-            raise
+        except Interrupted as exc:
+            # A video cut short would pass for finished when the batch is run again.
+            target.unlink(missing_ok=True)
+            raise Interrupted(total.frames + exc.frames,
+                              f"{done} of {len(todo)} videos are complete in {output} ({video.name}, cut short, "
+                              f"was removed); run the same command again to do the rest") from None
         except VidlightError as exc:
             log.error("%s: %s", video.name, exc)
             failed.append(video.name)

@@ -271,7 +271,10 @@ def enhance_in_parts(input: Path, output: Path, settings: Settings, *, stop_even
     bar = tqdm(total=total, initial=done_frames, unit="frame", desc=source_name, disable=not settings.run.progress,
                dynamic_ncols=True)
 
+    frames_now = [0]
+
     def count(n: int) -> None:
+        frames_now[0] += n
         bar.update(n)
         if on_frames is not None:
             on_frames(n)
@@ -292,8 +295,9 @@ def enhance_in_parts(input: Path, output: Path, settings: Settings, *, stop_even
     except (KeyboardInterrupt, Interrupted):
         bar.close()
         finished = sum(1 for p in parts if workspace.done(p))
-        raise Interrupted(f"interrupted: {finished} of {len(parts)} parts of {output} are done (in "
-                          f"{workspace.folder}); run the same command again to resume") from None
+        raise Interrupted(frames_now[0] if settings.run.executor != "ray" else bar.n - done_frames,
+                          f"{finished} of {len(parts)} parts of {output} are done (in {workspace.folder}); "
+                          f"run the same command again to resume") from None
     bar.close()
     frames = join_parts(input, [workspace.path(p) for p in parts], output)
     workspace.remove()

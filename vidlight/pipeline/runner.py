@@ -44,7 +44,14 @@ __all__ = ["Interrupted", "RunStats", "enhance_video"]
 
 
 class Interrupted(VidlightError):
-    """The run was stopped by the user; the output holds what was done."""
+    """The run was stopped by the user (Ctrl-C, SIGTERM, a stop event).
+
+    Its message is always ``interrupted after N frames: `` and what became of the output.
+    """
+
+    def __init__(self, frames: int, fate: str) -> None:
+        super().__init__(f"interrupted after {frames} frame{'' if frames == 1 else 's'}: {fate}")
+        self.frames = frames
 
 
 def enhance_video(input: str | Path, output: str | Path | Sink, settings: Settings | None = None, *,
@@ -82,6 +89,9 @@ def enhance_video(input: str | Path, output: str | Path | Sink, settings: Settin
             to do); :class:`~vidlight.errors.MediaError` for media that cannot be read or written.
     """
     settings = (settings or Settings()).replace(**options)
+    if (classify(str(input)) == "images" and isinstance(output, (str, Path)) and classify_sink(output) == "file"
+            and not Path(output).suffix):
+        output = f"{output}/"  # pictures in, a name without a container's suffix out: pictures
     file_to_file = classify(str(input)) == "file" and not isinstance(output, Sink) and classify_sink(output) == "file"
     if file_to_file:
         if Path(output).exists() and not settings.run.overwrite:
@@ -280,8 +290,8 @@ def _run(
         log.info("%s: %s", name, stats.summary())
     if interrupted and not live:
         if stats.frames == 0:
-            raise Interrupted("interrupted before the first frame was done; nothing was written")
-        raise Interrupted(f"interrupted: {output} holds the first {stats.frames} frames")
+            raise Interrupted(0, "nothing was written")
+        raise Interrupted(stats.frames, f"{output} holds them, complete and playable")
     if stats.frames == 0:
         raise MediaError(f"no frame of {name} could be decoded")
     return stats

@@ -228,8 +228,8 @@ def enhance_folder_on_ray(input: str | Path, output: str | Path, settings: Setti
         results = run_jobs(jobs, settings, bar, what="video")
     except KeyboardInterrupt:
         done = sum(1 for _, target in todo if target.exists())
-        raise Interrupted(f"interrupted: {done} of {len(todo)} videos are complete in {output}; run the same "
-                          f"command again to do the rest") from None
+        raise Interrupted(bar.n, f"{done} of {len(todo)} videos are complete in {output}; run the same command "
+                                 f"again to do the rest") from None
     finally:
         bar.close()
     seconds = time.perf_counter() - start
