@@ -2,14 +2,53 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
 from vidlight.train.data import read_rgb, to_tensor
+
+
+def reference_dir(shared_dir: Path, method: str) -> Path:
+    """The official outputs of ``method`` (../shared/reference/<method>)."""
+    return shared_dir / "reference" / method
+
+
+def require(path: Path) -> Path:
+    """``path`` of the test material; missing, the test is skipped here and fails on CI
+    (``CI=true``), where missing material must not pass unnoticed."""
+    if not path.exists():
+        message = f"{path} is not in the test material"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message} (CI=true: tests that need it must not be skipped)", pytrace=False)
+        pytest.skip(message)
+    return path
+
+
+def input_image(ref: Path, case: str) -> torch.Tensor:
+    """The fixture's input ``in_<case>.png`` as a 1 x 3 x H x W float tensor in [0, 1]."""
+    return to_tensor(read_rgb(ref / f"in_{case}.png"))
+
+
+def hwc(t: torch.Tensor) -> np.ndarray:
+    """The first image of an N x C x H x W tensor as H x W x C numpy."""
+    return t[0].permute(1, 2, 0).numpy()
+
+
+def array_diff(ours: np.ndarray, official: np.ndarray, what: str) -> float:
+    """Max-abs difference of two arrays of one shape, in float64 (a shape mismatch fails naming ``what``)."""
+    assert ours.shape == official.shape, f"{what}: shape {ours.shape}, official {official.shape}"
+    return float(np.abs(ours.astype(np.float64) - official).max())
+
+
+def assert_close(ours: np.ndarray, official: np.ndarray, atol: float, what: str) -> None:
+    diff = array_diff(ours, official, what)
+    assert diff <= atol, f"{what}: max abs diff {diff:.3g} > {atol}"
 
 
 def max_diff(ours: torch.Tensor, official: np.ndarray, what: str) -> float:

@@ -39,6 +39,8 @@ import av
 import numpy as np
 import pytest
 
+from rtsp import closed_port
+
 APT_PACKAGES = ("nginx-light", "libnginx-mod-rtmp")
 MODULE_CANDIDATES = (
     "/usr/lib/nginx/modules/ngx_rtmp_module.so",  # Debian, Ubuntu
@@ -116,13 +118,6 @@ def require_rtmp() -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message} (CI=true: tests that need it must not be skipped)", pytrace=False)
     pytest.skip(message)
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 where nothing listens (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_config(prefix: str | os.PathLike, *, port: int, module: str) -> Path:

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from formula import formula_state
-from reference import check_stages, max_diff, stages_of
+from reference import check_stages, max_diff, reference_dir, stages_of
 import vidlight
 from vidlight import VidlightError, WeightsError, load_model
 from vidlight.models.enlightengan import EnlightenGAN
@@ -31,12 +31,8 @@ STAGES = ("out", "latent", "attn", "netin")
 N_PARAMS = 8_636_675
 
 
-def _ref(shared_dir: Path) -> Path:
-    return shared_dir / "reference" / "enlightengan"
-
-
 def _formula_state(shared_dir: Path) -> dict[str, np.ndarray]:
-    return formula_state(_ref(shared_dir) / "keys.txt")
+    return formula_state(reference_dir(shared_dir, "enlightengan") / "keys.txt")
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +49,7 @@ def model(egan_npz: Path) -> EnlightenGAN:
 
 def test_every_reference_file_is_covered(shared_dir: Path) -> None:
     """A reference file added later must not sit there untested."""
-    present = {p.name for p in _ref(shared_dir).glob("*.npy")}
+    present = {p.name for p in reference_dir(shared_dir, "enlightengan").glob("*.npy")}
     covered = {f"{name}_{case}.npy" for name in STAGES for case in CASES}
     covered |= {f"out_{case}_acfalse.npy" for case in CASES}
     assert present <= covered
@@ -76,7 +72,7 @@ def test_registered_with_options_and_drive_default_weights() -> None:
 
 def test_weights_layout(shared_dir: Path, model: EnlightenGAN) -> None:
     assert sum(p.numel() for p in model.parameters()) == N_PARAMS
-    lines = (_ref(shared_dir) / "keys.txt").read_text().splitlines()
+    lines = (reference_dir(shared_dir, "enlightengan") / "keys.txt").read_text().splitlines()
     expected = [line.split("\t")[0].removeprefix("module.") for line in lines]
     assert list(model.state_dict()) == expected
     state = _formula_state(shared_dir)
@@ -86,7 +82,7 @@ def test_weights_layout(shared_dir: Path, model: EnlightenGAN) -> None:
 
 @pytest.mark.parametrize("case", CASES)
 def test_matches_official(shared_dir: Path, model: EnlightenGAN, case: str) -> None:
-    ref = _ref(shared_dir)
+    ref = reference_dir(shared_dir, "enlightengan")
     ours = stages_of(model, ref, case)
     assert check_stages(ours, ref, case, {name: name for name in STAGES}, ATOL) >= 1
     # forward() is the official tensor2im conversion (before 8-bit truncation)
@@ -97,7 +93,7 @@ def test_matches_official(shared_dir: Path, model: EnlightenGAN, case: str) -> N
 
 @pytest.mark.parametrize("case", CASES)
 def test_align_corners_false_matches_unedited_code(shared_dir: Path, egan_npz: Path, case: str) -> None:
-    ref = _ref(shared_dir)
+    ref = reference_dir(shared_dir, "enlightengan")
     model = load_model("enlightengan", weights=str(egan_npz), align_corners=False)
     ours = stages_of(model, ref, case)
     diff = max_diff(ours["out"], np.load(ref / f"out_{case}_acfalse.npy"), f"out_{case}_acfalse")
@@ -107,7 +103,7 @@ def test_align_corners_false_matches_unedited_code(shared_dir: Path, egan_npz: P
 def test_dataparallel_pth_without_counters(shared_dir: Path, tmp_path: Path) -> None:
     """A ``DataParallel`` state dict (``module.`` keys) as the official code saves it, also
     without the ``num_batches_tracked`` entries torch 0.3.1 did not write."""
-    ref = _ref(shared_dir)
+    ref = reference_dir(shared_dir, "enlightengan")
     full = {k: torch.from_numpy(v) for k, v in _formula_state(shared_dir).items()}
     old = {k: v for k, v in full.items() if not k.endswith("num_batches_tracked")}
     expected = np.load(ref / "out_lol1_crop.npy")

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from formula import fixture_weights
-from reference import check_stages, stages_of
+from reference import check_stages, reference_dir, stages_of
 from vidlight import VidlightError, WeightsError, load_model
 from vidlight.models.kind import KinD
 from vidlight.train.data import read_rgb, to_tensor
@@ -40,10 +40,6 @@ STAGES = {
 }
 
 
-def _ref(shared_dir: Path) -> Path:
-    return shared_dir / "reference" / "kind"
-
-
 @pytest.fixture(scope="module")
 def kind_npz(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The repository's tensors and the formula restoration weights, official naming, one .npz."""
@@ -57,7 +53,7 @@ def model(kind_npz: Path) -> KinD:
 
 def test_every_reference_file_is_covered(shared_dir: Path) -> None:
     """A reference file added later must not sit there untested."""
-    present = {p.name for p in _ref(shared_dir).glob("*.npy")}
+    present = {p.name for p in reference_dir(shared_dir, "kind").glob("*.npy")}
     covered = {f"{name}_{case}.npy" for name in STAGES for case in CASES}
     assert present <= covered
     assert {f"out_{case}.npy" for case in CASES} <= present
@@ -78,7 +74,7 @@ def test_weights_layout(shared_dir: Path, model: KinD) -> None:
 
 @pytest.mark.parametrize("case", CASES)
 def test_matches_official(shared_dir: Path, model: KinD, case: str) -> None:
-    ref = _ref(shared_dir)
+    ref = reference_dir(shared_dir, "kind")
     ours = stages_of(model, ref, case)
     assert check_stages(ours, ref, case, STAGES, ATOL) >= 1
     # forward() is the official output
@@ -102,7 +98,7 @@ def test_any_frame_size(model: KinD, size: tuple[int, int]) -> None:
 
 
 def test_ratio_option(kind_npz: Path, shared_dir: Path) -> None:
-    ref = _ref(shared_dir)
+    ref = reference_dir(shared_dir, "kind")
     dim = load_model("kind", weights=str(kind_npz), ratio=1.0)
     bright = load_model("kind", weights=str(kind_npz))
     assert dim.ratio == 1.0 and bright.ratio == 5.0

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from formula import fixture_weights, formula_state
-from reference import check_stages, stages_of
+from reference import check_stages, reference_dir, stages_of
 from vidlight import VidlightError, WeightsError, load_model
 from vidlight.models.kind_plus import KinDPlus
 from vidlight.models.registry import get_model_spec
@@ -43,10 +43,6 @@ STAGES = {
 }
 
 
-def _ref(shared_dir: Path) -> Path:
-    return shared_dir / "reference" / "kind_plus"
-
-
 @pytest.fixture(scope="module")
 def kind_plus_npz(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The repository's tensors and the formula restoration weights, official naming, one .npz."""
@@ -60,12 +56,12 @@ def model(kind_plus_npz: Path) -> KinDPlus:
 
 @pytest.fixture(scope="module")
 def crop_stages(shared_dir: Path, model: KinDPlus) -> dict[str, torch.Tensor]:
-    return stages_of(model, _ref(shared_dir), CROP)
+    return stages_of(model, reference_dir(shared_dir, "kind_plus"), CROP)
 
 
 def test_every_reference_file_is_covered(shared_dir: Path) -> None:
     """A reference file added later must not sit there untested."""
-    present = {p.name for p in _ref(shared_dir).glob("*.npy")}
+    present = {p.name for p in reference_dir(shared_dir, "kind_plus").glob("*.npy")}
     covered = {f"{name}_{case}.npy" for name in STAGES for case in (CROP, FULL)}
     assert present <= covered
     assert {f"{name}_{case}.npy" for name in STAGES for case in (CROP,)} <= present
@@ -77,11 +73,11 @@ def test_weights_layout(shared_dir: Path, model: KinDPlus) -> None:
     assert sum(p.numel() for p in model.adjust.parameters()) == 19393
     assert sum(p.numel() for p in model.restore.parameters()) == 8019239
     assert sum(b.numel() for b in model.restore.buffers()) == 3840
-    keys = {line.split("\t")[0] for line in (_ref(shared_dir) / "keys.txt").read_text().splitlines() if line}
+    keys = {line.split("\t")[0] for line in (reference_dir(shared_dir, "kind_plus") / "keys.txt").read_text().splitlines() if line}
     spec = get_model_spec("kind++")
     ours = {spec.keymap.official_name(k) for k in model.state_dict()}
     assert {k for k in ours if k.startswith("Denoise_Net/")} == keys
-    formula = formula_state(_ref(shared_dir) / "keys.txt", layout="tf")
+    formula = formula_state(reference_dir(shared_dir, "kind_plus") / "keys.txt", layout="tf")
     # conv (kh, kw, in, out), transposed conv (kh, kw, out, in), tf.layers kernel -> torch layouts
     conv = torch.from_numpy(formula["Denoise_Net/de_conv2_1/weights"]).permute(3, 2, 0, 1)
     assert torch.equal(model.restore.de_conv2_1.weight, conv)
@@ -97,7 +93,7 @@ def test_weights_layout(shared_dir: Path, model: KinDPlus) -> None:
 
 def test_matches_official_crop(shared_dir: Path, model: KinDPlus, crop_stages: dict[str, torch.Tensor]) -> None:
     """Every intermediate and both outputs (default flags and --adjustment) of the 64x96 crop."""
-    ref = _ref(shared_dir)
+    ref = reference_dir(shared_dir, "kind_plus")
     assert check_stages(crop_stages, ref, CROP, STAGES, ATOL) == len(STAGES)
     x = to_tensor(read_rgb(ref / f"in_{CROP}.png"))
     with torch.no_grad():
@@ -108,14 +104,14 @@ def test_matches_official_crop(shared_dir: Path, model: KinDPlus, crop_stages: d
 
 def test_matches_official_full_size(shared_dir: Path, model: KinDPlus) -> None:
     """The 400x600 frame (only the outputs were kept): ~25 CPU-s."""
-    ref = _ref(shared_dir)
+    ref = reference_dir(shared_dir, "kind_plus")
     assert check_stages(stages_of(model, ref, FULL), ref, FULL, STAGES, ATOL) == 2
 
 
 def test_kind_weights_are_not_kind_plus_weights(shared_dir: Path, tmp_path: Path) -> None:
     """KinD's checkpoints share the decomposition shapes but not the scopes of the other nets."""
     state = {k: v.numpy() for k, v in read_checkpoint(shared_dir / "weights" / "kind" / "decom_net_train.npz").items()}
-    state.update(formula_state(_ref(shared_dir) / "keys.txt", layout="tf"))
+    state.update(formula_state(reference_dir(shared_dir, "kind_plus") / "keys.txt", layout="tf"))
     path = tmp_path / "mixed.npz"
     np.savez(path, **state)
     with pytest.raises(WeightsError, match="I_enhance_Net/conv_1/weights"):
@@ -143,7 +139,7 @@ def test_branches_keep_the_feature_size(model: KinDPlus) -> None:
 
 
 def test_options(kind_plus_npz: Path, shared_dir: Path, crop_stages: dict[str, torch.Tensor]) -> None:
-    ref = _ref(shared_dir)
+    ref = reference_dir(shared_dir, "kind_plus")
     dim = load_model("kind++", weights=str(kind_plus_npz), ratio=1.0, adjustment=True)
     assert dim.ratio == 1.0 and dim.adjustment is True
     a = stages_of(dim, ref, CROP)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from formula import llflow_formula_tensor
-from reference import max_diff
+from reference import max_diff, reference_dir
 import vidlight
 from vidlight import WeightsError, load_model
 from vidlight.models.llflow import LLFlow
@@ -33,13 +33,9 @@ FILES = {  # ours -> official file stem
 }
 
 
-def _ref(shared_dir: Path) -> Path:
-    return shared_dir / "reference" / "llflow"
-
-
 def _keys(shared_dir: Path, variant: str) -> list[tuple[str, tuple[int, ...]]]:
     out = []
-    for line in (_ref(shared_dir) / f"keys_{variant}.txt").read_text().splitlines():
+    for line in (reference_dir(shared_dir, "llflow") / f"keys_{variant}.txt").read_text().splitlines():
         if line.strip():
             key, shape = line.split("\t")
             out.append((key, tuple(int(s) for s in shape.split(","))))
@@ -58,7 +54,7 @@ def npz_paths(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 
 @pytest.fixture(scope="module")
 def stages(shared_dir: Path, npz_paths: dict[str, Path]) -> dict[str, dict[str, torch.Tensor]]:
-    x = to_tensor(read_rgb(_ref(shared_dir) / f"in_{CASE}.png"))
+    x = to_tensor(read_rgb(reference_dir(shared_dir, "llflow") / f"in_{CASE}.png"))
     out = {}
     for name in VARIANTS:
         model = load_model(name, weights=str(npz_paths[name]))
@@ -102,14 +98,14 @@ def test_weights_layout(shared_dir: Path, name: str) -> None:
 
 
 def test_netin_matches_official(shared_dir: Path, stages: dict[str, dict[str, torch.Tensor]]) -> None:
-    official = np.load(_ref(shared_dir) / f"netin_{CASE}.npy")
+    official = np.load(reference_dir(shared_dir, "llflow") / f"netin_{CASE}.npy")
     for name in VARIANTS:
         assert max_diff(stages[name]["netin"], official, "netin") <= ATOL
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_matches_official(shared_dir: Path, stages: dict[str, dict[str, torch.Tensor]], name: str) -> None:
-    folder = _ref(shared_dir) / VARIANTS[name]
+    folder = reference_dir(shared_dir, "llflow") / VARIANTS[name]
     for ours, stem in FILES.items():
         path = folder / f"{stem}_{CASE}.npy"
         diff = max_diff(stages[name][ours], np.load(path), f"{name} {stem}")
@@ -119,7 +115,7 @@ def test_matches_official(shared_dir: Path, stages: dict[str, dict[str, torch.Te
 
 def test_every_crop_file_is_covered(shared_dir: Path) -> None:
     for variant in VARIANTS.values():
-        present = {p.name for p in (_ref(shared_dir) / variant).glob(f"*_{CASE}.npy")}
+        present = {p.name for p in (reference_dir(shared_dir, "llflow") / variant).glob(f"*_{CASE}.npy")}
         assert present == {f"{stem}_{CASE}.npy" for stem in FILES.values()}
 
 

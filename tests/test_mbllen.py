@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import vidlight
+from reference import assert_close, hwc, input_image, reference_dir
 from vidlight import WeightsError, load_model
 from vidlight.models.mbllen import (
     MIN_SIDE,
@@ -39,30 +40,8 @@ CASES = ("lol1_crop", "lol1")
 H5_FILES = ("LOL_img_lowlight", "Syn_img_lowlight", "Syn_img_lowlight_withnoise")
 
 
-def _ref(shared_dir: Path) -> Path:
-    return shared_dir / "reference" / "mbllen"
-
-
-def _image(ref: Path, case: str) -> torch.Tensor:
-    return to_tensor(read_rgb(ref / f"in_{case}.png"))
-
-
-def _hwc(t: torch.Tensor) -> np.ndarray:
-    return t[0].permute(1, 2, 0).numpy()
-
-
 def _chw(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(a).permute(2, 0, 1)[None]
-
-
-def _max_diff(ours: np.ndarray, official: np.ndarray, what: str) -> float:
-    assert ours.shape == official.shape, f"{what}: shape {ours.shape}, official {official.shape}"
-    return float(np.abs(ours.astype(np.float64) - official).max())
-
-
-def _assert_close(ours: np.ndarray, official: np.ndarray, atol: float, what: str) -> None:
-    diff = _max_diff(ours, official, what)
-    assert diff <= atol, f"{what}: max abs diff {diff:.3g} > {atol}"
 
 
 def _png_rgb(path: Path) -> np.ndarray:
@@ -83,7 +62,7 @@ def test_every_reference_file_is_covered(shared_dir: Path) -> None:
         covered |= {f"{prefix}{kind}_{c}.npy" for kind in ("raw", "out") for c in CASES}
         covered |= {f"{prefix}postnoclip_lol1_crop.npy"}
         covered |= {f"{prefix}{kind}_lol1_crop.png" for kind in ("raw", "out")}
-    assert {p.name for p in _ref(shared_dir).iterdir()} == covered
+    assert {p.name for p in reference_dir(shared_dir, "mbllen").iterdir()} == covered
 
 
 def test_registered_with_default_weights_and_options() -> None:
@@ -106,34 +85,34 @@ def test_registered_with_default_weights_and_options() -> None:
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("prefix", list(WEIGHTS), ids=list(WEIGHTS.values()))
 def test_raw_and_postprocessed_outputs(prefix: str, case: str, shared_dir: Path, official_weights_dir: Path) -> None:
-    ref = _ref(shared_dir)
+    ref = reference_dir(shared_dir, "mbllen")
     model = load_model("mbllen", weights=WEIGHTS[prefix], postprocess=True)
     with torch.no_grad():
-        raw = model.network_output(_image(ref, case))
+        raw = model.network_output(input_image(ref, case))
         out = model.postprocess_frames(raw)
         before_clip = model.postprocess_frames(raw, clip=False)
     what = f"{WEIGHTS[prefix]} {case}"
-    _assert_close(_hwc(raw), np.load(ref / f"{prefix}raw_{case}.npy"), RAW_ATOL, f"{what} raw")
-    _assert_close(_hwc(out), np.load(ref / f"{prefix}out_{case}.npy"), POST_ATOL, f"{what} post-processed")
+    assert_close(hwc(raw), np.load(ref / f"{prefix}raw_{case}.npy"), RAW_ATOL, f"{what} raw")
+    assert_close(hwc(out), np.load(ref / f"{prefix}out_{case}.npy"), POST_ATOL, f"{what} post-processed")
     if (ref / f"{prefix}postnoclip_{case}.npy").exists():
-        _assert_close(
-            _hwc(before_clip), np.load(ref / f"{prefix}postnoclip_{case}.npy"), POST_ATOL, f"{what} before the clip"
+        assert_close(
+            hwc(before_clip), np.load(ref / f"{prefix}postnoclip_{case}.npy"), POST_ATOL, f"{what} before the clip"
         )
     for kind, ours in (("raw", raw), ("out", out)):
         if (ref / f"{prefix}{kind}_{case}.png").exists():
-            _assert_png_close(_hwc(ours), ref / f"{prefix}{kind}_{case}.png")
+            _assert_png_close(hwc(ours), ref / f"{prefix}{kind}_{case}.png")
 
 
 @pytest.mark.parametrize("prefix", list(WEIGHTS), ids=list(WEIGHTS.values()))
 def test_forward_with_and_without_postprocessing(prefix: str, shared_dir: Path, official_weights_dir: Path) -> None:
-    ref = _ref(shared_dir)
-    x = _image(ref, "lol1_crop")
+    ref = reference_dir(shared_dir, "mbllen")
+    x = input_image(ref, "lol1_crop")
     with torch.no_grad():
         raw = load_model("mbllen", weights=WEIGHTS[prefix])(x)
         out = load_model("mbllen", weights=WEIGHTS[prefix], postprocess=True)(x)
     assert raw.shape == out.shape == x.shape
-    _assert_close(_hwc(raw), np.load(ref / f"{prefix}raw_lol1_crop.npy"), RAW_ATOL, "forward, raw")
-    _assert_close(_hwc(out), np.load(ref / f"{prefix}out_lol1_crop.npy"), POST_ATOL, "forward, post-processed")
+    assert_close(hwc(raw), np.load(ref / f"{prefix}raw_lol1_crop.npy"), RAW_ATOL, "forward, raw")
+    assert_close(hwc(out), np.load(ref / f"{prefix}out_lol1_crop.npy"), POST_ATOL, "forward, post-processed")
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -142,16 +121,16 @@ def test_postprocessing_alone_on_the_official_raw_output(prefix: str, case: str,
     """Isolates the post-processing from the network: given the official raw output, ours
     reproduces the official result to the last bit or two (bitwise on the machine that made
     the fixtures' kind: OpenCV's FMA arithmetic and numpy's float32 power are emulated)."""
-    ref = _ref(shared_dir)
+    ref = reference_dir(shared_dir, "mbllen")
     raw = _chw(np.load(ref / f"{prefix}raw_{case}.npy"))
-    _assert_close(_hwc(official_postprocess(raw)), np.load(ref / f"{prefix}out_{case}.npy"), 1e-6, "out")
+    assert_close(hwc(official_postprocess(raw)), np.load(ref / f"{prefix}out_{case}.npy"), 1e-6, "out")
     if (ref / f"{prefix}postnoclip_{case}.npy").exists():
-        before_clip = _hwc(official_postprocess(raw, clip=False))
-        _assert_close(before_clip, np.load(ref / f"{prefix}postnoclip_{case}.npy"), 1e-6, "before the clip")
+        before_clip = hwc(official_postprocess(raw, clip=False))
+        assert_close(before_clip, np.load(ref / f"{prefix}postnoclip_{case}.npy"), 1e-6, "before the clip")
 
 
 def test_postprocessing_options_reach_the_computation(shared_dir: Path) -> None:
-    raw = _chw(np.load(_ref(shared_dir) / "raw_lol1_crop.npy"))
+    raw = _chw(np.load(reference_dir(shared_dir, "mbllen") / "raw_lol1_crop.npy"))
     default = official_postprocess(raw)
     explicit = official_postprocess(raw, high_percentile=95, low_percentile=5, gamma=0.8, max_range=0.8)
     assert torch.equal(default, explicit)
@@ -178,21 +157,21 @@ def test_h5_and_npz_hold_identical_tensors(name: str, shared_dir: Path) -> None:
 
 
 def test_h5_and_npz_give_identical_outputs(shared_dir: Path) -> None:
-    ref = _ref(shared_dir)
+    ref = reference_dir(shared_dir, "mbllen")
     folder = shared_dir / "weights" / "mbllen"
-    x = _image(ref, "lol1_crop")
+    x = input_image(ref, "lol1_crop")
     with torch.no_grad():
         from_h5 = load_model("mbllen", weights=str(folder / "LOL_img_lowlight.h5"), postprocess=True)(x)
         from_npz = load_model("mbllen", weights=str(folder / "LOL_img_lowlight.npz"), postprocess=True)(x)
     torch.testing.assert_close(from_h5, from_npz, rtol=0, atol=0)
-    _assert_close(_hwc(from_h5), np.load(ref / "out_lol1_crop.npy"), POST_ATOL, "from the .h5 path")
+    assert_close(hwc(from_h5), np.load(ref / "out_lol1_crop.npy"), POST_ATOL, "from the .h5 path")
 
 
 def test_state_in_our_own_naming_loads(shared_dir: Path, official_weights_dir: Path, tmp_path: Path) -> None:
     model = load_model("mbllen")
     path = tmp_path / "ours.pt"
     torch.save(model.state_dict(), path)
-    x = _image(_ref(shared_dir), "lol1_crop")
+    x = input_image(reference_dir(shared_dir, "mbllen"), "lol1_crop")
     with torch.no_grad():
         torch.testing.assert_close(load_model("mbllen", weights=str(path))(x), model(x), rtol=0, atol=0)
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import vidlight
+from reference import assert_close, hwc, input_image
 from vidlight import load_model
-from vidlight.train.data import read_rgb, to_tensor
 
 ATOL = 1e-5
 
@@ -23,20 +23,6 @@ SCI_CASES = [(level, case) for level in SCI_LEVELS for case in ("lol1", "lol1_cr
 ZERO_DCE_CASES = ["lol1", "lol1_crop"]
 # (file tag, scale_factor, input case): the official test crops to multiples of the scale.
 ZERO_DCE_PP_CASES = [("s12_lol1_396", 12, "lol1_396"), ("s1_lol1_crop", 1, "lol1_crop")]
-
-
-def _image(ref: Path, case: str) -> torch.Tensor:
-    return to_tensor(read_rgb(ref / f"in_{case}.png"))
-
-
-def _hwc(t: torch.Tensor) -> np.ndarray:
-    return t[0].permute(1, 2, 0).numpy()
-
-
-def _assert_close(ours: np.ndarray, official: np.ndarray, what: str) -> None:
-    assert ours.shape == official.shape, f"{what}: shape {ours.shape}, official {official.shape}"
-    diff = float(np.abs(ours.astype(np.float64) - official).max())
-    assert diff <= ATOL, f"{what}: max abs diff {diff:.3g} > {ATOL}"
 
 
 def test_every_reference_file_is_covered(shared_dir: Path) -> None:
@@ -68,8 +54,8 @@ def test_sci_output(level: str, case: str, shared_dir: Path, official_weights_di
     ref = shared_dir / "reference" / "sci"
     model = load_model("sci", weights=f"sci-{level}")
     with torch.no_grad():
-        out = model(_image(ref, case))
-    _assert_close(_hwc(out), np.load(ref / f"out_{level}_{case}.npy"), f"sci-{level} {case}")
+        out = model(input_image(ref, case))
+    assert_close(hwc(out), np.load(ref / f"out_{level}_{case}.npy"), ATOL, f"sci-{level} {case}")
 
 
 @pytest.mark.parametrize("level", SCI_LEVELS)
@@ -77,8 +63,8 @@ def test_sci_illumination(level: str, shared_dir: Path, official_weights_dir: Pa
     ref = shared_dir / "reference" / "sci"
     model = load_model("sci", weights=f"sci-{level}")
     with torch.no_grad():
-        illum = model.estimate_illumination(_image(ref, "lol1_crop"))
-    _assert_close(_hwc(illum), np.load(ref / f"illum_{level}_lol1_crop.npy"), f"sci-{level} illumination")
+        illum = model.estimate_illumination(input_image(ref, "lol1_crop"))
+    assert_close(hwc(illum), np.load(ref / f"illum_{level}_lol1_crop.npy"), ATOL, f"sci-{level} illumination")
 
 
 def test_sci_from_explicit_path_and_npz(shared_dir: Path, tmp_path: Path) -> None:
@@ -89,13 +75,13 @@ def test_sci_from_explicit_path_and_npz(shared_dir: Path, tmp_path: Path) -> Non
     npz = tmp_path / "medium.npz"
     np.savez(npz, **{name: tensor.numpy() for name, tensor in official.items()})
 
-    x = _image(ref, "lol1_crop")
+    x = input_image(ref, "lol1_crop")
     expected = np.load(ref / "out_medium_lol1_crop.npy")
     outputs = {}
     for label, weights in (("path", str(pt)), ("npz", str(npz))):
         with torch.no_grad():
-            outputs[label] = _hwc(load_model("sci", weights=weights)(x))
-        _assert_close(outputs[label], expected, f"sci medium from {label}")
+            outputs[label] = hwc(load_model("sci", weights=weights)(x))
+        assert_close(outputs[label], expected, ATOL, f"sci medium from {label}")
     np.testing.assert_array_equal(outputs["path"], outputs["npz"])
 
 
@@ -107,19 +93,19 @@ def test_zero_dce_output(case: str, shared_dir: Path, official_weights_dir: Path
     ref = shared_dir / "reference" / "zero_dce"
     model = load_model("zero-dce", weights="zero-dce")
     with torch.no_grad():
-        out = model(_image(ref, case))
-    _assert_close(_hwc(out), np.load(ref / f"out_{case}.npy"), f"zero-dce {case}")
+        out = model(input_image(ref, case))
+    assert_close(hwc(out), np.load(ref / f"out_{case}.npy"), ATOL, f"zero-dce {case}")
 
 
 def test_zero_dce_curves(shared_dir: Path, official_weights_dir: Path) -> None:
     ref = shared_dir / "reference" / "zero_dce"
     model = load_model("zero-dce", weights="zero-dce")
-    x = _image(ref, "lol1_crop")
+    x = input_image(ref, "lol1_crop")
     with torch.no_grad():
         curves = model.estimate_curves(x)
         after_four = model.apply_curves(x, curves[:, :12])  # the official enhance_image_1
-    _assert_close(_hwc(curves), np.load(ref / "r_lol1_crop.npy"), "zero-dce curve maps")
-    _assert_close(_hwc(after_four), np.load(ref / "enhance1_lol1_crop.npy"), "zero-dce after 4 iterations")
+    assert_close(hwc(curves), np.load(ref / "r_lol1_crop.npy"), ATOL, "zero-dce curve maps")
+    assert_close(hwc(after_four), np.load(ref / "enhance1_lol1_crop.npy"), ATOL, "zero-dce after 4 iterations")
 
 
 def test_zero_dce_from_npz(shared_dir: Path, tmp_path: Path) -> None:
@@ -128,8 +114,8 @@ def test_zero_dce_from_npz(shared_dir: Path, tmp_path: Path) -> None:
     npz = tmp_path / "zero_dce.npz"
     np.savez(npz, **{name: tensor.numpy() for name, tensor in official.items()})
     with torch.no_grad():
-        out = load_model("zero-dce", weights=str(npz))(_image(ref, "lol1_crop"))
-    _assert_close(_hwc(out), np.load(ref / "out_lol1_crop.npy"), "zero-dce from npz")
+        out = load_model("zero-dce", weights=str(npz))(input_image(ref, "lol1_crop"))
+    assert_close(hwc(out), np.load(ref / "out_lol1_crop.npy"), ATOL, "zero-dce from npz")
 
 
 # --- Zero-DCE++ --------------------------------------------------------------------
@@ -141,12 +127,12 @@ def test_zero_dce_pp_output_and_curves(
 ) -> None:
     ref = shared_dir / "reference" / "zero_dce_pp"
     model = load_model("zero-dce++", weights="zero-dce++", scale_factor=scale)
-    x = _image(ref, case)
+    x = input_image(ref, case)
     with torch.no_grad():
         out = model(x)
         curves = model.estimate_curves(x)
-    _assert_close(_hwc(out), np.load(ref / f"out_{tag}.npy"), f"zero-dce++ {tag}")
-    _assert_close(_hwc(curves), np.load(ref / f"xr_{tag}.npy"), f"zero-dce++ {tag} curve map")
+    assert_close(hwc(out), np.load(ref / f"out_{tag}.npy"), ATOL, f"zero-dce++ {tag}")
+    assert_close(hwc(curves), np.load(ref / f"xr_{tag}.npy"), ATOL, f"zero-dce++ {tag} curve map")
 
 
 def test_zero_dce_pp_low_resolution_estimator(shared_dir: Path, official_weights_dir: Path) -> None:
@@ -156,7 +142,7 @@ def test_zero_dce_pp_low_resolution_estimator(shared_dir: Path, official_weights
     x_down = torch.from_numpy(np.load(ref / "xdown_s12_lol1_396.npy")).permute(2, 0, 1)[None]
     with torch.no_grad():
         low = model.curves(x_down)
-    _assert_close(_hwc(low), np.load(ref / "xrlow_s12_lol1_396.npy"), "zero-dce++ estimator at 33x50")
+    assert_close(hwc(low), np.load(ref / "xrlow_s12_lol1_396.npy"), ATOL, "zero-dce++ estimator at 33x50")
 
 
 def test_zero_dce_pp_default_scale_on_multiple_of_12(shared_dir: Path, official_weights_dir: Path) -> None:
@@ -165,8 +151,8 @@ def test_zero_dce_pp_default_scale_on_multiple_of_12(shared_dir: Path, official_
     model = load_model("zero-dce++", weights="zero-dce++")
     assert model.scale_factor == 12
     with torch.no_grad():
-        out = model(_image(ref, "lol1_396"))
-    _assert_close(_hwc(out), np.load(ref / "out_s12_lol1_396.npy"), "zero-dce++ default scale, 396x600")
+        out = model(input_image(ref, "lol1_396"))
+    assert_close(hwc(out), np.load(ref / "out_s12_lol1_396.npy"), ATOL, "zero-dce++ default scale, 396x600")
 
 
 @pytest.mark.parametrize(("height", "width"), [(1, 1), (13, 7), (37, 53), (400, 600)])
@@ -185,8 +171,8 @@ def test_zero_dce_pp_from_explicit_path(shared_dir: Path) -> None:
     path = shared_dir / "weights" / "zero_dce_pp" / "Epoch99.pth"
     model = load_model("zero-dce++", weights=str(path), scale_factor=1)
     with torch.no_grad():
-        out = model(_image(ref, "lol1_crop"))
-    _assert_close(_hwc(out), np.load(ref / "out_s1_lol1_crop.npy"), "zero-dce++ from path")
+        out = model(input_image(ref, "lol1_crop"))
+    assert_close(hwc(out), np.load(ref / "out_s1_lol1_crop.npy"), ATOL, "zero-dce++ from path")
 
 
 def test_subnormal_official_weights_are_flushed(official_weights_dir: Path) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from reference import require
 from vidlight import WeightsError
 from vidlight.tf1_checkpoint import read_tf1_checkpoint
 from vidlight.weights import read_checkpoint
@@ -33,8 +34,7 @@ def _assert_same(tensors: dict[str, np.ndarray], expected: dict[str, np.ndarray]
 @pytest.fixture(params=CHECKPOINTS)
 def checkpoint_dir(request: pytest.FixtureRequest, shared_dir: Path) -> Path:
     path = shared_dir / "weights" / request.param
-    if not path.is_dir():
-        pytest.skip(f"{path} not in the test material")
+    require(path)
     return path
 
 
@@ -66,8 +66,7 @@ def test_read_checkpoint_dispatches_to_tf1(checkpoint_dir: Path) -> None:
 
 def test_foreign_absolute_path_in_checkpoint_file(shared_dir: Path, tmp_path: Path) -> None:
     source = shared_dir / "weights" / CHECKPOINTS[1]
-    if not source.is_dir():
-        pytest.skip(f"{source} not in the test material")
+    require(source)
     for name in ("model.ckpt.index", "model.ckpt.data-00000-of-00001"):
         shutil.copyfile(source / name, tmp_path / name)
     (tmp_path / "checkpoint").write_text('model_checkpoint_path: "/somewhere/else/model.ckpt"\n')
@@ -84,8 +83,7 @@ def _one_line_error(path: Path) -> str:
 
 def test_truncated_index_raises(shared_dir: Path, tmp_path: Path) -> None:
     source = shared_dir / "weights" / CHECKPOINTS[0]
-    if not source.is_dir():
-        pytest.skip(f"{source} not in the test material")
+    require(source)
     index = (source / "model.ckpt.index").read_bytes()
     (tmp_path / "model.ckpt.index").write_bytes(index[: len(index) // 2])
     shutil.copyfile(source / "model.ckpt.data-00000-of-00001", tmp_path / "model.ckpt.data-00000-of-00001")
@@ -103,8 +101,7 @@ def test_garbage_index_raises(tmp_path: Path) -> None:
 
 def test_truncated_data_file_raises(shared_dir: Path, tmp_path: Path) -> None:
     source = shared_dir / "weights" / CHECKPOINTS[1]
-    if not source.is_dir():
-        pytest.skip(f"{source} not in the test material")
+    require(source)
     shutil.copyfile(source / "model.ckpt.index", tmp_path / "model.ckpt.index")
     data = (source / "model.ckpt.data-00000-of-00001").read_bytes()
     (tmp_path / "model.ckpt.data-00000-of-00001").write_bytes(data[: len(data) // 2])
@@ -115,8 +112,7 @@ def test_truncated_data_file_raises(shared_dir: Path, tmp_path: Path) -> None:
 
 def test_corrupt_tensor_bytes_fail_crc(shared_dir: Path, tmp_path: Path) -> None:
     source = shared_dir / "weights" / CHECKPOINTS[1]
-    if not source.is_dir():
-        pytest.skip(f"{source} not in the test material")
+    require(source)
     shutil.copyfile(source / "model.ckpt.index", tmp_path / "model.ckpt.index")
     data = bytearray((source / "model.ckpt.data-00000-of-00001").read_bytes())
     data[len(data) // 2] ^= 0xFF

@@ -8,6 +8,8 @@
     >>> enhanced = model(batch)  # N x 3 x H x W float RGB in [0, 1] -> same shape
 """
 
+from importlib import metadata as _metadata
+
 from vidlight.errors import MediaError, VidlightError, WeightsError
 from vidlight.models import list_models, load_model
 from vidlight.pipeline.iterate import EnhancedFrame, enhanced_frames
@@ -30,4 +32,7 @@ __all__ = [
     "list_weights",
     "load_model",
 ]
-__version__ = "0.1.0"
+try:  # the version is written once, in pyproject.toml
+    __version__ = _metadata.version("vidlight")
+except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Iterator, Literal
 
 import numpy as np
 
@@ -79,7 +79,7 @@ def enhanced_frames(
     *,
     format: Literal["numpy", "torch"] = "numpy",
     queue_frames: int = 4,
-    **options,
+    **options: Any,
 ) -> Iterator[EnhancedFrame]:
     """Enhance ``source`` (file, stream URL, webcam, image folder) and yield its frames.
 

@@ -60,7 +60,8 @@ class Stream:
 
     Args:
         name: unique among the streams (logs, reports).
-        source, sink: as for :func:`vidlight.enhance_video`.
+        source: as for :func:`vidlight.enhance_video`.
+        sink: as for :func:`vidlight.enhance_video`.
         settings: the stream's settings (only its source, encoder and run groups are used).
         **options: settings of those groups by field name (``crf=20``, ``max_frames=100``).
     """
