@@ -114,9 +114,11 @@ def colour_cast(image: np.ndarray, original: np.ndarray) -> float:
 
 def scores(outputs: list[np.ndarray], originals: list[np.ndarray]) -> tuple[float, float, float]:
     """Mean PSNR, SSIM and colour cast of ``outputs`` against ``originals``."""
-    return (float(np.mean([psnr(o, h) for o, h in zip(outputs, originals)])),
-            float(np.mean([ssim(o, h) for o, h in zip(outputs, originals)])),
-            float(np.mean([colour_cast(o, h) for o, h in zip(outputs, originals)])))
+    return (
+        float(np.mean([psnr(o, h) for o, h in zip(outputs, originals)])),
+        float(np.mean([ssim(o, h) for o, h in zip(outputs, originals)])),
+        float(np.mean([colour_cast(o, h) for o, h in zip(outputs, originals)])),
+    )
 
 
 def blurred(images: list[np.ndarray]) -> list[np.ndarray]:
@@ -134,21 +136,26 @@ def ladder(models: list[str], levels: list[float], work: Path, weights: dict[str
         for model in models:
             for strength in (1.0, "auto"):
                 start = time.perf_counter()
-                outs = enhance_each(dark, work / f"{model}-{k}-{strength}", model=model, weights=weights.get(model),
-                                    strength=strength)
+                outs = enhance_each(
+                    dark, work / f"{model}-{k}-{strength}", model=model, weights=weights.get(model), strength=strength
+                )
                 row[f"{model}@{strength}"] = scores(outs, highs)
                 if model == models[0] and strength == "auto":
                     row["blurred"] = scores(blurred(outs), highs)
-                print(f"  k={k} {model} strength {strength}: {row[f'{model}@{strength}'][0]:.2f} dB "
-                      f"({time.perf_counter() - start:.0f} s)", flush=True)
+                print(
+                    f"  k={k} {model} strength {strength}: {row[f'{model}@{strength}'][0]:.2f} dB "
+                    f"({time.perf_counter() - start:.0f} s)",
+                    flush=True,
+                )
         table[k] = row
     return table
 
 
 def print_ladder(table: dict, models: list[str]) -> None:
     columns = ["input", "gamma"] + [f"{m}@{s}" for m in models for s in (1.0, "auto")]
-    names = {"input": "input", "gamma": "gamma 0.45"} | {f"{m}@{s}": f"{m} {'1' if s == 1.0 else 'auto'}"
-                                                         for m in models for s in (1.0, "auto")}
+    names = {"input": "input", "gamma": "gamma 0.45"} | {
+        f"{m}@{s}": f"{m} {'1' if s == 1.0 else 'auto'}" for m in models for s in (1.0, "auto")
+    }
     names["blurred"] = f"{models[0]} auto + 3x3 blur"
     columns.append("blurred")
     print("\nPSNR dB / SSIM against the well-lit original, mean of 15 images\n")
@@ -187,18 +194,24 @@ def frame_figures(path: Path, frames: int) -> list[tuple[float, float]]:
 
 def city_check(model: str, work: Path, frames: int, weights: str | None) -> dict:
     out = work / "city.mp4"
-    enhance_video(CITY, out, model=model, weights=weights, max_frames=frames, progress=False, overwrite=True,
-                  preset="veryfast")
+    enhance_video(
+        CITY, out, model=model, weights=weights, max_frames=frames, progress=False, overwrite=True, preset="veryfast"
+    )
     src, dst = np.array(frame_figures(CITY, frames)), np.array(frame_figures(out, frames))
-    return {"input_luma": float(src[:, 0].mean()), "output_luma": float(dst[:, 0].mean()),
-            "input_clipped": float(src[:, 1].mean()), "output_clipped": float(dst[:, 1].mean())}
+    return {
+        "input_luma": float(src[:, 0].mean()),
+        "output_luma": float(dst[:, 0].mean()),
+        "input_clipped": float(src[:, 1].mean()),
+        "output_clipped": float(dst[:, 1].mean()),
+    }
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-m", "--model", action="append", help="model (repeatable; default sci)")
-    p.add_argument("-w", "--weights", action="append", default=[], metavar="MODEL=WEIGHTS",
-                   help="weights for a model (repeatable)")
+    p.add_argument(
+        "-w", "--weights", action="append", default=[], metavar="MODEL=WEIGHTS", help="weights for a model (repeatable)"
+    )
     p.add_argument("--levels", default=",".join(f"{k:g}" for k in LEVELS), help="exposure factors, comma-separated")
     p.add_argument("--city-frames", type=int, default=60)
     p.add_argument("--no-lol", action="store_true")
@@ -233,8 +246,11 @@ def main() -> int:
         if k == 1.0:
             check(got >= 30.0, f"k=1: {got:.2f} dB >= 30 (input {inp:.2f})")
         else:
-            check(got > inp and got > gam, f"k={k:g}: {got:.2f} dB beats input {inp:.2f} and gamma {gam:.2f} "
-                                           f"(gamma {got - gam:+.2f} dB; moonshot +2)")
+            check(
+                got > inp and got > gam,
+                f"k={k:g}: {got:.2f} dB beats input {inp:.2f} and gamma {gam:.2f} "
+                f"(gamma {got - gam:+.2f} dB; moonshot +2)",
+            )
     darkest = min(table)
     gain = table[darkest][auto][0] - table[darkest]["input"][0]
     check(gain >= 8.0, f"k={darkest:g}: gains {gain:.2f} dB over the input (>= 8)")
@@ -243,9 +259,11 @@ def main() -> int:
         check(one - a <= 0.3, f"LOL eval15 as a folder: auto {a:.2f} dB, strength 1 {one:.2f} dB (within 0.3)")
     if "city" in figures:
         c = figures["city"]
-        check(70 <= c["output_luma"] <= 150 and c["output_clipped"] - c["input_clipped"] <= 2.0,
-              f"city clip: mean luma {c['input_luma']:.1f} -> {c['output_luma']:.1f} (70..150), clipped "
-              f"{c['input_clipped']:.2f} % -> {c['output_clipped']:.2f} % (at most +2 points)")
+        check(
+            70 <= c["output_luma"] <= 150 and c["output_clipped"] - c["input_clipped"] <= 2.0,
+            f"city clip: mean luma {c['input_luma']:.1f} -> {c['output_luma']:.1f} (70..150), clipped "
+            f"{c['input_clipped']:.2f} % -> {c['output_clipped']:.2f} % (at most +2 points)",
+        )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
     return 1 if failures else 0

@@ -54,6 +54,7 @@ VIDEOS = SHARED / "data" / "videos"
 NEEDS_FIXTURE_WEIGHTS = {"enlightengan", "kind", "kind++", "llflow", "llflow-small"}
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from formula import fixture_weights  # noqa: E402  (the tests' helper)
+
 FLICKERS = 0.005  # a flicker index above this is visible pumping
 REAL = ["guoqi_dark_city_night.mp4", "nahianfariha_night_street_phone.mp4", "rfmanz_night_ir_cctv_hevc.mp4"]
 DAY = "guoqi_normal_city_day_reference.mp4"
@@ -86,7 +87,9 @@ def write(path: Path, frames: list[np.ndarray], fps: int = 30) -> Path:
 def make_clips(folder: Path, n: int, width: int, cut_frames: int = 20, fade_frames: int = 90) -> dict[str, Path]:
     clips = {}
     for name in REAL:
-        clips[name.split("_")[0] + "-" + name.split("_")[-2]] = write(folder / name, read_frames(VIDEOS / name, n, width))
+        clips[name.split("_")[0] + "-" + name.split("_")[-2]] = write(
+            folder / name, read_frames(VIDEOS / name, n, width)
+        )
     phone = read_frames(VIDEOS / REAL[1], n, width)
     gains = 1 + 0.2 * np.random.default_rng(5).uniform(-1, 1, len(phone))
     flick = [np.clip(f.astype(np.float32) * g + 0.5, 0, 255).astype(np.uint8) for f, g in zip(phone, gains)]
@@ -123,8 +126,12 @@ def main() -> int:
     p.add_argument("--cut-frames", type=int, default=20, help="frames on each side of the cut clip's cut")
     p.add_argument("--fade-frames", type=int, default=90, help="frames of the fade clip")
     p.add_argument("-m", "--model", action="append", help="model (repeatable; default all)")
-    p.add_argument("-c", "--clip", action="append", help="clips whose name holds this (repeatable; default all): "
-                                                          "city, street, cctv, injected, cut, fade")
+    p.add_argument(
+        "-c",
+        "--clip",
+        action="append",
+        help="clips whose name holds this (repeatable; default all): city, street, cctv, injected, cut, fade",
+    )
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("--denoise", action="store_true", help="the smoothed run also denoises (--denoise)")
     args = p.parse_args()
@@ -142,14 +149,27 @@ def main() -> int:
                 start = time.perf_counter()
                 for smooth in (False, True):
                     outs[smooth] = folder / f"{model}-{clip}-{smooth}.mp4"
-                    enhance_video(path, outs[smooth], model=model, weights=weights, smooth=smooth, progress=False,
-                                  denoise=smooth and args.denoise, crf=0, preset="ultrafast", overwrite=True)
+                    enhance_video(
+                        path,
+                        outs[smooth],
+                        model=model,
+                        weights=weights,
+                        smooth=smooth,
+                        progress=False,
+                        denoise=smooth and args.denoise,
+                        crf=0,
+                        preset="ultrafast",
+                        overwrite=True,
+                    )
                 src, off, on = evaluate_videos(path, [outs[False], outs[True]])
                 notes = []
                 if clip == "cut":
                     # From the 5th frame of the new scene on, the smoothed brightness is within 3 %
                     # of the frame-wise output's.
-                    late = [abs(a - b) / max(b, 1e-6) for a, b in zip(on.lumas[args.cut_frames + 4:], off.lumas[args.cut_frames + 4:])]
+                    late = [
+                        abs(a - b) / max(b, 1e-6)
+                        for a, b in zip(on.lumas[args.cut_frames + 4 :], off.lumas[args.cut_frames + 4 :])
+                    ]
                     ok = max(late) <= 0.03
                     notes.append(f"settled by cut+5: {'ok' if ok else 'NO'} (max {max(late):.3f})")
                 elif clip == "fade":
@@ -159,25 +179,46 @@ def main() -> int:
                     ok_warp = on.warping_error <= off.warping_error * 1.01
                     ok = ok_in and ok_warp
                     rises = "/".join(f"{rise(e.lumas):.3f}" for e in (src, off, on))
-                    notes.append(("<=in " if ok_in else "NOT<=in ") + ("warp-ok" if ok_warp else "WARP-WORSE")
-                                 + f" rise in/off/on {rises}")
+                    notes.append(
+                        ("<=in " if ok_in else "NOT<=in ")
+                        + ("warp-ok" if ok_warp else "WARP-WORSE")
+                        + f" rise in/off/on {rises}"
+                    )
                 else:
                     ok_in = on.flicker_index <= src.flicker_index
                     flickers = off.flicker_index > FLICKERS
                     ok_half = (not flickers) or on.flicker_index <= 0.5 * off.flicker_index
                     ok_warp = on.warping_error <= off.warping_error * 1.01
                     ok = ok_in and ok_half and ok_warp
-                    notes.append(("<=in " if ok_in else "NOT<=in ")
-                                 + (("<=half " if ok_half else "NOT<=half ") if flickers else "(off does not flicker) ")
-                                 + ("warp-ok" if ok_warp else "WARP-WORSE"))
+                    notes.append(
+                        ("<=in " if ok_in else "NOT<=in ")
+                        + (("<=half " if ok_half else "NOT<=half ") if flickers else "(off does not flicker) ")
+                        + ("warp-ok" if ok_warp else "WARP-WORSE")
+                    )
                 failures += not ok
-                row = dict(model=model, clip=clip, fixture_weights=weights is not None, input=src.flicker_index, off=off.flicker_index, on=on.flicker_index,
-                           warp_in=src.warping_error, warp_off=off.warping_error, warp_on=on.warping_error,
-                           rise_in=rise(src.lumas), rise_off=rise(off.lumas), rise_on=rise(on.lumas),
-                           ok=ok, seconds=time.perf_counter() - start)
+                row = dict(
+                    model=model,
+                    clip=clip,
+                    fixture_weights=weights is not None,
+                    input=src.flicker_index,
+                    off=off.flicker_index,
+                    on=on.flicker_index,
+                    warp_in=src.warping_error,
+                    warp_off=off.warping_error,
+                    warp_on=on.warping_error,
+                    rise_in=rise(src.lumas),
+                    rise_off=rise(off.lumas),
+                    rise_on=rise(on.lumas),
+                    ok=ok,
+                    seconds=time.perf_counter() - start,
+                )
                 rows.append(row)
-                print(f"{model:13} {clip:10} {src.flicker_index:9.5f} / {off.flicker_index:8.5f} / {on.flicker_index:8.5f}"
-                      f" {off.warping_error:9.5f} / {on.warping_error:8.5f}  {' '.join(notes)}", flush=True)
+                print(
+                    f"{model:13} {clip:10} {src.flicker_index:9.5f} / {off.flicker_index:8.5f}"
+                    f" / {on.flicker_index:8.5f}"
+                    f" {off.warping_error:9.5f} / {on.warping_error:8.5f}  {' '.join(notes)}",
+                    flush=True,
+                )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     print(f"{len(rows) - failures} of {len(rows)} rows meet the acceptance")

@@ -97,21 +97,24 @@ def main() -> int:
             results[args.model] = run(url, args.model, args.seconds, args.batch_size)
             memory.done.set()
             memory.join()
-    print(f"camera {width}x{height} at 30 fps over RTSP (server on this machine), batch size "
-          f"{args.batch_size or 'default'}")
+    print(
+        f"camera {width}x{height} at 30 fps over RTSP (server on this machine), batch size "
+        f"{args.batch_size or 'default'}"
+    )
     for name, stats in results.items():
         print(f"{name:10} {stats.summary()}")
     if "identity" in results:
         m, i = results[args.model], results["identity"]
-        print(f"added by {args.model}: median {1000 * (m.latency(0.5) - i.latency(0.5)):.0f} ms, "
-              f"p95 {1000 * (m.latency(0.95) - i.latency(0.95)):.0f} ms per frame")
+        print(
+            f"added by {args.model}: median {1000 * (m.latency(0.5) - i.latency(0.5)):.0f} ms, "
+            f"p95 {1000 * (m.latency(0.95) - i.latency(0.95)):.0f} ms per frame"
+        )
     t = np.array([s[0] for s in memory.samples])
     mb = np.array([s[1] for s in memory.samples])
     late = t >= 60 if (t >= 60).sum() >= 2 else np.ones_like(t, dtype=bool)
     slope = np.polyfit(t[late] / 60, mb[late], 1)[0] if late.sum() >= 2 else float("nan")
     print(f"memory (RSS, MB) every {args.sample_every:g} s: {' '.join(f'{v:.0f}' for v in mb)}")
-    print(f"memory after the first minute: {mb[late].min():.0f}..{mb[late].max():.0f} MB, "
-          f"growth {slope:+.2f} MB/min")
+    print(f"memory after the first minute: {mb[late].min():.0f}..{mb[late].max():.0f} MB, growth {slope:+.2f} MB/min")
     return 0
 
 

@@ -43,14 +43,25 @@ def main() -> int:
     p.add_argument("video", nargs="?", type=Path, default=CLIP)
     p.add_argument("--frames", type=int, nargs="+", default=[150, 600, 1200])
     argv = sys.argv[1:]
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    args = p.parse_args(argv[:len(argv) - len(extra) - (1 if "--" in argv else 0)])
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = p.parse_args(argv[: len(argv) - len(extra) - (1 if "--" in argv else 0)])
     peaks = {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.frames:
             out = Path(tmp) / f"out-{n}.mp4"
-            command = [sys.executable, "-m", "vidlight", "process", str(args.video), str(out), "--max-frames", str(n),
-                       "--no-progress", "-y", *extra]
+            command = [
+                sys.executable,
+                "-m",
+                "vidlight",
+                "process",
+                str(args.video),
+                str(out),
+                "--max-frames",
+                str(n),
+                "--no-progress",
+                "-y",
+                *extra,
+            ]
             peaks[n], seconds = peak_rss_mib(command)
             print(f"{n:6d} frames: peak RSS {peaks[n]:7.0f} MiB ({seconds:.0f} s)", flush=True)
     first = args.frames[0]

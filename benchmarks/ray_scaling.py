@@ -61,8 +61,9 @@ def main() -> None:
         for i in range(args.videos):
             make_clip(folder / f"clip{i}.mp4", args.frames, args.height)
         total = args.videos * args.frames
-        print(f"{args.videos} clips x {args.frames} frames at {args.height} lines; SCI, defaults; "
-              f"{os.cpu_count()} CPUs")
+        print(
+            f"{args.videos} clips x {args.frames} frames at {args.height} lines; SCI, defaults; {os.cpu_count()} CPUs"
+        )
         figures = {}
         start = time.perf_counter()
         enhance_folder(folder, root / "local", progress=False)

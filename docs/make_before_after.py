@@ -35,8 +35,9 @@ def frame_of(path: Path, index: int) -> np.ndarray:
 def labelled(rgb: np.ndarray, text: str) -> np.ndarray:
     luma = float((rgb.astype(np.float64) @ [0.299, 0.587, 0.114]).mean())
     bar = np.zeros((28, rgb.shape[1], 3), np.uint8)
-    cv2.putText(bar, f"{text}: mean luma {luma:.0f}", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1,
-                cv2.LINE_AA)
+    cv2.putText(
+        bar, f"{text}: mean luma {luma:.0f}", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA
+    )
     return np.vstack([bar, rgb])
 
 

@@ -66,8 +66,11 @@ def main() -> int:
             work = Path(tmp) / f"k{k}"
             work.mkdir()
             tiles = []
-            for name, image in (("input", dark), ("SCI strength 1", enhance(dark, work, 1.0)),
-                                ("SCI auto (default)", enhance(dark, work, "auto"))):
+            for name, image in (
+                ("input", dark),
+                ("SCI strength 1", enhance(dark, work, 1.0)),
+                ("SCI auto (default)", enhance(dark, work, "auto")),
+            ):
                 small = cv2.resize(image, (args.width, args.width * 9 // 16), interpolation=cv2.INTER_AREA)
                 luma = float((image @ LUMA).mean())
                 tiles.append(label(small, f"{name}, k={k:g}: luma {luma:.0f}"))

@@ -47,7 +47,7 @@ import sys
 
 import av
 import numpy as np
-from av.video.reformatter import ColorPrimaries, ColorRange, ColorTrc, Colorspace
+from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc
 
 # BT.709 luma weights (applied to the gamma-encoded R'G'B' values).
 LUMA_709 = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
@@ -56,6 +56,7 @@ LUMA_709 = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
 # --------------------------------------------------------------------------
 # Scene rendering (clean frames in [0, 1])
 # --------------------------------------------------------------------------
+
 
 def _soft_disc(img, cx, cy, radius, color, softness=1.0):
     """Alpha-blend an anti-aliased filled disc into ``img`` (H, W, 3) in place."""
@@ -80,7 +81,7 @@ def _glow(img, cx, cy, sigma, color, strength=1.0):
     if x0 >= x1 or y0 >= y1:
         return
     yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-    g = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma ** 2))[..., None]
+    g = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2))[..., None]
     img[y0:y1, x0:x1] += strength * g * np.asarray(color, np.float32)
 
 
@@ -117,19 +118,20 @@ def render_background(world_w, height, rng):
 
     # Ground: pavement strip, road, kerb.
     road_top = horizon + int(0.10 * h)
-    img[horizon:road_top] = (0.42, 0.40, 0.38)          # pavement
-    img[road_top:] = (0.26, 0.26, 0.29)                 # asphalt
+    img[horizon:road_top] = (0.42, 0.40, 0.38)  # pavement
+    img[road_top:] = (0.26, 0.26, 0.29)  # asphalt
     _rect(img, 0, road_top - 2, w, road_top + 1, (0.65, 0.65, 0.62))  # kerb
     # Dashed centre line (vectorised: mask on x coordinate).
     lane_y = road_top + int(0.45 * (h - road_top))
     xs = np.arange(w)
-    dash = ((xs // 28) % 2 == 0)
-    img[lane_y - 2:lane_y + 2, dash] = (0.90, 0.85, 0.55)
+    dash = (xs // 28) % 2 == 0
+    img[lane_y - 2 : lane_y + 2, dash] = (0.90, 0.85, 0.55)
 
     # Buildings: rectangles standing on the horizon, with a grid of windows.
     x = 0
-    palette = np.array([[0.30, 0.26, 0.30], [0.26, 0.30, 0.36], [0.36, 0.30, 0.25],
-                        [0.22, 0.24, 0.28], [0.34, 0.34, 0.38]], np.float32)
+    palette = np.array(
+        [[0.30, 0.26, 0.30], [0.26, 0.30, 0.36], [0.36, 0.30, 0.25], [0.22, 0.24, 0.28], [0.34, 0.34, 0.38]], np.float32
+    )
     while x < w:
         bw = int(rng.integers(int(0.10 * h), int(0.28 * h)))
         bh = int(rng.integers(int(0.22 * h), int(0.55 * h)))
@@ -141,8 +143,7 @@ def render_background(world_w, height, rng):
         wy, wx = np.mgrid[y0:horizon, x:x1]
         cell_w, cell_h = 12, 16
         lx, ly = (wx - x) % cell_w, (wy - y0) % cell_h
-        in_window = (lx >= 4) & (lx < 9) & (ly >= 5) & (ly < 12) \
-            & (wx - x >= 4) & (x1 - wx >= 4) & (horizon - wy >= 8)
+        in_window = (lx >= 4) & (lx < 9) & (ly >= 5) & (ly < 12) & (wx - x >= 4) & (x1 - wx >= 4) & (horizon - wy >= 8)
         # Which windows are lit: random per window cell.
         cells_x = (x1 - x) // cell_w + 1
         cells_y = bh // cell_h + 1
@@ -174,10 +175,8 @@ def draw_car(img, x, y_base, length, color, facing_right):
     _rect(img, x, y_base - body_h, x + length, y_base - 0.10 * length, color)
     cab_x0 = x + 0.22 * length
     cab_x1 = x + 0.72 * length
-    _rect(img, cab_x0, y_base - body_h - cab_h, cab_x1, y_base - body_h,
-          np.asarray(color, np.float32) * 0.8)
-    _rect(img, cab_x0 + 3, y_base - body_h - cab_h + 3, cab_x1 - 3, y_base - body_h,
-          (0.35, 0.45, 0.55))  # windows
+    _rect(img, cab_x0, y_base - body_h - cab_h, cab_x1, y_base - body_h, np.asarray(color, np.float32) * 0.8)
+    _rect(img, cab_x0 + 3, y_base - body_h - cab_h + 3, cab_x1 - 3, y_base - body_h, (0.35, 0.45, 0.55))  # windows
     wr = 0.11 * length
     for wx in (x + 0.22 * length, x + 0.78 * length):
         _soft_disc(img, wx, y_base - wr, wr, (0.05, 0.05, 0.05))
@@ -186,8 +185,9 @@ def draw_car(img, x, y_base, length, color, facing_right):
     back_x = x if facing_right else x + length
     ly = y_base - 0.24 * length
     _soft_disc(img, front_x, ly, 0.05 * length, (1.0, 1.0, 0.9))
-    _glow(img, front_x + (1 if facing_right else -1) * 0.35 * length, ly,
-          0.22 * length, (1.0, 0.95, 0.75), strength=0.55)
+    _glow(
+        img, front_x + (1 if facing_right else -1) * 0.35 * length, ly, 0.22 * length, (1.0, 0.95, 0.75), strength=0.55
+    )
     _soft_disc(img, back_x, ly, 0.04 * length, (1.0, 0.1, 0.05))
     _glow(img, back_x, ly, 0.08 * length, (0.9, 0.1, 0.05), strength=0.5)
 
@@ -201,8 +201,7 @@ def render_frames(width, height, n_frames, seed, pan_px=1.5):
     # Cars: each one is placed so that it passes the centre of the frame at a
     # random time in the middle of the clip; odd cars drive right-to-left on
     # the near lane.  Speeds are relative to the street (the pan is added below).
-    car_colors = [(0.85, 0.15, 0.10), (0.15, 0.45, 0.85), (0.95, 0.80, 0.15),
-                  (0.20, 0.75, 0.35)]
+    car_colors = [(0.85, 0.15, 0.10), (0.15, 0.45, 0.85), (0.95, 0.80, 0.15), (0.20, 0.75, 0.35)]
     colors = rng.permutation(len(car_colors))
     # Far-lane cars pass the centre early / late so they never overlap.
     centre_windows = [(0.10, 0.40), (0.30, 0.70), (0.60, 0.90)]
@@ -225,7 +224,7 @@ def render_frames(width, height, n_frames, seed, pan_px=1.5):
         o0 = int(np.floor(off))
         frac = np.float32(off - o0)
         # Sub-pixel pan via linear interpolation between two integer crops.
-        frame = bg[:, o0:o0 + width] * (1 - frac) + bg[:, o0 + 1:o0 + 1 + width] * frac
+        frame = bg[:, o0 : o0 + width] * (1 - frac) + bg[:, o0 + 1 : o0 + 1 + width] * frac
         frame = np.ascontiguousarray(frame)
         for y, x0, speed, length, col, right in cars:
             # World position minus camera offset gives the screen position.
@@ -236,6 +235,7 @@ def render_frames(width, height, n_frames, seed, pan_px=1.5):
 # --------------------------------------------------------------------------
 # MBLLEN-style low-light synthesis
 # --------------------------------------------------------------------------
+
 
 def darken(clean, gamma, scale, peak, rng):
     """MBLLEN synthesis: gamma darkening + Poisson shot noise -> uint8 RGB."""
@@ -248,18 +248,18 @@ def darken(clean, gamma, scale, peak, rng):
 # Audio
 # --------------------------------------------------------------------------
 
+
 def synth_audio(seconds, sample_rate, rng):
     """Return a (2, N) float32 stereo signal in [-1, 1]."""
     n = int(round(seconds * sample_rate))
     t = np.arange(n, dtype=np.float64) / sample_rate
     # Low hum (50 Hz mains-like, with harmonics).
-    hum = 0.10 * np.sin(2 * np.pi * 50 * t) + 0.05 * np.sin(2 * np.pi * 100 * t) \
-        + 0.02 * np.sin(2 * np.pi * 150 * t)
+    hum = 0.10 * np.sin(2 * np.pi * 50 * t) + 0.05 * np.sin(2 * np.pi * 100 * t) + 0.02 * np.sin(2 * np.pi * 150 * t)
     # A short rising chirp (600 -> 1200 Hz, 150 ms) at the start of every second.
     tau = np.mod(t, 1.0)
     dur = 0.15
     k = (1200.0 - 600.0) / dur
-    phase = 2 * np.pi * (600.0 * tau + 0.5 * k * tau ** 2)
+    phase = 2 * np.pi * (600.0 * tau + 0.5 * k * tau**2)
     env = np.where(tau < dur, np.sin(np.pi * np.clip(tau / dur, 0, 1)) ** 2, 0.0)
     chirp = 0.30 * env * np.sin(phase)
     # Soft engine rumble: low-passed noise that pans left -> right.
@@ -275,13 +275,14 @@ def synth_audio(seconds, sample_rate, rng):
     if fade > 0:
         ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
         sig[:, :fade] *= ramp
-        sig[:, n - fade:] *= ramp[::-1]
+        sig[:, n - fade :] *= ramp[::-1]
     return np.clip(sig, -1.0, 1.0)
 
 
 # --------------------------------------------------------------------------
 # Encoding / verification
 # --------------------------------------------------------------------------
+
 
 def write_clip(args):
     n_frames = int(round(args.fps * args.seconds))
@@ -309,13 +310,15 @@ def write_clip(args):
             rgb = darken(clean, args.gamma, args.scale, args.peak, rng_noise)
             luma_sum += float((rgb.astype(np.float32) @ LUMA_709).mean())
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame = frame.reformat(format="yuv420p",
-                                   src_colorspace=Colorspace.ITU709,
-                                   dst_colorspace=Colorspace.ITU709,
-                                   src_color_range=ColorRange.JPEG,
-                                   dst_color_range=ColorRange.MPEG,
-                                   dst_color_trc=ColorTrc.BT709,
-                                   dst_color_primaries=ColorPrimaries.BT709)
+            frame = frame.reformat(
+                format="yuv420p",
+                src_colorspace=Colorspace.ITU709,
+                dst_colorspace=Colorspace.ITU709,
+                src_color_range=ColorRange.JPEG,
+                dst_color_range=ColorRange.MPEG,
+                dst_color_trc=ColorTrc.BT709,
+                dst_color_primaries=ColorPrimaries.BT709,
+            )
             frame.pts = i
             for pkt in vs.encode(frame):
                 container.mux(pkt)
@@ -325,7 +328,7 @@ def write_clip(args):
         audio = synth_audio(n_frames / args.fps, sr, rng_audio)
         chunk = 1024  # AAC frame size
         for start in range(0, audio.shape[1], chunk):
-            block = np.ascontiguousarray(audio[:, start:start + chunk])
+            block = np.ascontiguousarray(audio[:, start : start + chunk])
             af = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
             af.sample_rate = sr
             af.pts = start
@@ -346,11 +349,13 @@ def verify(path, expected_frames, max_bytes):
         assert c.streams.audio, "no audio stream"
         v = c.streams.video[0]
         a = c.streams.audio[0]
-        info = dict(codec=v.codec_context.name, pix_fmt=v.codec_context.pix_fmt,
-                    colorspace=int(v.codec_context.colorspace),
-                    color_range=int(v.codec_context.color_range),
-                    audio=f"{a.codec_context.name} {a.codec_context.sample_rate} Hz "
-                          f"{a.codec_context.layout.name}")
+        info = dict(
+            codec=v.codec_context.name,
+            pix_fmt=v.codec_context.pix_fmt,
+            colorspace=int(v.codec_context.colorspace),
+            color_range=int(v.codec_context.color_range),
+            audio=f"{a.codec_context.name} {a.codec_context.sample_rate} Hz {a.codec_context.layout.name}",
+        )
         a_samples = 0
         for fr in c.decode(v, a):  # one demux pass over both streams
             if isinstance(fr, av.AudioFrame):
@@ -358,7 +363,7 @@ def verify(path, expected_frames, max_bytes):
                 continue
             n_video += 1
             # Y' plane (limited range, 16..235) of the decoded frame.
-            y = fr.to_ndarray(format="yuv420p")[:fr.height].astype(np.float32)
+            y = fr.to_ndarray(format="yuv420p")[: fr.height].astype(np.float32)
             y_sum += float(y.mean())
     ok = True
     if n_video != expected_frames:
@@ -373,8 +378,7 @@ def verify(path, expected_frames, max_bytes):
     mean_y_tv = y_sum / max(n_video, 1)
     # Mean luma on the usual 0..255 (full-range) scale: undo the 16..235 mapping.
     mean_luma = (mean_y_tv - 16.0) * 255.0 / 219.0
-    info.update(size=size, frames=n_video, audio_samples=a_samples,
-                mean_y_tv=mean_y_tv, mean_luma=mean_luma)
+    info.update(size=size, frames=n_video, audio_samples=a_samples, mean_y_tv=mean_y_tv, mean_luma=mean_luma)
     return ok, info
 
 
@@ -404,13 +408,15 @@ def main(argv=None):
     args = parse_args(argv)
     n_frames, src_luma = write_clip(args)
     ok, info = verify(args.out, n_frames, int(args.max_mb * 1024 * 1024))
-    print(f"{'OK' if ok else 'FAILED'}: {args.out} {info['size'] / 1024:.0f} KiB, "
-          f"{info['frames']} frames {args.width}x{args.height}@{args.fps} "
-          f"{info['codec']}/{info['pix_fmt']} (colorspace={info['colorspace']}, "
-          f"range={info['color_range']}), audio {info['audio']} "
-          f"({info['audio_samples']} samples), mean luma {info['mean_luma']:.1f}/255 "
-          f"(decoded Y' {info['mean_y_tv']:.1f} in 16-235; pre-encode RGB {src_luma:.1f}), "
-          f"seed={args.seed} gamma={args.gamma} scale={args.scale} peak={args.peak:g}")
+    print(
+        f"{'OK' if ok else 'FAILED'}: {args.out} {info['size'] / 1024:.0f} KiB, "
+        f"{info['frames']} frames {args.width}x{args.height}@{args.fps} "
+        f"{info['codec']}/{info['pix_fmt']} (colorspace={info['colorspace']}, "
+        f"range={info['color_range']}), audio {info['audio']} "
+        f"({info['audio_samples']} samples), mean luma {info['mean_luma']:.1f}/255 "
+        f"(decoded Y' {info['mean_y_tv']:.1f} in 16-235; pre-encode RGB {src_luma:.1f}), "
+        f"seed={args.seed} gamma={args.gamma} scale={args.scale} peak={args.peak:g}"
+    )
     return 0 if ok else 1
 
 

@@ -64,13 +64,21 @@ def official_weights_dir(shared_dir: Path, monkeypatch: pytest.MonkeyPatch) -> P
 # LOL tables, every model through the pipeline, real clips). Measured with --durations.
 SLOW_MODULES = {"test_ray.py", "test_parts.py", "test_rtmp.py", "test_rtsp_harness.py", "test_live_pipeline.py"}
 SLOW_TESTS = {
-    "test_lol_eval15_scores_match_the_official_table", "test_matches_official_full_size",
-    "test_lol_eval15_official_table", "test_tiled_output_is_close_to_whole_frame_output",
-    "test_every_model_runs_through_process", "test_declared_peak_memory_per_pixel_matches_a_measurement",
-    "test_mbllen_flicker_lower_with_its_statistics_smoothed", "test_real_clip_end_to_end",
-    "test_bundled_sci_lol_scores", "test_raw_and_postprocessed_outputs", "test_two_rtsp_cameras_in_one_process",
-    "test_cli_serve_two_cameras_until_sigterm", "test_rtsp_stalled_camera_is_detected_and_reconnected",
-    "test_rtsp_camera_power_loss_and_return", "test_reconnects_within_2s_of_the_server_return_with_continuous_timestamps",
+    "test_lol_eval15_scores_match_the_official_table",
+    "test_matches_official_full_size",
+    "test_lol_eval15_official_table",
+    "test_tiled_output_is_close_to_whole_frame_output",
+    "test_every_model_runs_through_process",
+    "test_declared_peak_memory_per_pixel_matches_a_measurement",
+    "test_mbllen_flicker_lower_with_its_statistics_smoothed",
+    "test_real_clip_end_to_end",
+    "test_bundled_sci_lol_scores",
+    "test_raw_and_postprocessed_outputs",
+    "test_two_rtsp_cameras_in_one_process",
+    "test_cli_serve_two_cameras_until_sigterm",
+    "test_rtsp_stalled_camera_is_detected_and_reconnected",
+    "test_rtsp_camera_power_loss_and_return",
+    "test_reconnects_within_2s_of_the_server_return_with_continuous_timestamps",
 }
 
 

@@ -5,8 +5,8 @@ that users' official checkpoints go through."""
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

@@ -8,17 +8,16 @@ file's own tags, using a mapping written here (independent of vidlight's).
 from __future__ import annotations
 
 import threading
-
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
 
 import av
 import numpy as np
 import torch
-from torch import nn
 from av.video.reformatter import ColorRange, Interpolation
+from torch import nn
 
 # AVCOL_SPC tag -> swscale matrix (SWS_CS_*): BT.709 is 1, BT.470BG/SMPTE 170M (BT.601) are 5.
 SWS_MATRIX = {1: 1, 5: 5, 6: 5}
@@ -88,9 +87,11 @@ def write_video(
     sub_src = None
     if subtitles:
         srt = path.with_suffix(".srt")
-        srt.write_text("".join(
-            f"{i + 1}\n{_srt_time(a)} --> {_srt_time(b)}\n{text}\n\n" for i, (a, b, text) in enumerate(subtitles)
-        ))
+        srt.write_text(
+            "".join(
+                f"{i + 1}\n{_srt_time(a)} --> {_srt_time(b)}\n{text}\n\n" for i, (a, b, text) in enumerate(subtitles)
+            )
+        )
         sub_src = av.open(str(srt))
     with av.open(str(path), mode="w", options=container_options or {}) as out:
         vs = out.add_stream(codec, rate=rate)
@@ -133,7 +134,7 @@ def write_video(
             t = np.arange(n) / audio_rate
             samples = (0.3 * np.sin(2 * np.pi * 440 * t) * np.sin(2 * np.pi * 1.3 * t)).astype(np.float32)
             for start in range(0, n, 1024):
-                block = samples[start:start + 1024]
+                block = samples[start : start + 1024]
                 af = av.AudioFrame.from_ndarray(block[None], format="fltp", layout="mono")
                 af.sample_rate, af.pts, af.time_base = audio_rate, start, Fraction(1, audio_rate)
                 out.mux(as_.encode(af))
@@ -191,14 +192,22 @@ def read_video(path: Path, *, depth16: bool = False) -> Decoded:
                 tags = (f.colorspace, f.color_range, f.color_primaries, f.color_trc, f.format.name)
             cs = SWS_MATRIX.get(f.colorspace, 5)
             rng = f.color_range if f.color_range in (1, 2) else 1
-            frames.append(f.to_ndarray(format="rgb48le" if depth16 else "rgb24", src_colorspace=cs,
-                                       src_color_range=rng, dst_color_range=ColorRange.JPEG, interpolation=ROUNDED))
+            frames.append(
+                f.to_ndarray(
+                    format="rgb48le" if depth16 else "rgb24",
+                    src_colorspace=cs,
+                    src_color_range=rng,
+                    dst_color_range=ColorRange.JPEG,
+                    interpolation=ROUNDED,
+                )
+            )
             pts.append(float(f.pts * s.time_base))
             rot.append(int(f.rotation))
         cc = s.codec_context
         tags = tags or (cc.colorspace, cc.color_range, cc.color_primaries, cc.color_trc, "")
-        return Decoded(frames, pts, rot, s.time_base, cc.width, cc.height, tags[4], tags[0], tags[1], tags[2],
-                       tags[3], cc.name)
+        return Decoded(
+            frames, pts, rot, s.time_base, cc.width, cc.height, tags[4], tags[0], tags[1], tags[2], tags[3], cc.name
+        )
 
 
 def packet_payloads(path: Path, kind: str) -> list[bytes]:

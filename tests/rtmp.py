@@ -31,9 +31,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
 
 import av
 import numpy as np
@@ -75,8 +75,9 @@ rtmp {{
 
 def nginx_binary() -> str | None:
     # /usr/sbin is often not on a normal user's PATH.
-    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
-                                          if os.access(p, os.X_OK)), None)
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
+    )
 
 
 def rtmp_module() -> str | None:
@@ -98,8 +99,12 @@ def problem() -> str | None:
     with tempfile.TemporaryDirectory(prefix="vidlight-rtmp-probe-") as prefix:
         conf = write_config(prefix, port=closed_port(), module=module)
         try:
-            result = subprocess.run([nginx, "-t", "-q", "-p", prefix + "/", "-c", str(conf), "-e", "stderr"],
-                                    capture_output=True, text=True, timeout=30)
+            result = subprocess.run(
+                [nginx, "-t", "-q", "-p", prefix + "/", "-c", str(conf), "-e", "stderr"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"{nginx} -t failed: {exc}"
     if result.returncode != 0:
@@ -113,8 +118,10 @@ def require_rtmp() -> None:
     reason = problem()
     if reason is None:
         return
-    message = (f"the RTMP test server needs nginx with the RTMP module ({reason}); "
-               f"install: apt-get install {' '.join(APT_PACKAGES)}")
+    message = (
+        f"the RTMP test server needs nginx with the RTMP module ({reason}); "
+        f"install: apt-get install {' '.join(APT_PACKAGES)}"
+    )
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message} (CI=true: tests that need it must not be skipped)", pytrace=False)
     pytest.skip(message)
@@ -167,8 +174,11 @@ class RtmpServer:
             began = time.monotonic()
             self._process = subprocess.Popen(
                 [nginx, "-p", prefix + "/", "-c", str(conf), "-e", str(log)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                start_new_session=True)  # its own process group, signalled as a whole
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # its own process group, signalled as a whole
             if self._wait_listening(port, began + self.start_timeout_seconds):
                 self.port = port
                 self.start_seconds = time.monotonic() - began
@@ -277,8 +287,15 @@ def encode_clip(frames: Sequence[np.ndarray], path: Path, *, rate: int = 30, key
         stream = out.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = Fraction(1, rate)
-        stream.options = {"preset": "ultrafast", "tune": "zerolatency", "crf": "12", "bf": "0",
-                          "g": str(keyframe_frames), "keyint_min": str(keyframe_frames), "sc_threshold": "0"}
+        stream.options = {
+            "preset": "ultrafast",
+            "tune": "zerolatency",
+            "crf": "12",
+            "bf": "0",
+            "g": str(keyframe_frames),
+            "keyint_min": str(keyframe_frames),
+            "sc_threshold": "0",
+        }
         for index, rgb in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             frame.pts = index
@@ -317,8 +334,11 @@ class RtmpPublisher:
         self._container = av.open(str(self.clip))
         try:
             self._template = self._container.streams.video[0]
-            self._packets = [(bytes(p), p.pts, p.dts, p.is_keyframe)
-                             for p in self._container.demux(self._template) if p.size and p.pts is not None]
+            self._packets = [
+                (bytes(p), p.pts, p.dts, p.is_keyframe)
+                for p in self._container.demux(self._template)
+                if p.size and p.pts is not None
+            ]
             if not self._packets or not self._packets[0][3]:
                 raise ValueError(f"{self.clip}: no video, or it does not start with a keyframe")
         except BaseException:

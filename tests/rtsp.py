@@ -26,15 +26,21 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import pytest
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 SERVER_SCRIPT = Path(__file__).with_name("rtsp_server.py")
-APT_PACKAGES = ("gir1.2-gst-rtsp-server-1.0", "python3-gi", "gstreamer1.0-plugins-good",
-                "gstreamer1.0-plugins-bad", "gstreamer1.0-plugins-ugly", "gstreamer1.0-libav")
+APT_PACKAGES = (
+    "gir1.2-gst-rtsp-server-1.0",
+    "python3-gi",
+    "gstreamer1.0-plugins-good",
+    "gstreamer1.0-plugins-bad",
+    "gstreamer1.0-plugins-ugly",
+    "gstreamer1.0-libav",
+)
 # The elements the server's pipelines use, with the package that brings each.
 _PROBE = """
 import gi
@@ -69,8 +75,10 @@ def require_gstreamer() -> None:
     problem = gstreamer_problem()
     if problem is None:
         return
-    message = (f"the RTSP test server needs GStreamer's gst-rtsp-server for {SYSTEM_PYTHON} ({problem}); "
-               f"install: apt-get install {' '.join(APT_PACKAGES)}")
+    message = (
+        f"the RTSP test server needs GStreamer's gst-rtsp-server for {SYSTEM_PYTHON} ({problem}); "
+        f"install: apt-get install {' '.join(APT_PACKAGES)}"
+    )
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message} (CI=true: tests that need it must not be skipped)", pytrace=False)
     pytest.skip(message)
@@ -90,8 +98,14 @@ class RtspServer:
         start_timeout_seconds: how long ``start`` waits for the server to listen.
     """
 
-    def __init__(self, *, cameras: Mapping[str, str | os.PathLike] | None = None, records: Sequence[str] = (),
-                 port: int | None = None, start_timeout_seconds: float = 20.0) -> None:
+    def __init__(
+        self,
+        *,
+        cameras: Mapping[str, str | os.PathLike] | None = None,
+        records: Sequence[str] = (),
+        port: int | None = None,
+        start_timeout_seconds: float = 20.0,
+    ) -> None:
         self.cameras = {mount: Path(path) for mount, path in (cameras or {}).items()}
         self.records = list(records)
         for mount in [*self.cameras, *self.records]:
@@ -120,8 +134,7 @@ class RtspServer:
         # A file, not a pipe: nobody drains stderr while the server runs, and a full pipe would stall it.
         self._stderr = tempfile.TemporaryFile()
         began = time.monotonic()
-        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=self._stderr)
+        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr)
         self._paused = False
         line = self._read_ready_line(began + self.start_timeout_seconds)
         parts = line.split()
@@ -269,7 +282,7 @@ def silent_tcp_server() -> Iterator[int]:
         while not done.is_set():
             try:
                 connection, _ = listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -33,6 +33,7 @@ gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
+
 def log(message: str) -> None:
     print(f"rtsp_server: {message}", file=sys.stderr, flush=True)
 
@@ -48,8 +49,10 @@ def _encode_tail(fps: Fraction, width: int, height: int) -> str:
     gop = max(1, round(fps))
     # ~0.1 bit per pixel per frame: sharp enough for brightness checks, cheap to encode.
     kbps = max(256, min(8000, int(width * height * float(fps) * 0.1 / 1000)))
-    return (f"x264enc tune=zerolatency speed-preset=ultrafast threads=1 key-int-max={gop} bitrate={kbps} "
-            "! rtph264pay name=pay0 pt=96 config-interval=-1")
+    return (
+        f"x264enc tune=zerolatency speed-preset=ultrafast threads=1 key-int-max={gop} bitrate={kbps} "
+        "! rtph264pay name=pay0 pt=96 config-interval=-1"
+    )
 
 
 class Camera:
@@ -57,12 +60,14 @@ class Camera:
 
     def __init__(self, mount: str, path: str, channel: str) -> None:
         self.mount, self.path, self.channel = mount, path, channel
-        desc = ("filesrc name=file "
-                # parse_launch links only decodebin's video pad; an audio pad stays unlinked,
-                # which the demuxer tolerates while the video pad is linked.
-                "! decodebin "
-                "! videoconvert ! video/x-raw,format=I420 "
-                f"! intervideosink name=sink channel={channel} sync=true")
+        desc = (
+            "filesrc name=file "
+            # parse_launch links only decodebin's video pad; an audio pad stays unlinked,
+            # which the demuxer tolerates while the video pad is linked.
+            "! decodebin "
+            "! videoconvert ! video/x-raw,format=I420 "
+            f"! intervideosink name=sink channel={channel} sync=true"
+        )
         self.pipeline = Gst.parse_launch(desc)
         # Set as a property, not in the description: any path works, quotes and spaces included.
         self.pipeline.get_by_name("file").set_property("location", path)
@@ -118,16 +123,20 @@ def record_factories(channel: str) -> tuple[GstRtspServer.RTSPMediaFactory, GstR
     """The push side (RECORD) and the read side of one relay, joined by an inter-video channel."""
     push = GstRtspServer.RTSPMediaFactory()
     push.set_transport_mode(GstRtspServer.RTSPTransportMode.RECORD)
-    push.set_launch(f"( rtph264depay name=depay0 ! h264parse ! avdec_h264 ! videoconvert "
-                    f"! video/x-raw,format=I420 ! intervideosink channel={channel} sync=false )")
+    push.set_launch(
+        f"( rtph264depay name=depay0 ! h264parse ! avdec_h264 ! videoconvert "
+        f"! video/x-raw,format=I420 ! intervideosink channel={channel} sync=false )"
+    )
     # The RTP jitter buffer's default 200 ms would only add delay on a loopback link.
     push.set_latency(50)
 
     play = GstRtspServer.RTSPMediaFactory()
     # The size is whatever the publisher sends; the rate is intervideosrc's own (30 fps):
     # it repeats the latest pushed picture, and shows black 1 s after the pushes stop.
-    play.set_launch(f"( intervideosrc channel={channel} ! videoconvert ! video/x-raw,format=I420,framerate=30/1 "
-                    f"! {_encode_tail(Fraction(30), 1280, 720)} )")
+    play.set_launch(
+        f"( intervideosrc channel={channel} ! videoconvert ! video/x-raw,format=I420,framerate=30/1 "
+        f"! {_encode_tail(Fraction(30), 1280, 720)} )"
+    )
     play.set_shared(True)
     return push, play
 
@@ -135,10 +144,20 @@ def record_factories(channel: str) -> tuple[GstRtspServer.RTSPMediaFactory, GstR
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=8554, help="TCP port on 127.0.0.1 (0: any free port)")
-    parser.add_argument("--camera", action="append", default=[], metavar="MOUNT=FILE",
-                        help="serve FILE as a looping live camera at MOUNT (repeatable)")
-    parser.add_argument("--record", action="append", default=[], metavar="MOUNT",
-                        help="accept a push at MOUNT and re-serve it at MOUNT-play (repeatable)")
+    parser.add_argument(
+        "--camera",
+        action="append",
+        default=[],
+        metavar="MOUNT=FILE",
+        help="serve FILE as a looping live camera at MOUNT (repeatable)",
+    )
+    parser.add_argument(
+        "--record",
+        action="append",
+        default=[],
+        metavar="MOUNT",
+        help="accept a push at MOUNT and re-serve it at MOUNT-play (repeatable)",
+    )
     args = parser.parse_args(argv)
     cameras = []
     for spec in args.camera:

@@ -40,8 +40,10 @@ def test_bench_times_the_pipeline_as_process_runs_it(monkeypatch):
     assert len(calls) == 1 and calls[0].smooth is True and calls[0].strength == "auto"
 
     calls.clear()
-    result = CliRunner().invoke(main, ["bench", str(SAMPLE), "--frames", "4", "--repeat", "1", "--height", "72",
-                                       "--no-smooth", "--strength", "1"])
+    result = CliRunner().invoke(
+        main,
+        ["bench", str(SAMPLE), "--frames", "4", "--repeat", "1", "--height", "72", "--no-smooth", "--strength", "1"],
+    )
     assert result.exit_code == 0, result.output
     assert calls[0].smooth is False and calls[0].strength == 1.0
 

@@ -28,7 +28,9 @@ def test_bundled_sci_lol_scores(shared_dir):
     assert abs(ours["ssim"] - record.metrics["lol_eval15"]["ssim"]) < 2e-4
     medium = score_pairs(
         vidlight.load_model("sci", weights=str(shared_dir / "weights" / "sci" / "medium.pt")),
-        lol / "low", lol / "high", rounding="round",
+        lol / "low",
+        lol / "high",
+        rounding="round",
     )
     assert abs(medium["psnr"] - 14.854) < 2e-3  # the official weights, scored the same way
     assert ours["psnr"] >= medium["psnr"]

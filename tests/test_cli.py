@@ -14,12 +14,13 @@ import pytest
 import torch
 from click.testing import CliRunner, Result
 
-from media import Identity, InterruptOn, packet_payloads, read_video, simple_clip, stream_types
+from vidlight.cli import main
 from vidlight.errors import WeightsError
 from vidlight.io.files import partial_path
-from vidlight.cli import main
 from vidlight.models import load_model
 from vidlight.weights import list_weights
+
+from media import Identity, InterruptOn, packet_payloads, read_video, simple_clip, stream_types
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "dark_street.mp4"
@@ -149,8 +150,14 @@ def test_directory_as_input(tmp_path: Path, identity_model) -> None:
 
 @pytest.mark.parametrize("faststart", [False, True], ids=["moov-at-end", "faststart"])
 def test_truncated_mp4(tmp_path: Path, identity_model, faststart: bool) -> None:
-    full = simple_clip(tmp_path / "full.mp4", width=128, height=96, n=60, audio=True,
-                       container_options={"movflags": "+faststart"} if faststart else None)
+    full = simple_clip(
+        tmp_path / "full.mp4",
+        width=128,
+        height=96,
+        n=60,
+        audio=True,
+        container_options={"movflags": "+faststart"} if faststart else None,
+    )
     data = full.path.read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: int(len(data) * 0.3)])
@@ -271,8 +278,19 @@ def test_strength_zero_passes_the_input_and_one_gives_the_method(tmp_path: Path,
     means = {}
     for value in ("0", "1"):
         out = tmp_path / f"out{value}.mp4"
-        result = invoke("process", clip.path, out, "--strength", value, "--no-smooth", "--no-progress",
-                        "--preset", "ultrafast", "--crf", "0")
+        result = invoke(
+            "process",
+            clip.path,
+            out,
+            "--strength",
+            value,
+            "--no-smooth",
+            "--no-progress",
+            "--preset",
+            "ultrafast",
+            "--crf",
+            "0",
+        )
         assert result.exit_code == 0, result.output
         means[value] = np.mean([f.mean() for f in read_video(out).frames])
         if value == "0":

@@ -14,10 +14,11 @@ import pytest
 import torch
 
 import vidlight
-from formula import fixture_weights
-from media import write_video
 from vidlight.pipeline.enhancer import FrameEnhancer
 from vidlight.train.data import read_rgb
+
+from formula import fixture_weights
+from media import write_video
 
 DEVICE = torch.device(os.environ.get("VIDLIGHT_TEST_DEVICE", "cuda"))
 ON_GPU = DEVICE.type == "cuda"
@@ -96,8 +97,9 @@ def test_statistics_averaged_on_the_device(shared_dir, tmp_path, monkeypatch, fr
     seconds = [0.0, 1 / 30]
     outs = []
     for device in (DEVICE, CPU):
-        enhancer = FrameEnhancer(vidlight.load_model(name, weights=weights, **options), device=device,
-                                 statistics_time=0.5)
+        enhancer = FrameEnhancer(
+            vidlight.load_model(name, weights=weights, **options), device=device, statistics_time=0.5
+        )
         outs.append(enhancer(small, seconds))
         assert enhancer.statistics is not None and enhancer.statistics._state
     assert levels_apart(*outs).max() <= 2
@@ -126,8 +128,9 @@ def test_llflow_on_the_device(shared_dir, tmp_path, monkeypatch, frames):
 def test_process_on_cuda(official_weights_dir, tmp_path):
     import av
 
-    stats = vidlight.enhance_video(SAMPLE, tmp_path / "out.mp4", model="sci", weights="sci-medium",
-                                   device=str(DEVICE), progress=False)
+    stats = vidlight.enhance_video(
+        SAMPLE, tmp_path / "out.mp4", model="sci", weights="sci-medium", device=str(DEVICE), progress=False
+    )
     with av.open(str(tmp_path / "out.mp4")) as c:
         assert sum(1 for _ in c.decode(video=0)) == stats.frames == 90
 

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from media import read_video, write_video
 from vidlight.cli import main
 from vidlight.pipeline.denoise import TemporalDenoiser
 from vidlight.video_metrics import mean_luma, warping_error
+
+from media import read_video, write_video
 
 H, W = 96, 160
 NOISE = 3.0  # levels (8-bit steps), per pixel and frame
@@ -37,7 +38,7 @@ def moving_object(t: int, *, contrast: float, speed: int, textured: bool) -> np.
     patch = np.full((30, 24, 3), contrast, np.float32)
     if textured:
         patch *= (np.arange(24) % 6 < 3)[None, :, None]
-    frame[30:60, x:x + 24] += patch
+    frame[30:60, x : x + 24] += patch
     return frame
 
 
@@ -151,8 +152,9 @@ def test_pipeline_denoise_lowers_the_warping_error_of_a_static_noisy_clip(tmp_pa
     clip = static_noisy_clip(tmp_path / "in.mkv")
     runner = CliRunner()
     for flags, name in (([], "plain.mkv"), (["--denoise"], "denoised.mkv")):
-        result = runner.invoke(main, ["-q", "process", str(clip), str(tmp_path / name), "--no-progress", "--crf", "0",
-                                      *flags])
+        result = runner.invoke(
+            main, ["-q", "process", str(clip), str(tmp_path / name), "--no-progress", "--crf", "0", *flags]
+        )
         assert result.exit_code == 0, result.output
     source = read_video(clip).frames
     plain = read_video(tmp_path / "plain.mkv").frames

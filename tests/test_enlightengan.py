@@ -17,13 +17,14 @@ import numpy as np
 import pytest
 import torch
 
-from formula import formula_state
-from reference import check_stages, max_diff, reference_dir, stages_of
 import vidlight
 from vidlight import VidlightError, WeightsError, load_model
 from vidlight.models.enlightengan import EnlightenGAN
 from vidlight.models.registry import get_model_spec
 from vidlight.train.data import read_rgb, to_tensor
+
+from formula import formula_state
+from reference import check_stages, max_diff, reference_dir, stages_of
 
 ATOL = 1e-4
 CASES = ("lol1_crop", "lol1")

@@ -13,12 +13,19 @@ import pytest
 import torch
 
 import vidlight
-from vidlight.pipeline.enhancer import FrameEnhancer
-from vidlight.pipeline.batching import enhance_batch
-from vidlight.pipeline.exposure import (CLIP_ALLOWANCE, HIGHLIGHT_TARGET, ExposureControl, PreviewStats,
-                                        choose_strength, parse_strength, preview_stats)
-from vidlight.pipeline.temporal import TemporalSmoother
 from vidlight.errors import VidlightError
+from vidlight.pipeline.batching import enhance_batch
+from vidlight.pipeline.enhancer import FrameEnhancer
+from vidlight.pipeline.exposure import (
+    CLIP_ALLOWANCE,
+    HIGHLIGHT_TARGET,
+    ExposureControl,
+    PreviewStats,
+    choose_strength,
+    parse_strength,
+    preview_stats,
+)
+from vidlight.pipeline.temporal import TemporalSmoother
 
 CPU = torch.device("cpu")
 GRID = np.linspace(0, 1, 17)
@@ -28,8 +35,9 @@ LUMA = np.array([0.299, 0.587, 0.114])
 def _stats(*, highlight, median=None, clipped=None, mean=0.3) -> PreviewStats:
     """A preview whose statistics rise linearly with strength between the given end values."""
     line = lambda a, b: a + (b - a) * GRID  # noqa: E731
-    return PreviewStats(GRID, line(*(median or (0.3, 0.5))), line(*highlight), line(*(clipped or (0.0, 0.0))),
-                        line(mean, mean + 0.2))
+    return PreviewStats(
+        GRID, line(*(median or (0.3, 0.5))), line(*highlight), line(*(clipped or (0.0, 0.0))), line(mean, mean + 0.2)
+    )
 
 
 def test_a_well_exposed_frame_gets_strength_zero():
@@ -65,8 +73,9 @@ def test_a_method_that_darkens_the_frame_is_held_back():
     darkening = PreviewStats(GRID, darkening.median, darkening.highlight, darkening.clipped, 0.05 - 0.02 * GRID)
     assert choose_strength(darkening) == 0.0
     # Brighter up to strength 0.5, then darker again: back at the input's mean at strength 0.75.
-    arch = PreviewStats(GRID, darkening.median, darkening.highlight, darkening.clipped,
-                        0.05 + 0.04 * GRID * (0.75 - GRID))
+    arch = PreviewStats(
+        GRID, darkening.median, darkening.highlight, darkening.clipped, 0.05 + 0.04 * GRID * (0.75 - GRID)
+    )
     assert choose_strength(arch) == pytest.approx(0.75, abs=1e-6)
 
 
@@ -133,7 +142,7 @@ def _darken(image: np.ndarray, k: float) -> np.ndarray:
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b) ** 2)
-    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 class _Recording:
@@ -154,13 +163,15 @@ class _Recording:
 def _strengths(frames: list[np.ndarray], seconds: list[float], batch: int = 4) -> tuple[list[float], list[np.ndarray]]:
     """The pipeline's strength for each frame (auto, SCI, smoothing on, the runner's batch loop)
     and the output frames."""
-    enhancer = _Recording(FrameEnhancer(vidlight.load_model("sci"), device=CPU, strength="auto",
-                                        keep_precision=True, statistics_time=0.5))
+    enhancer = _Recording(
+        FrameEnhancer(vidlight.load_model("sci"), device=CPU, strength="auto", keep_precision=True, statistics_time=0.5)
+    )
     smoother, out = TemporalSmoother(), []
     for i in range(0, len(frames), batch):
-        part = frames[i:i + batch]
-        done, _ = enhance_batch(enhancer, smoother, part, seconds[i:i + batch], [None] * len(part),
-                                end=i + batch >= len(frames))
+        part = frames[i : i + batch]
+        done, _ = enhance_batch(
+            enhancer, smoother, part, seconds[i : i + batch], [None] * len(part), end=i + batch >= len(frames)
+        )
         out += done
     return enhancer.strengths, out
 
@@ -187,8 +198,9 @@ def test_a_day_to_night_fade_is_followed_without_pumping(shared_dir):
     """A well-lit picture whose exposure falls from 1 to 1/30 over 4 s, then holds for 1 s: the
     strength rises from 0 to about 1 without turning back; the output's brightness moves less,
     and in smaller steps, than the input's, and the night end is enhanced."""
-    image = cv2.resize(_read(shared_dir / "data" / "lol_eval15" / "high" / "1.png"), (150, 100),
-                       interpolation=cv2.INTER_AREA)
+    image = cv2.resize(
+        _read(shared_dir / "data" / "lol_eval15" / "high" / "1.png"), (150, 100), interpolation=cv2.INTER_AREA
+    )
     ks = np.exp(np.linspace(0, math.log(1 / 30), 120))
     frames = [_darken(image, k) for k in [*ks, *[ks[-1]] * 30]]
     strengths, out = _strengths(frames, [i / 30 for i in range(len(frames))])

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import vidlight
+
 from media import gradient, read_video, write_video
 
 

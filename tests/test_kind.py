@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from formula import fixture_weights
-from reference import check_stages, reference_dir, stages_of
 from vidlight import VidlightError, WeightsError, load_model
 from vidlight.models.kind import KinD
 from vidlight.train.data import read_rgb, to_tensor
 from vidlight.weights import read_checkpoint
+
+from formula import fixture_weights
+from reference import check_stages, reference_dir, stages_of
 
 ATOL = 1e-5
 CASES = ("lol1_crop", "lol1")
@@ -108,4 +109,3 @@ def test_ratio_option(kind_npz: Path, shared_dir: Path) -> None:
     for bad in (-1.0, float("nan"), "x"):
         with pytest.raises(VidlightError, match="ratio"):
             load_model("kind", weights=str(kind_npz), ratio=bad)
-

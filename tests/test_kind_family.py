@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from formula import fixture_weights, formula_state, official_tf1_state
 from vidlight import WeightsError, load_model
 from vidlight.models.registry import get_model_spec
 from vidlight.train.data import read_rgb, to_tensor
 from vidlight.weights import read_checkpoint
+
+from formula import fixture_weights, formula_state, official_tf1_state
 
 ATOL = 1e-4
 
@@ -35,11 +36,26 @@ class Method:
 
 
 METHODS = {
-    "kind": Method("kind", "kind", ("decom_net_train", "illumination_adjust_net_train"), "Restoration_net_train",
-                   "Restoration_net/de_conv1_1/weights", "Restoration_net/up_6/weights", {"ratio": 5.0}, "kind-lol"),
-    "kind++": Method("kind++", "kind_plus", ("decom_model", "illu_model"), "restoration_model",
-                     "Denoise_Net/de_conv1_1/weights", "Denoise_Net/de_conv2pu4/conv_up/weights",
-                     {"ratio": 5.0, "adjustment": False}, "kind++-lol"),
+    "kind": Method(
+        "kind",
+        "kind",
+        ("decom_net_train", "illumination_adjust_net_train"),
+        "Restoration_net_train",
+        "Restoration_net/de_conv1_1/weights",
+        "Restoration_net/up_6/weights",
+        {"ratio": 5.0},
+        "kind-lol",
+    ),
+    "kind++": Method(
+        "kind++",
+        "kind_plus",
+        ("decom_model", "illu_model"),
+        "restoration_model",
+        "Denoise_Net/de_conv1_1/weights",
+        "Denoise_Net/de_conv2pu4/conv_up/weights",
+        {"ratio": 5.0, "adjustment": False},
+        "kind++-lol",
+    ),
 }
 pytestmark = pytest.mark.parametrize("method", list(METHODS.values()), ids=list(METHODS))
 

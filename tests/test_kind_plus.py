@@ -18,13 +18,14 @@ import numpy as np
 import pytest
 import torch
 
-from formula import fixture_weights, formula_state
-from reference import check_stages, reference_dir, stages_of
 from vidlight import VidlightError, WeightsError, load_model
 from vidlight.models.kind_plus import KinDPlus
 from vidlight.models.registry import get_model_spec
 from vidlight.train.data import read_rgb, to_tensor
 from vidlight.weights import read_checkpoint
+
+from formula import fixture_weights, formula_state
+from reference import check_stages, reference_dir, stages_of
 
 ATOL = 1e-4
 CROP, FULL = "lol1_crop", "lol1"
@@ -73,7 +74,11 @@ def test_weights_layout(shared_dir: Path, model: KinDPlus) -> None:
     assert sum(p.numel() for p in model.adjust.parameters()) == 19393
     assert sum(p.numel() for p in model.restore.parameters()) == 8019239
     assert sum(b.numel() for b in model.restore.buffers()) == 3840
-    keys = {line.split("\t")[0] for line in (reference_dir(shared_dir, "kind_plus") / "keys.txt").read_text().splitlines() if line}
+    keys = {
+        line.split("\t")[0]
+        for line in (reference_dir(shared_dir, "kind_plus") / "keys.txt").read_text().splitlines()
+        if line
+    }
     spec = get_model_spec("kind++")
     ours = {spec.keymap.official_name(k) for k in model.state_dict()}
     assert {k for k in ours if k.startswith("Denoise_Net/")} == keys

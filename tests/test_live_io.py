@@ -19,12 +19,13 @@ import cv2
 import numpy as np
 import pytest
 
-from media import gradient, mean_abs_diff, read_video, simple_clip, write_video
-from rtsp import closed_port
 from vidlight.errors import MediaError, VidlightError
 from vidlight.io.files import FileSource, Frame
 from vidlight.io.live import ImageDirSource, LiveSource, Reconnected, classify, open_source, redact
 from vidlight.pipeline.queues import LatestFrameQueue
+
+from media import gradient, mean_abs_diff, read_video, simple_clip, write_video
+from rtsp import closed_port
 
 FPS = 25
 
@@ -36,8 +37,9 @@ class PacedHttpServer:
     ``respond=False``: accept connections and never answer.
     """
 
-    def __init__(self, payload: bytes, *, seconds: float, stall_after_bytes: int | None = None,
-                 respond: bool = True) -> None:
+    def __init__(
+        self, payload: bytes, *, seconds: float, stall_after_bytes: int | None = None, respond: bool = True
+    ) -> None:
         self.payload, self.seconds = payload, seconds
         self.stall_after_bytes, self.respond = stall_after_bytes, respond
         self.port = 0
@@ -100,7 +102,7 @@ class PacedHttpServer:
             for start in range(0, end, chunk):
                 if stop.is_set():
                     return
-                conn.sendall(self.payload[start:min(start + chunk, end)])
+                conn.sendall(self.payload[start : min(start + chunk, end)])
                 ahead = t0 + (start + chunk) / rate - time.monotonic()
                 if ahead > 0:
                     stop.wait(ahead)
@@ -115,8 +117,13 @@ class PacedHttpServer:
 def live_clip(tmp_path_factory) -> tuple[Path, bytes]:
     """10 s of 64x48 at 25 fps in MPEG-TS, a keyframe every second."""
     path = tmp_path_factory.mktemp("live") / "clip.ts"
-    write_video(path, [gradient(64, 48, i) for i in range(10 * FPS)], rate=FPS, time_base=Fraction(1, FPS),
-                options={"g": str(FPS)})
+    write_video(
+        path,
+        [gradient(64, 48, i) for i in range(10 * FPS)],
+        rate=FPS,
+        time_base=Fraction(1, FPS),
+        options={"g": str(FPS)},
+    )
     return path, path.read_bytes()
 
 
@@ -161,8 +168,15 @@ def test_redact_hides_userinfo_and_credential_parameters() -> None:
 
 
 def test_classify(tmp_path: Path) -> None:
-    for url in ("rtsp://h/x", "RTSPS://h/x", "rtmp://h/app/key", "http://h/a.ts", "https://h/a.m3u8",
-                "udp://@239.0.0.1:1234", "srt://h:9000"):
+    for url in (
+        "rtsp://h/x",
+        "RTSPS://h/x",
+        "rtmp://h/app/key",
+        "http://h/a.ts",
+        "https://h/a.m3u8",
+        "udp://@239.0.0.1:1234",
+        "srt://h:9000",
+    ):
         assert classify(url) == "url", url
     assert classify("/dev/video0") == "webcam"
     assert classify("/dev/video12") == "webcam"
@@ -302,8 +316,10 @@ def test_reconnects_within_2s_of_the_server_return_with_continuous_timestamps(se
     notice = reconnects[0][1]
     assert (notice.count, notice.width, notice.height) == (1, 64, 48)
     first_after = next(t for t, e in events if t > back and isinstance(e, Frame))
-    print(f"reading resumed {first_after - back:.2f} s after the server returned "
-          f"(down {back - lost:.2f} s, reported downtime {notice.downtime_seconds:.2f} s)")
+    print(
+        f"reading resumed {first_after - back:.2f} s after the server returned "
+        f"(down {back - lost:.2f} s, reported downtime {notice.downtime_seconds:.2f} s)"
+    )
     assert first_after - back <= 2.0
     assert notice.downtime_seconds >= back - lost
     frames = [e for _, e in events if isinstance(e, Frame)]
@@ -318,8 +334,14 @@ def test_reconnects_within_2s_of_the_server_return_with_continuous_timestamps(se
 
 def test_gives_up_after_max_reconnects(server) -> None:
     srv = server()
-    source = LiveSource(srv.url(), open_timeout_seconds=2, read_timeout_seconds=1, max_reconnects=2,
-                        backoff_start_seconds=0.05, backoff_max_seconds=0.1)
+    source = LiveSource(
+        srv.url(),
+        open_timeout_seconds=2,
+        read_timeout_seconds=1,
+        max_reconnects=2,
+        backoff_start_seconds=0.05,
+        backoff_max_seconds=0.1,
+    )
     events, thread = collect(source)
     time.sleep(0.5)
     srv.stop()
@@ -341,8 +363,14 @@ def test_close_and_stop_event_end_iteration_promptly(server, live_clip) -> None:
     # A pending backoff while the server is away.
     srv2 = server()
     stop = threading.Event()
-    source = LiveSource(srv2.url(), open_timeout_seconds=3, read_timeout_seconds=10, stop_event=stop,
-                        backoff_start_seconds=5, backoff_max_seconds=5)
+    source = LiveSource(
+        srv2.url(),
+        open_timeout_seconds=3,
+        read_timeout_seconds=10,
+        stop_event=stop,
+        backoff_start_seconds=5,
+        backoff_max_seconds=5,
+    )
     events, thread = collect(source)
     time.sleep(0.3)
     srv2.stop()
@@ -391,7 +419,7 @@ def test_image_folder_natural_order_pts_and_bad_images(tmp_path: Path) -> None:
 def test_image_folder_keeps_16_bit_and_expands_grey(tmp_path: Path) -> None:
     deep = gradient(16, 12, 0, depth=16)
     assert cv2.imwrite(str(tmp_path / "a.png"), cv2.cvtColor(deep, cv2.COLOR_RGB2BGR))
-    grey = (np.arange(16 * 12, dtype=np.uint16).reshape(12, 16) * 300)
+    grey = np.arange(16 * 12, dtype=np.uint16).reshape(12, 16) * 300
     assert cv2.imwrite(str(tmp_path / "b.png"), grey)
     source = ImageDirSource(tmp_path)
     frames = list(source)
@@ -504,8 +532,9 @@ def test_latest_frame_queue_get_blocks_until_put() -> None:
 def rtsp_camera(tmp_path: Path):
     rtsp = pytest.importorskip("rtsp", reason="tests/rtsp.py (the RTSP server harness) is not there")
     rtsp.require_gstreamer()
-    clip = write_video(tmp_path / "cam.mp4", [gradient(64, 48, i) for i in range(2 * FPS)], rate=FPS,
-                       time_base=Fraction(1, FPS))
+    clip = write_video(
+        tmp_path / "cam.mp4", [gradient(64, 48, i) for i in range(2 * FPS)], rate=FPS, time_base=Fraction(1, FPS)
+    )
     with rtsp.RtspServer(cameras={"/cam": clip.path}) as srv:
         yield srv
 
@@ -528,8 +557,10 @@ def test_rtsp_camera_power_loss_and_return(rtsp_camera) -> None:
     thread.join(2)
     first_after = next(t for t, e in events if t > back and isinstance(e, Frame))
     notice = next(e for _, e in events if isinstance(e, Reconnected))
-    print(f"RTSP: reading resumed {first_after - back:.2f} s after the server listened again "
-          f"(server down {back - lost:.2f} s, reported downtime {notice.downtime_seconds:.2f} s)")
+    print(
+        f"RTSP: reading resumed {first_after - back:.2f} s after the server listened again "
+        f"(server down {back - lost:.2f} s, reported downtime {notice.downtime_seconds:.2f} s)"
+    )
     assert first_after - back <= 2.0
     pts = [e.pts for _, e in events if isinstance(e, Frame)]
     assert pts[0] == 0 and all(b > a for a, b in zip(pts, pts[1:]))
@@ -554,6 +585,8 @@ def test_rtsp_stalled_camera_is_detected_and_reconnected(rtsp_camera) -> None:
     assert source.reconnects >= 1, "the stall was not detected"
     last_before = max(t for t, e in events if isinstance(e, Frame) and t < resumed)
     first_after = next(t for t, e in events if isinstance(e, Frame) and t > resumed)
-    print(f"RTSP stall: last frame {last_before - paused:+.2f} s after pause, "
-          f"resumed {first_after - resumed:.2f} s after SIGCONT")
+    print(
+        f"RTSP stall: last frame {last_before - paused:+.2f} s after pause, "
+        f"resumed {first_after - resumed:.2f} s after SIGCONT"
+    )
     assert first_after - resumed <= 2.5

@@ -23,14 +23,14 @@ import numpy as np
 import pytest
 import torch
 
-from live_checks import WriteClock, assert_finalised, assert_three_live_seconds
-from media import gradient, write_video
-from rtsp import RtspServer, require_gstreamer
-
 import vidlight.io.files as vl_files
 import vidlight.io.sinks as vl_sinks
 from vidlight.io.files import partial_path
 from vidlight.pipeline.runner import enhance_video
+
+from live_checks import WriteClock, assert_finalised, assert_three_live_seconds
+from media import gradient, write_video
+from rtsp import RtspServer, require_gstreamer
 
 REPO = Path(__file__).resolve().parents[1]
 TCP = {"rtsp_transport": "tcp"}
@@ -113,9 +113,16 @@ def free_port() -> int:
 def cli(*args: str, **popen) -> subprocess.Popen:
     # No vidlight/__main__.py: run the click group from vidlight.cli (it has a __main__ guard).
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    return subprocess.Popen([sys.executable, "-m", "vidlight.cli", *args], cwd=REPO, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "vidlight.cli", *args],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
 
 
 # --- 1. a real dark clip as camera, enhanced to a file -----------------------------------------------
@@ -178,8 +185,16 @@ def test_live_frames_are_batched_only_as_far_as_the_model_is_behind(dark_clip: P
     fast, slow = BatchRecorder(), BatchRecorder(seconds=0.15)
     with RtspServer(cameras={"/cam": dark_clip}) as server:
         for model in (fast, slow):
-            enhance_video(server.url("/cam"), tmp_path / "out.mp4", max_frames=30, overwrite=True, batch_size=4,
-                          strength=1, **{**RUN, "model": model})
+            enhance_video(
+                server.url("/cam"),
+                tmp_path / "out.mp4",
+                max_frames=30,
+                overwrite=True,
+                batch_size=4,
+                strength=1,
+                **{**RUN, "model": model},
+            )
+
     def median(sizes: list[int]) -> int:
         return sorted(sizes)[len(sizes) // 2]
 
@@ -188,8 +203,7 @@ def test_live_frames_are_batched_only_as_far_as_the_model_is_behind(dark_clip: P
     assert max(slow.sizes) == 4 and median(slow.sizes[2:]) == 4, slow.sizes
 
 
-def outage_script(writes: "WriteClock", *, frames_before: int, down, up, seconds: float,
-                  marks_as: tuple[str, str]):
+def outage_script(writes: WriteClock, *, frames_before: int, down, up, seconds: float, marks_as: tuple[str, str]):
     """A :class:`Controller` script for an outage: once ``frames_before`` frames are written,
     ``down()``, wait ``seconds``, ``up()`` (marking both moments under ``marks_as``), then wait
     for the first write after the return and 15 more."""
@@ -254,8 +268,9 @@ def test_camera_killed_and_restarted(dark_clip: Path, tmp_path: Path, monkeypatc
     with RtspServer(cameras={"/cam": dark_clip}) as server:
         port = server.port
 
-        script = outage_script(writes, frames_before=45, down=server.kill, up=server.restart, seconds=downtime,
-                               marks_as=("killed", "back"))
+        script = outage_script(
+            writes, frames_before=45, down=server.kill, up=server.restart, seconds=downtime, marks_as=("killed", "back")
+        )
         controller = Controller(script, stop)
         controller.start()
         stats = enhance_video(server.url("/cam"), output, read_timeout_seconds=2, stop_event=stop, **RUN)
@@ -268,9 +283,11 @@ def test_camera_killed_and_restarted(dark_clip: Path, tmp_path: Path, monkeypatc
     resume = writes.times[first_new] - marks["back"]
     received = resume - list(stats.latencies.recent)[first_new]
     held = first_new - len([t for t in writes.times if t < marks["back"]])
-    print(f"\n[case 2] {stats.summary()}; server down {outage:.2f} s; first new frame received "
-          f"{received:.2f} s and written {resume:.2f} s after the server's return; {held} frame(s) from "
-          f"before the kill written only after the return")
+    print(
+        f"\n[case 2] {stats.summary()}; server down {outage:.2f} s; first new frame received "
+        f"{received:.2f} s and written {resume:.2f} s after the server's return; {held} frame(s) from "
+        f"before the kill written only after the return"
+    )
 
     assert stats.reconnects >= 1
     assert resume < 2.0, f"frames resumed {resume:.2f} s after the server's return"
@@ -290,10 +307,9 @@ def test_camera_killed_and_restarted(dark_clip: Path, tmp_path: Path, monkeypatc
 # --- 3. a stalled camera -------------------------------------------------------------------------------
 
 
-
-def test_stalled_camera_without_reconnect_ends_the_run(dark_clip: Path, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch,
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_stalled_camera_without_reconnect_ends_the_run(
+    dark_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """SIGSTOP the server with ``reconnect=False`` and a 1 s read timeout: the run ends by
     itself (FFmpeg gives up after ~2 read timeouts, see test_rtsp_harness) and the file is
     finalised. A watchdog sets ``stop_event`` after 8 s so a hang fails instead of blocking."""
@@ -313,8 +329,9 @@ def test_stalled_camera_without_reconnect_ends_the_run(dark_clip: Path, tmp_path
 
         controller = Controller(script, stop)
         controller.start()
-        stats = enhance_video(server.url("/cam"), output, read_timeout_seconds=read_timeout, reconnect=False,
-                              stop_event=stop, **RUN)
+        stats = enhance_video(
+            server.url("/cam"), output, read_timeout_seconds=read_timeout, reconnect=False, stop_event=stop, **RUN
+        )
         ended = time.monotonic()
         stop.set()  # releases the controller's wait
         controller.check()
@@ -322,8 +339,10 @@ def test_stalled_camera_without_reconnect_ends_the_run(dark_clip: Path, tmp_path
     detected = ended - marks["paused"]
     # When LiveSource gave up on the stream (its "stream lost" warning), whatever the run did next.
     lost = [r.created - marks["paused_wall"] for r in caplog.records if "stream lost" in r.getMessage()]
-    print(f"\n[case 3a] {stats.summary()}; source gave up {lost[0] if lost else float('nan'):.2f} s and the run "
-          f"ended {detected:.2f} s after the stall (read timeout {read_timeout:g} s)")
+    print(
+        f"\n[case 3a] {stats.summary()}; source gave up {lost[0] if lost else float('nan'):.2f} s and the run "
+        f"ended {detected:.2f} s after the stall (read timeout {read_timeout:g} s)"
+    )
 
     assert "watchdog" not in marks
     assert not stats.interrupted, "the run ended by the stop event, not by itself"
@@ -353,8 +372,9 @@ def test_live_run_ends_after_max_frames(dark_clip: Path, tmp_path: Path) -> None
     assert_finalised(output)
 
 
-def test_stalled_camera_is_reconnected_after_resume(dark_clip: Path, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stalled_camera_is_reconnected_after_resume(
+    dark_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """SIGSTOP for 3 s (longer than the ~2 s FFmpeg takes to give up on a 1 s read timeout),
     then SIGCONT: with the default ``reconnect=True`` frames come again. ``resume`` is from
     SIGCONT to the write of the first frame received after it (as in the kill test)."""
@@ -362,13 +382,14 @@ def test_stalled_camera_is_reconnected_after_resume(dark_clip: Path, tmp_path: P
     stop = threading.Event()
     output = tmp_path / "out.mp4"
     with RtspServer(cameras={"/cam": dark_clip}) as server:
-
-        script = outage_script(writes, frames_before=30, down=server.pause, up=server.resume, seconds=3,
-                               marks_as=("paused", "resumed"))
+        script = outage_script(
+            writes, frames_before=30, down=server.pause, up=server.resume, seconds=3, marks_as=("paused", "resumed")
+        )
         controller = Controller(script, stop)
         controller.start()
-        stats = enhance_video(server.url("/cam"), output, read_timeout_seconds=1, open_timeout_seconds=2,
-                              stop_event=stop, **RUN)
+        stats = enhance_video(
+            server.url("/cam"), output, read_timeout_seconds=1, open_timeout_seconds=2, stop_event=stop, **RUN
+        )
         controller.check()
     marks = controller.marks
     first_new = writes.first_received_after(marks["resumed"], list(stats.latencies.recent))
@@ -423,8 +444,10 @@ def test_publish_to_rtsp_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         assert not publisher.is_alive(), "the publisher did not finish"
     assert not errors, errors
     stats = result["stats"]
-    print(f"\n[case 4] published {stats.summary()}; reader saw {len(seen)} frames, luma "
-          f"{min(m for _, m in seen):.1f}..{max(m for _, m in seen):.1f} (input max {input_max:.1f})")
+    print(
+        f"\n[case 4] published {stats.summary()}; reader saw {len(seen)} frames, luma "
+        f"{min(m for _, m in seen):.1f}..{max(m for _, m in seen):.1f} (input max {input_max:.1f})"
+    )
 
     assert stats.frames == 6 * rate
     assert len(seen) == 30

@@ -16,20 +16,26 @@ import numpy as np
 import pytest
 import torch
 
-from formula import llflow_formula_tensor
-from reference import max_diff, reference_dir
 import vidlight
 from vidlight import WeightsError, load_model
 from vidlight.models.llflow import LLFlow
 from vidlight.models.registry import get_model_spec
 from vidlight.train.data import read_rgb, to_tensor
 
+from formula import llflow_formula_tensor
+from reference import max_diff, reference_dir
+
 ATOL = 1e-4
 CASE = "lol1_crop"
 VARIANTS = {"llflow": "standard", "llflow-small": "small"}
 FILES = {  # ours -> official file stem
-    "out": "out", "netout": "netout", "colormap": "colormap", "z": "z",
-    "fea_up0": "cond_fea_up0", "fea_up1": "cond_fea_up1", "fea_up2": "cond_fea_up2",
+    "out": "out",
+    "netout": "netout",
+    "colormap": "colormap",
+    "z": "z",
+    "fea_up0": "cond_fea_up0",
+    "fea_up1": "cond_fea_up1",
+    "fea_up2": "cond_fea_up2",
 }
 
 

@@ -17,7 +17,6 @@ import pytest
 import torch
 
 import vidlight
-from reference import assert_close, hwc, input_image, reference_dir
 from vidlight import WeightsError, load_model
 from vidlight.models.mbllen import (
     MIN_SIDE,
@@ -30,6 +29,8 @@ from vidlight.models.mbllen import (
 from vidlight.models.registry import get_model_spec
 from vidlight.train.data import read_rgb, to_tensor
 from vidlight.weights import read_checkpoint
+
+from reference import assert_close, hwc, input_image, reference_dir
 
 RAW_ATOL = 1e-5
 POST_ATOL = 1e-4
@@ -266,7 +267,14 @@ def test_receptive_halo(official_weights_dir: Path) -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [{"postprocess": "maybe"}, {"postprocess": "true"}, {"high_percentile": 101}, {"low_percentile": -1}, {"gamma": 0}, {"max_range": 0}],
+    [
+        {"postprocess": "maybe"},
+        {"postprocess": "true"},
+        {"high_percentile": 101},
+        {"low_percentile": -1},
+        {"gamma": 0},
+        {"max_range": 0},
+    ],
 )
 def test_bad_options(options: dict, official_weights_dir: Path) -> None:
     with pytest.raises(vidlight.VidlightError, match="mbllen"):

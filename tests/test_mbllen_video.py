@@ -14,10 +14,9 @@ from click.testing import CliRunner
 import vidlight
 from vidlight.cli import main
 from vidlight.models.mbllen_video import ClipWindow, MBLLENVideo
-from vidlight.train.data import read_rgb
+from vidlight.train.data import read_rgb, split_images
 from vidlight.train.losses import mbllen_region_loss, mbllen_structure_loss
 from vidlight.train.mbllen_video import MBLLENVideoTrainConfig, score_clips, train_mbllen_video
-from vidlight.train.data import split_images
 from vidlight.train.video_data import ClipSynthesis, camera_path, heldout_clips
 from vidlight.weights import ASSETS_DIR, get_weights, sha256_of
 
@@ -231,8 +230,9 @@ def test_region_loss_weights_the_darkest_40_percent_by_4():
     assert torch.allclose(mbllen_region_loss(output, target), torch.tensor(0.3))
     clip = torch.rand(2, 3, 4, 16, 16)
     assert torch.allclose(  # clips are scored frame by frame
-        mbllen_region_loss(clip * 0.5, clip), mbllen_region_loss(
-            (clip * 0.5).transpose(1, 2).flatten(0, 1), clip.transpose(1, 2).flatten(0, 1)))
+        mbllen_region_loss(clip * 0.5, clip),
+        mbllen_region_loss((clip * 0.5).transpose(1, 2).flatten(0, 1), clip.transpose(1, 2).flatten(0, 1)),
+    )
 
 
 def test_structure_loss_is_one_minus_ssim():
@@ -249,8 +249,19 @@ def test_training_is_deterministic_and_loadable(tmp_path):
     data = _tiny_images(tmp_path / "data")
     reports = []
     for run in ("a", "b"):
-        cfg = MBLLENVideoTrainConfig(str(data), str(tmp_path / run / "w.pt"), iterations=3, crop=24, frames=3,
-                                     batch_size=1, eval_every=2, eval_clips=1, eval_crop=24, eval_frames=3, seed=5)
+        cfg = MBLLENVideoTrainConfig(
+            str(data),
+            str(tmp_path / run / "w.pt"),
+            iterations=3,
+            crop=24,
+            frames=3,
+            batch_size=1,
+            eval_every=2,
+            eval_clips=1,
+            eval_crop=24,
+            eval_frames=3,
+            seed=5,
+        )
         reports.append(train_mbllen_video(cfg, log=lambda _: None))
     a = torch.load(tmp_path / "a" / "w.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "w.pt", weights_only=True)
@@ -264,9 +275,31 @@ def test_training_is_deterministic_and_loadable(tmp_path):
 def test_train_cli(tmp_path):
     data = _tiny_images(tmp_path / "data")
     out, report = tmp_path / "cli.pt", tmp_path / "report.json"
-    result = CliRunner().invoke(main, ["train", "mbllen-video", "--data", str(data), "--out", str(out),
-                                       "--iterations", "2", "--crop", "24", "--frames", "3", "--batch-size", "1",
-                                       "--eval-every", "1", "--eval-clips", "1", "--report", str(report)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "mbllen-video",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--iterations",
+            "2",
+            "--crop",
+            "24",
+            "--frames",
+            "3",
+            "--batch-size",
+            "1",
+            "--eval-every",
+            "1",
+            "--eval-clips",
+            "1",
+            "--report",
+            str(report),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert out.is_file() and report.is_file() and "best held-out PSNR" in result.output
 
@@ -294,4 +327,3 @@ def test_bundled_weights_enhance_heldout_synthetic_clips(shared_dir):
     dark = score_clips(lambda clip: clip, clips)["psnr"]
     ours = score_clips(model.forward_clip, clips)["psnr"]
     assert ours > dark + 8.0, (dark, ours)
-

@@ -96,9 +96,7 @@ def _table(shared_dir: Path) -> dict[str, dict[str, tuple[float, float]]]:
         cells = [c.strip() for c in line.strip("|").split("|")]
         if not re.fullmatch(r"\d+\.png", cells[0]):
             continue
-        rows[cells[0]] = {
-            col: tuple(float(v) for v in cell.split("/")) for col, cell in zip(columns[1:], cells[1:])
-        }
+        rows[cells[0]] = {col: tuple(float(v) for v in cell.split("/")) for col, cell in zip(columns[1:], cells[1:])}
     return rows
 
 
@@ -134,9 +132,7 @@ def test_identity_baseline(shared_dir: Path) -> None:
         ("sci", "sci-easy", {}, None, "trunc", "SCI easy", (9.580, 0.3668)),
         ("sci", "sci-difficult", {}, None, "trunc", "SCI difficult", (13.806, 0.5283)),
         ("zero-dce++", "zero-dce++", {"scale_factor": 12}, 396, "round", "Zero-DCE++ s12", (15.345, 0.5731)),
-        pytest.param(
-            "zero-dce", "zero-dce", {}, None, "round", "Zero-DCE", (14.861, 0.5624), marks=pytest.mark.slow
-        ),
+        pytest.param("zero-dce", "zero-dce", {}, None, "round", "Zero-DCE", (14.861, 0.5624), marks=pytest.mark.slow),
     ],
     ids=["sci-medium", "sci-easy", "sci-difficult", "zero-dce++", "zero-dce"],
 )

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 import vidlight
-from reference import assert_close, hwc, input_image
 from vidlight import load_model
+
+from reference import assert_close, hwc, input_image
 
 ATOL = 1e-5
 

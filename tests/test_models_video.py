@@ -11,10 +11,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from formula import fixture_weights
-from media import mean_abs_diff, read_video, simple_clip
 import vidlight
 from vidlight.cli import main
+
+from formula import fixture_weights
+from media import mean_abs_diff, read_video, simple_clip
 
 FRAMES = 3
 # Models whose output for a frame depends on its neighbours (the batch is one clip).
@@ -38,8 +39,21 @@ def test_every_model_runs_through_process(
     monkeypatch.setenv("VIDLIGHT_WEIGHTS_DIR", str(shared_dir / "weights"))
     weights = fixture_weights(name, shared_dir, weights_folder)
     out = tmp_path / "out.mp4"
-    args = ["process", str(clip.path), str(out), "-m", name, "--crf", "0", "--preset", "ultrafast", "--no-smooth", "--strength", "1",
-            "--no-progress"]
+    args = [
+        "process",
+        str(clip.path),
+        str(out),
+        "-m",
+        name,
+        "--crf",
+        "0",
+        "--preset",
+        "ultrafast",
+        "--no-smooth",
+        "--strength",
+        "1",
+        "--no-progress",
+    ]
     result = CliRunner().invoke(main, args + (["-w", weights] if weights else []))
     assert result.exit_code == 0, result.output
 
@@ -81,8 +95,23 @@ def test_clip_model_slides_behind_the_previous_frames(tmp_path: Path) -> None:
     last two frames, computed here window by window from the decoded input."""
     clip = simple_clip(tmp_path / "in.mp4", width=64, height=48, n=7)
     out = tmp_path / "out.mp4"
-    args = ["process", str(clip.path), str(out), "-m", "mbllen-video", "-b", "3", "--crf", "0", "--preset",
-            "ultrafast", "--no-smooth", "--strength", "1", "--no-progress"]
+    args = [
+        "process",
+        str(clip.path),
+        str(out),
+        "-m",
+        "mbllen-video",
+        "-b",
+        "3",
+        "--crf",
+        "0",
+        "--preset",
+        "ultrafast",
+        "--no-smooth",
+        "--strength",
+        "1",
+        "--no-progress",
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     decoded_in = np.stack(read_video(clip.path).frames)

@@ -9,12 +9,13 @@ import av
 import numpy as np
 import pytest
 
-from media import read_video, write_video
-from test_temporal import dark_scene
 from vidlight import enhance_video
 from vidlight.pipeline import parts as parts_module
 from vidlight.pipeline.parts import Part, keyframes, plan_parts
 from vidlight.pipeline.runner import Interrupted
+
+from media import read_video, write_video
+from test_temporal import dark_scene
 
 RATE = 30
 FRAMES = 240  # 8 s
@@ -27,8 +28,9 @@ def make_long_clip(path: Path) -> Path:
     t = np.arange(FRAMES)
     exposure = (1 + 0.25 * np.sin(t / 50)) * (1 + 0.08 * np.random.default_rng(3).uniform(-1, 1, FRAMES))
     frames = dark_scene(FRAMES, size=(160, 96), level=0.12, noise=0.01, exposure=exposure)
-    return write_video(path, frames, audio=True, options={"g": str(RATE), "keyint_min": str(RATE),
-                                                          "sc_threshold": "0"}).path
+    return write_video(
+        path, frames, audio=True, options={"g": str(RATE), "keyint_min": str(RATE), "sc_threshold": "0"}
+    ).path
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +87,9 @@ def test_split_run_equals_the_unsplit_one_and_shows_no_step_at_a_join(long_clip,
     # The step a join adds: the change of brightness into a part's first frame, less the
     # unsplit run's change there (the scene's own), against the frame-to-frame flicker elsewhere.
     for j, added, elsewhere in join_steps(long_clip, la, lb):
-        assert added <= elsewhere, f"the join at frame {j} adds a step of {added:.2f} (flicker elsewhere {elsewhere:.2f})"
+        assert added <= elsewhere, (
+            f"the join at frame {j} adds a step of {added:.2f} (flicker elsewhere {elsewhere:.2f})"
+        )
     assert not list(tmp_path.glob(".*")), "the work folder is removed after the join"
 
 
@@ -126,8 +130,14 @@ def test_other_settings_start_the_parts_afresh(long_clip, tmp_path):
     work = tmp_path / ".out.mp4.parts"
     stop = threading.Event()
     with pytest.raises(Interrupted):
-        enhance_video(long_clip, tmp_path / "out.mp4", split_seconds=2, stop_event=stop,
-                      on_frames=lambda n: stop.set(), **SETTINGS)
+        enhance_video(
+            long_clip,
+            tmp_path / "out.mp4",
+            split_seconds=2,
+            stop_event=stop,
+            on_frames=lambda n: stop.set(),
+            **SETTINGS,
+        )
     manifest = (work / "manifest.json").read_text()
     done = []
     enhance_video(long_clip, tmp_path / "out.mp4", split_seconds=2, strength=1.0, on_frames=done.append, **SETTINGS)
@@ -156,8 +166,22 @@ def test_a_run_killed_outright_resumes_from_its_last_finished_part(long_clip, tm
     enhance_video(long_clip, reference, split_seconds=2, **SETTINGS)
     out = tmp_path / "out.mp4"
     work = tmp_path / ".out.mp4.parts"
-    command = [sys.executable, "-m", "vidlight", "-q", "process", str(long_clip), str(out), "--split", "2",
-               "--device", "cpu", "--preset", "ultrafast", "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "vidlight",
+        "-q",
+        "process",
+        str(long_clip),
+        str(out),
+        "--split",
+        "2",
+        "--device",
+        "cpu",
+        "--preset",
+        "ultrafast",
+        "--no-progress",
+    ]
     process = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
     deadline = time.monotonic() + 120
     while len(list(work.glob("part*.mp4"))) < 2 and process.poll() is None and time.monotonic() < deadline:
@@ -166,8 +190,13 @@ def test_a_run_killed_outright_resumes_from_its_last_finished_part(long_clip, tm
     process.wait(timeout=30)
     kept = sorted(p.name for p in work.glob("part*.mp4"))
     assert 2 <= len(kept) < 4 and not out.exists(), kept
-    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    resumed = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )
     assert resumed.returncode == 0, resumed.stderr
     a, b = read_video(reference), read_video(out)
     assert b.pts_seconds == a.pts_seconds and all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames))

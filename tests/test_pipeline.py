@@ -21,11 +21,16 @@ import pytest
 import torch
 from torch import nn
 
+from vidlight.errors import VidlightError
+from vidlight.io.files import FileSink, FileSource, partial_path
+from vidlight.pipeline.enhancer import FrameEnhancer, single_threaded_torch
+from vidlight.pipeline.runner import Interrupted, RunStats, enhance_video
+
 from media import (
     Identity,
     InterruptOn,
-    gradient,
     can_encode,
+    gradient,
     mean_abs_diff,
     packet_payloads,
     read_video,
@@ -33,10 +38,6 @@ from media import (
     stream_types,
     write_video,
 )
-from vidlight.errors import VidlightError
-from vidlight.io.files import FileSink, FileSource, partial_path
-from vidlight.pipeline.enhancer import FrameEnhancer, single_threaded_torch
-from vidlight.pipeline.runner import Interrupted, RunStats, enhance_video
 
 # --- test models -------------------------------------------------------------------------
 
@@ -167,8 +168,9 @@ def run_in_child(script: str, *args: object) -> subprocess.CompletedProcess[str]
     import vidlight
 
     root = Path(vidlight.__file__).resolve().parents[1]
-    return subprocess.run([sys.executable, "-c", script, str(root), *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", script, str(root), *map(str, args)], capture_output=True, text=True, timeout=120
+    )
 
 
 _ENHANCE_SCRIPT = r"""
@@ -319,8 +321,9 @@ def test_odd_size_is_padded_with_a_warning(tmp_path: Path, caplog: pytest.LogCap
     out = read_video(tmp_path / "out.mp4")
     assert (out.width, out.height) == (66, 48)
     assert out.frames[0].shape == (48, 66, 3)
-    assert any(r.name == "vidlight" and r.levelno == logging.WARNING and "66x48" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        r.name == "vidlight" and r.levelno == logging.WARNING and "66x48" in r.getMessage() for r in caplog.records
+    )
     assert_same_pictures([f[:47, :65] for f in out.frames], src.frames)
     # The pad repeats the edge: the extra column/row look like their neighbours.
     f = out.frames[0].astype(int)
@@ -394,10 +397,13 @@ def test_enhancer_keeps_dtype_and_computes_gain_exactly() -> None:
 
 # --- 5. colour ----------------------------------------------------------------------------------
 
-PATCHES = np.array([
-    [[220, 20, 20], [20, 200, 30], [30, 30, 210], [220, 210, 30]],
-    [[30, 200, 210], [210, 40, 200], [128, 128, 128], [60, 40, 20]],
-], dtype=np.uint8)  # 2 x 4 patches of 32 x 32 pixels
+PATCHES = np.array(
+    [
+        [[220, 20, 20], [20, 200, 30], [30, 30, 210], [220, 210, 30]],
+        [[30, 200, 210], [210, 40, 200], [128, 128, 128], [60, 40, 20]],
+    ],
+    dtype=np.uint8,
+)  # 2 x 4 patches of 32 x 32 pixels
 RED = (0, 0)
 
 KR_KB = {"601": (0.299, 0.114), "709": (0.2126, 0.0722)}
@@ -451,8 +457,9 @@ COLOUR_CASES = {
 def test_colour_matrix_range_and_tags_are_kept(tmp_path: Path, case: str) -> None:
     cs, rng, prim, trc, matrix = COLOUR_CASES[case]
     rgb = _patch_frame()
-    clip = write_video(tmp_path / "in.mp4", [rgb] * 3, colorspace=cs, color_range=rng, color_primaries=prim,
-                       color_trc=trc)
+    clip = write_video(
+        tmp_path / "in.mp4", [rgb] * 3, colorspace=cs, color_range=rng, color_primaries=prim, color_trc=trc
+    )
     src = read_video(clip.path)
     assert (src.colorspace, src.color_range, src.color_primaries, src.color_trc) == (cs, rng, prim, trc)
     # The input itself is right (independent decode with its own tags).
@@ -477,8 +484,10 @@ def _planes(path: Path) -> list[np.ndarray]:
     with av.open(str(path)) as c:
         f = next(c.decode(video=0))
         dtype = np.uint16 if f.format.components[0].bits > 8 else np.uint8
-        return [np.frombuffer(p, dtype).reshape(p.height, p.line_size // dtype().itemsize)[:, : p.width].astype(np.float64)
-                for p in f.planes]
+        return [
+            np.frombuffer(p, dtype).reshape(p.height, p.line_size // dtype().itemsize)[:, : p.width].astype(np.float64)
+            for p in f.planes
+        ]
 
 
 @pytest.mark.parametrize("bits", [8, 10])
@@ -488,12 +497,21 @@ def test_decoded_colours_are_unbiased(tmp_path: Path, bits: int) -> None:
     rng = np.random.default_rng(3)
     smooth = cv2.resize(rng.uniform(0, 1, (6, 8, 3)), (128, 96), interpolation=cv2.INTER_CUBIC).clip(0, 1)
     scale = 65535 if bits > 8 else 255
-    rgb = (smooth ** 2.2 * 0.25 * scale).round().astype(np.uint16 if bits > 8 else np.uint8)  # mean ~15 of 255
+    rgb = (smooth**2.2 * 0.25 * scale).round().astype(np.uint16 if bits > 8 else np.uint8)  # mean ~15 of 255
     codec, ext, options = _ten_bit_codec() if bits > 8 else ("libx264", "mp4", {"qp": "0"})
-    clip = write_video(tmp_path / f"in.{ext}", [rgb], codec=codec, options=options, colorspace=1, color_range=1,
-                       color_primaries=1, color_trc=1, pix_fmt="yuv420p10le" if bits > 8 else "yuv420p")
+    clip = write_video(
+        tmp_path / f"in.{ext}",
+        [rgb],
+        codec=codec,
+        options=options,
+        colorspace=1,
+        color_range=1,
+        color_primaries=1,
+        color_trc=1,
+        pix_fmt="yuv420p10le" if bits > 8 else "yuv420p",
+    )
     y, u, v = _planes(clip.path)
-    top = 2 ** bits / 256  # 8-bit levels to this depth's
+    top = 2**bits / 256  # 8-bit levels to this depth's
     u = np.repeat(np.repeat(u, 2, 0), 2, 1)[: y.shape[0], : y.shape[1]]
     v = np.repeat(np.repeat(v, 2, 0), 2, 1)[: y.shape[0], : y.shape[1]]
     yy, cb, cr = (y / top - 16) / 219, (u / top - 128) / 224, (v / top - 128) / 224
@@ -511,8 +529,9 @@ def test_decoded_colours_are_unbiased(tmp_path: Path, bits: int) -> None:
 
 def test_colour_check_is_sensitive_to_the_matrix(tmp_path: Path) -> None:
     """Sanity: reading BT.601 samples with the BT.709 matrix is clearly wrong on a saturated patch."""
-    clip = write_video(tmp_path / "in.mp4", [_patch_frame()], colorspace=6, color_range=1, color_primaries=6,
-                       color_trc=6)
+    clip = write_video(
+        tmp_path / "in.mp4", [_patch_frame()], colorspace=6, color_range=1, color_primaries=6, color_trc=6
+    )
     right = _patch_centres(_yuv_to_rgb(clip.path, "601", False))
     wrong = _patch_centres(_yuv_to_rgb(clip.path, "709", False))
     assert np.abs(right[RED] - PATCHES[RED]).max() < 3
@@ -607,7 +626,7 @@ def test_global_models_run_a_share_of_the_batch_per_worker() -> None:
     frames = np.random.default_rng(5).integers(0, 200, (4, 24, 32, 3), dtype=np.uint8)
     with torch.no_grad():
         x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() * (1.0 / 255)
-        whole = quantise(torch.cat([ThreadRecorder()(x[i:i + 1]) for i in range(4)]))
+        whole = quantise(torch.cat([ThreadRecorder()(x[i : i + 1]) for i in range(4)]))
 
     class Ordered(ThreadRecorder):
         statistics_smoother = None
@@ -743,10 +762,14 @@ def test_ctrl_c_in_a_folder_batch_removes_the_video_it_cut_short(tmp_path: Path)
     for name in ("a.mp4", "b.mp4", "c.mp4"):
         simple_clip(folder / name, n=6)
     out = tmp_path / "out"
-    with pytest.raises(Interrupted, match=r"^interrupted after 8 frames: 1 of 3 videos are complete .*b\.mp4, cut "
-                                          r"short, was removed\); run the same command again"):
-        enhance_folder(folder, out, model=InterruptOn(8), batch_size=2, preset="ultrafast", strength=1.0,
-                       progress=False)
+    with pytest.raises(
+        Interrupted,
+        match=r"^interrupted after 8 frames: 1 of 3 videos are complete .*b\.mp4, cut "
+        r"short, was removed\); run the same command again",
+    ):
+        enhance_folder(
+            folder, out, model=InterruptOn(8), batch_size=2, preset="ultrafast", strength=1.0, progress=False
+        )
     assert sorted(p.name for p in out.iterdir()) == ["a.mp4"]  # b would otherwise be skipped as finished
 
 

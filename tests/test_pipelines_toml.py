@@ -7,8 +7,9 @@ from pathlib import Path
 import av
 from click.testing import CliRunner
 
-from media import simple_clip
 from vidlight.cli import main
+
+from media import simple_clip
 
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 
@@ -16,8 +17,20 @@ PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 def test_file_to_file_pipeline(tmp_path):
     clip = simple_clip(tmp_path / "in.mp4", n=6, audio=True)
     out = tmp_path / "out.mp4"
-    result = CliRunner().invoke(main, ["run", str(PIPELINES / "file-to-file.toml"), "--no-progress",
-                                       "--set", f"source={clip.path}", "--set", f"sink={out}", "--set", "crf=23"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            str(PIPELINES / "file-to-file.toml"),
+            "--no-progress",
+            "--set",
+            f"source={clip.path}",
+            "--set",
+            f"sink={out}",
+            "--set",
+            "crf=23",
+        ],
+    )
     assert result.exit_code == 0, result.output
     with av.open(str(out)) as c:
         assert sum(1 for _ in c.decode(video=0)) == 6
@@ -28,8 +41,19 @@ def test_pipeline_errors_are_one_line(tmp_path):
     runner = CliRunner()
     missing = runner.invoke(main, ["run", str(PIPELINES / "file-to-file.toml")])
     assert missing.exit_code == 1 and "source is not set" in missing.output
-    unknown = runner.invoke(main, ["run", str(PIPELINES / "file-to-file.toml"), "--set", "colour=red",
-                                   "--set", "source=a.mp4", "--set", "sink=b.mp4"])
+    unknown = runner.invoke(
+        main,
+        [
+            "run",
+            str(PIPELINES / "file-to-file.toml"),
+            "--set",
+            "colour=red",
+            "--set",
+            "source=a.mp4",
+            "--set",
+            "sink=b.mp4",
+        ],
+    )
     assert unknown.exit_code == 1 and "unknown key 'colour'" in unknown.output
     assert len(unknown.output.strip().splitlines()) == 1 and "Traceback" not in unknown.output
     nofile = runner.invoke(main, ["run", str(tmp_path / "nope.toml")])
@@ -57,13 +81,16 @@ def test_settings_fields_toml_keys_and_flags_are_one_set():
 
 
 def test_every_ready_pipeline_loads_with_its_required_keys(tmp_path):
-    from vidlight.pipeline.config import load_pipeline
-
-    from vidlight.pipeline.config import load_serve_config
+    from vidlight.pipeline.config import load_pipeline, load_serve_config
 
     files = sorted(PIPELINES.glob("*.toml"))
-    assert {p.stem for p in files} >= {"file-to-file", "folder-to-folder", "rtsp-relay", "camera-recording",
-                                       "multi-camera"}
+    assert {p.stem for p in files} >= {
+        "file-to-file",
+        "folder-to-folder",
+        "rtsp-relay",
+        "camera-recording",
+        "multi-camera",
+    }
     for path in files:
         if path.stem == "multi-camera":  # for `vidlight serve`
             shared, streams = load_serve_config(path, ["device=cpu"])
@@ -80,8 +107,17 @@ def test_folder_of_videos_to_folder(tmp_path):
         simple_clip(src / name, n=n)
     (src / "notes.txt").write_text("not a video")
     out = tmp_path / "enhanced"
-    args = ["run", str(PIPELINES / "folder-to-folder.toml"), "--no-progress", "--set", f"source={src}",
-            "--set", f"sink={out}", "--set", "preset=\"ultrafast\""]
+    args = [
+        "run",
+        str(PIPELINES / "folder-to-folder.toml"),
+        "--no-progress",
+        "--set",
+        f"source={src}",
+        "--set",
+        f"sink={out}",
+        "--set",
+        'preset="ultrafast"',
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mkv"]

@@ -64,10 +64,13 @@ class _CountMul(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("device, shape, launches", [
-    ("cpu", (2, 3, 64, 1024), 8 * 4),  # 32,768-pixel chunks: 16 rows of 2 x 1024, 4 chunks
-    ("meta", (8, 3, 1080, 1920), 8),  # a 1080p batch of 8: once per curve step
-])
+@pytest.mark.parametrize(
+    "device, shape, launches",
+    [
+        ("cpu", (2, 3, 64, 1024), 8 * 4),  # 32,768-pixel chunks: 16 rows of 2 x 1024, 4 chunks
+        ("meta", (8, 3, 1080, 1920), 8),  # a 1080p batch of 8: once per curve step
+    ],
+)
 def test_zero_dce_chunks_its_curves_on_the_cpu_only(device, shape, launches):
     """On the CPU the 8 curve steps run per cache-sized row chunk; on any other device each
     step runs once over the whole batch."""
@@ -91,7 +94,7 @@ class _Heavy(torch.nn.Module):
 def test_the_tile_is_chosen_once_per_frame_size(monkeypatch):
     """Batches of 4, then 2, then 4 frames of one size get one tile, whatever the free memory
     does in between; a larger batch or another frame size is chosen again."""
-    free = iter([64 * 64 * 1000 * 4, 10 ** 12, 10 ** 12, 32 * 32 * 1000 * 8, 10 ** 12])
+    free = iter([64 * 64 * 1000 * 4, 10**12, 10**12, 32 * 32 * 1000 * 8, 10**12])
     monkeypatch.setattr(tiling, "available_memory", lambda device: next(free))
     enhancer = FrameEnhancer(_Heavy(), device=torch.device("cpu"))
     tiles = [enhancer._tile_for((n, 3, 96, 128)) for n in (4, 2, 4)]

@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from media import gradient, read_video, write_video
 from vidlight.cli import main
 from vidlight.errors import VidlightError
 from vidlight.pipeline.folder import enhance_folder
 from vidlight.pipeline.runner import enhance_video
+
+from media import gradient, read_video, write_video
 
 try:
     import ray
@@ -54,8 +55,10 @@ def cluster():
 def dark_clip(path: Path, n: int, seed: int, size=(160, 96)) -> Path:
     """A dark moving gradient with seeded noise (each clip its own)."""
     rng = np.random.default_rng(seed)
-    frames = [np.clip(gradient(*size, i) * 0.18 + rng.normal(0, 2, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
-              for i in range(n)]
+    frames = [
+        np.clip(gradient(*size, i) * 0.18 + rng.normal(0, 2, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+        for i in range(n)
+    ]
     return write_video(path, frames).path
 
 
@@ -151,13 +154,28 @@ def test_a_worker_killed_mid_file_has_the_file_redone_elsewhere(cluster, batch, 
 def test_cli_executor_ray(cluster, batch, tmp_path, monkeypatch):
     folder, local = batch
     monkeypatch.setenv("RAY_ADDRESS", cluster.address)
-    result = CliRunner().invoke(main, ["process", str(folder), str(tmp_path / "out"), "--executor", "ray",
-                                       "--device", "cpu", "--preset", "ultrafast", "--workers", "2"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "process",
+            str(folder),
+            str(tmp_path / "out"),
+            "--executor",
+            "ray",
+            "--device",
+            "cpu",
+            "--preset",
+            "ultrafast",
+            "--workers",
+            "2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert_same_outputs(tmp_path / "out", local)
     # A live source cannot be cut into parts.
-    live = CliRunner().invoke(main, ["process", "rtsp://127.0.0.1:9/none", str(tmp_path / "one.mp4"),
-                                     "--executor", "ray"])
+    live = CliRunner().invoke(
+        main, ["process", "rtsp://127.0.0.1:9/none", str(tmp_path / "one.mp4"), "--executor", "ray"]
+    )
     assert live.exit_code == 1 and "take a video file" in live.output
 
 
@@ -187,9 +205,10 @@ def test_without_ray_the_message_says_how_to_install_it(monkeypatch, batch, tmp_
 
 
 def test_a_camera_worker_that_dies_is_started_again_with_its_cameras(cluster, tmp_path):
-    from rtsp import RtspServer, require_gstreamer
     from vidlight.pipeline.serve import Stream
     from vidlight.scale.cameras import CameraPool
+
+    from rtsp import RtspServer, require_gstreamer
 
     require_gstreamer()
     clip = [(gradient(160, 120, i) * 0.25).astype(np.uint8) for i in range(30)]
@@ -213,8 +232,7 @@ def test_a_camera_worker_that_dies_is_started_again_with_its_cameras(cluster, tm
             return status.state == "running" and status.frames >= 10
 
         try:
-            wait_for(lambda: len(pool.status()) == 2 and all(serving(s) for s in pool.status()),
-                     "both cameras running")
+            wait_for(lambda: len(pool.status()) == 2 and all(serving(s) for s in pool.status()), "both cameras running")
             pids = _processes_running(b"ray::CameraServer")  # Ray titles a worker by its actor's class
             assert len(pids) == 2
             os.kill(pids[0], signal.SIGKILL)

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import vidlight
-from media import ROUNDED, SWS_MATRIX
 from vidlight.io.files import partial_path
+
+from media import ROUNDED, SWS_MATRIX
 
 CLIPS = {
     # name: (file, frames to process, has audio)
@@ -32,8 +33,15 @@ def _video(path: Path, limit: int | None = None) -> tuple[list[np.ndarray], list
         matrix = SWS_MATRIX.get(cc.colorspace, 1 if cc.height >= 720 else 5)
         full = cc.color_range == 2
         for f in c.decode(s):
-            frames.append(f.to_ndarray(format="rgb24", src_colorspace=matrix, src_color_range=2 if full else 1,
-                                       dst_color_range=2, interpolation=ROUNDED))
+            frames.append(
+                f.to_ndarray(
+                    format="rgb24",
+                    src_colorspace=matrix,
+                    src_color_range=2 if full else 1,
+                    dst_color_range=2,
+                    interpolation=ROUNDED,
+                )
+            )
             times.append(float(f.pts * s.time_base))
             if limit and len(frames) == limit:
                 break
@@ -52,8 +60,9 @@ def test_real_clip_end_to_end(case, shared_dir, official_weights_dir, tmp_path):
     name, limit, has_audio = CLIPS[case]
     src = shared_dir / "data" / "videos" / name
     out = tmp_path / "out.mp4"
-    stats = vidlight.enhance_video(src, out, model="sci", weights="sci-medium", progress=False, max_frames=limit,
-                                 strength=1)
+    stats = vidlight.enhance_video(
+        src, out, model="sci", weights="sci-medium", progress=False, max_frames=limit, strength=1
+    )
     assert not partial_path(out).exists()
 
     frames_in, times_in, tags_in = _video(src, limit)

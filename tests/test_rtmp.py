@@ -22,14 +22,14 @@ import av
 import numpy as np
 import pytest
 
-from live_checks import WriteClock, assert_finalised, assert_three_live_seconds
-from rtmp import RtmpPublisher, RtmpServer, closed_port, encode_clip, reencode, require_rtmp
-
 import vidlight.io.files as vl_files
 from vidlight.errors import MediaError
 from vidlight.io.files import partial_path
 from vidlight.io.live import LiveSource
 from vidlight.pipeline.runner import enhance_video
+
+from live_checks import WriteClock, assert_finalised, assert_three_live_seconds
+from rtmp import RtmpPublisher, RtmpServer, closed_port, encode_clip, reencode, require_rtmp
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = dict(model="sci", progress=False, preset="ultrafast")
@@ -60,7 +60,7 @@ def bar_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for index in range(BAR["frames"]):
         rgb = np.broadcast_to(rows, (height, width, 3)).copy()
         x = BAR["x0"] + BAR["step"] * index
-        rgb[:, x:x + BAR["bar"]] += 40
+        rgb[:, x : x + BAR["bar"]] += 40
         frames.append(rgb.round().astype(np.uint8))
     return encode_clip(frames, tmp_path_factory.mktemp("rtmp") / "bar.mp4", rate=RATE)
 
@@ -104,6 +104,7 @@ def correlations(outputs: list[np.ndarray], sources: list[np.ndarray]) -> np.nda
     """Rank (Spearman) correlation of every output picture's block structure with every source's:
     an enhancement that brightens monotonically keeps the order of the blocks, and a flat
     (black) picture correlates 0 with anything."""
+
     def normalised(planes):
         ranks = np.stack([np.argsort(np.argsort(blocks(p), kind="stable")) for p in planes]).astype(np.float64)
         flat = np.stack([np.ptp(blocks(p)) == 0 for p in planes])
@@ -117,8 +118,15 @@ def correlations(outputs: list[np.ndarray], sources: list[np.ndarray]) -> np.nda
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "vidlight.cli", *args], cwd=REPO, env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "vidlight.cli", *args],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 # --- the harness itself ------------------------------------------------------------------------------
@@ -200,8 +208,10 @@ def test_rtmp_night_camera_to_file(night_clip: Path, tmp_path: Path, monkeypatch
     matched = fits[start]
     misaligned = float(np.median([f.mean() for f in fits]))
     flipped = correlations(planes, [p[::-1] for p in sources]).max(axis=1)
-    print(f"[rtmp a] structure vs the published picture: r min {matched.min():.4f}, mean {matched.mean():.4f}; "
-          f"misaligned in time (median over starts): mean {misaligned:.4f}; upside-down: max {flipped.max():.3f}")
+    print(
+        f"[rtmp a] structure vs the published picture: r min {matched.min():.4f}, mean {matched.mean():.4f}; "
+        f"misaligned in time (median over starts): mean {misaligned:.4f}; upside-down: max {flipped.max():.3f}"
+    )
     assert matched.min() > 0.98, f"an output frame unlike its published picture (r = {matched.min():.3f})"
     # The street scene changes little from frame to frame, but a frozen or shuffled output
     # would match as well misaligned as aligned.
@@ -213,8 +223,14 @@ def test_rtmp_night_camera_to_file(night_clip: Path, tmp_path: Path, monkeypatch
 
 
 @pytest.mark.parametrize("downtime, read_timeout", [(1.5, 5.0), (3.0, 1.0)], ids=["short", "long"])
-def test_rtmp_camera_reboot(bar_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                            caplog: pytest.LogCaptureFixture, downtime: float, read_timeout: float) -> None:
+def test_rtmp_camera_reboot(
+    bar_clip: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    downtime: float,
+    read_timeout: float,
+) -> None:
     """The publisher disconnects after ~1.5 s of output and publishes again ``downtime`` later,
     its timestamps starting again from 0 (a camera reboot).
 
@@ -257,8 +273,7 @@ def test_rtmp_camera_reboot(bar_clip: Path, tmp_path: Path, monkeypatch: pytest.
         watchdog = threading.Timer(60, stop.set)
         watchdog.start()
         try:
-            stats = enhance_video(server.url("cam"), output, read_timeout_seconds=read_timeout,
-                                  stop_event=stop, **RUN)
+            stats = enhance_video(server.url("cam"), output, read_timeout_seconds=read_timeout, stop_event=stop, **RUN)
         finally:
             watchdog.cancel()
         controller.join(10)
@@ -273,8 +288,10 @@ def test_rtmp_camera_reboot(bar_clip: Path, tmp_path: Path, monkeypatch: pytest.
     first_new = int(new[0])
     resume = writes.times[first_new] - marks["up"]
     rebased = any("timestamp discontinuity" in r.getMessage() for r in caplog.records)
-    print(f"\n[rtmp b {downtime:g} s] {stats.summary()}; first new frame written {resume:.2f} s after the camera "
-          f"published again; {len(writes.times) - first_new} frames after; timestamps re-based: {rebased}")
+    print(
+        f"\n[rtmp b {downtime:g} s] {stats.summary()}; first new frame written {resume:.2f} s after the camera "
+        f"published again; {len(writes.times) - first_new} frames after; timestamps re-based: {rebased}"
+    )
 
     assert len(writes.times) - first_new >= 15, "fewer than 15 frames after the camera came back"
     assert resume < 4, f"frames resumed {resume:.2f} s after the camera came back"
@@ -297,8 +314,9 @@ def test_rtmp_camera_reboot(bar_clip: Path, tmp_path: Path, monkeypatch: pytest.
     index = np.round(index).astype(int) % BAR["frames"]
     expected = np.round(np.diff(pts) * RATE).astype(int)
     broken = (np.flatnonzero((np.diff(index) - expected) % BAR["frames"]) + 1).tolist()
-    assert broken in ([], [first_new]), \
+    assert broken in ([], [first_new]), (
         f"frames out of step with their timestamps at {broken} (first new frame {first_new}; bar at {index.tolist()})"
+    )
     # A player starts on a keyframe (one every 15 pictures): right away when the connection was
     # kept, at the next one when it joins the live stream again.
     assert index[first_new] % 15 == 0, f"the first frame after the reboot is picture {index[first_new]}"
@@ -315,8 +333,9 @@ def test_rtmp_credentials_never_shown(bar_clip: Path, tmp_path: Path) -> None:
     with RtmpServer() as server, RtmpPublisher(server.url("cam"), bar_clip) as camera:
         camera.wait_started()
         url = server.url("cam", userinfo="viewer:rtmpsecret")
-        done = cli("process", url, str(output), "--no-progress", "--preset", "ultrafast", "--max-frames", "20",
-                   "--all-frames")
+        done = cli(
+            "process", url, str(output), "--no-progress", "--preset", "ultrafast", "--max-frames", "20", "--all-frames"
+        )
         print(f"\n[rtmp c] stderr:\n{done.stderr}")
         assert done.returncode == 0, done.stderr
         assert "rtmpsecret" not in done.stderr + done.stdout
@@ -328,8 +347,9 @@ def test_rtmp_credentials_never_shown(bar_clip: Path, tmp_path: Path) -> None:
         # Connected, but nothing published there: no picture within the open timeout.
         began = time.monotonic()
         with pytest.raises(MediaError) as raised:
-            LiveSource(server.url("nobody", userinfo="viewer:rtmpsecret"), open_timeout_seconds=2,
-                       read_timeout_seconds=2)
+            LiveSource(
+                server.url("nobody", userinfo="viewer:rtmpsecret"), open_timeout_seconds=2, read_timeout_seconds=2
+            )
         print(f"[rtmp c] nothing published: {raised.value} ({time.monotonic() - began:.1f} s)")
         assert "rtmpsecret" not in str(raised.value) and "viewer" not in str(raised.value)
         assert "/live/nobody" in str(raised.value)
@@ -337,8 +357,14 @@ def test_rtmp_credentials_never_shown(bar_clip: Path, tmp_path: Path) -> None:
 
     port = closed_port()
     missing = tmp_path / "missing.mp4"
-    done = cli("process", f"rtmp://viewer:rtmpsecret@127.0.0.1:{port}/live/cam", str(missing), "--no-progress",
-               "--open-timeout", "3")
+    done = cli(
+        "process",
+        f"rtmp://viewer:rtmpsecret@127.0.0.1:{port}/live/cam",
+        str(missing),
+        "--no-progress",
+        "--open-timeout",
+        "3",
+    )
     print(f"[rtmp c] closed port: {done.stderr!r}")
     assert done.returncode == 1, done.stderr
     lines = done.stderr.strip().splitlines()

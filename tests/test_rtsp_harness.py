@@ -65,8 +65,10 @@ def test_camera_serves_the_clip_to_several_clients(clip: Path) -> None:
     reference = read_video(clip).frames
     with RtspServer(cameras={"/cam": clip}) as server:
         assert server.start_seconds < 10
-        with av.open(server.url("/cam"), options=TCP, timeout=(5, 5)) as first, \
-                av.open(server.url("/cam"), options=TCP, timeout=(5, 5)) as second:
+        with (
+            av.open(server.url("/cam"), options=TCP, timeout=(5, 5)) as first,
+            av.open(server.url("/cam"), options=TCP, timeout=(5, 5)) as second,
+        ):
             for container in (first, second):
                 stream = container.streams.video[0]
                 assert (stream.width, stream.height) == CLIP_SIZE

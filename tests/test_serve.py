@@ -24,15 +24,15 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from media import gradient, write_video
-from rtsp import RtspServer, require_gstreamer
-
 from vidlight.cli import main
 from vidlight.errors import VidlightError
 from vidlight.pipeline.config import KEYS, SHARED_KEYS, STREAM_KEYS, load_serve_config
-from vidlight.settings import Settings
 from vidlight.pipeline.runner import enhance_video
 from vidlight.pipeline.serve import Stream, serve
+from vidlight.settings import Settings
+
+from media import gradient, write_video
+from rtsp import RtspServer, require_gstreamer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,8 +66,10 @@ class ClipMean(nn.Module):
 def flickering(path: Path, n: int, size: tuple[int, int], *, seed: int, level: float) -> Path:
     """A dark moving gradient with per-frame exposure flicker (so smoothing has work to do)."""
     gains = 1 + 0.2 * np.random.default_rng(seed).uniform(-1, 1, n)
-    frames = [np.clip(gradient(*size, i + seed).astype(np.float32) * level * g, 0, 255).astype(np.uint8)
-              for i, g in enumerate(gains)]
+    frames = [
+        np.clip(gradient(*size, i + seed).astype(np.float32) * level * g, 0, 255).astype(np.uint8)
+        for i, g in enumerate(gains)
+    ]
     write_video(path, frames, options={"qp": "0"})
     return path
 
@@ -148,7 +150,10 @@ def test_a_clip_model_never_mixes_streams(tmp_path: Path) -> None:
     bright = tmp_path / "bright.mp4"
     write_video(dark, [np.full((48, 64, 3), 40, np.uint8)] * 12, options={"qp": "0"})
     write_video(bright, [np.full((48, 64, 3), 200, np.uint8)] * 12, options={"qp": "0"})
-    streams = [Stream("dark", str(dark), str(tmp_path / "d") + "/"), Stream("bright", str(bright), str(tmp_path / "b") + "/")]
+    streams = [
+        Stream("dark", str(dark), str(tmp_path / "d") + "/"),
+        Stream("bright", str(bright), str(tmp_path / "b") + "/"),
+    ]
     for s in streams:
         Path(s.sink).mkdir()
     report = serve(streams, model=ClipMean(), batch_size=4, device="cpu", smooth=False)
@@ -160,8 +165,10 @@ def test_a_clip_model_never_mixes_streams(tmp_path: Path) -> None:
 
 
 def test_a_failing_stream_does_not_stop_the_others(clips, tmp_path: Path) -> None:
-    streams = [Stream("good", str(clips["a"]), str(tmp_path / "good.mp4"), preset="ultrafast"),
-               Stream("missing", str(tmp_path / "nope.mp4"), str(tmp_path / "missing.mp4"))]
+    streams = [
+        Stream("good", str(clips["a"]), str(tmp_path / "good.mp4"), preset="ultrafast"),
+        Stream("missing", str(tmp_path / "nope.mp4"), str(tmp_path / "missing.mp4")),
+    ]
     report = serve(streams, model="sci", device="cpu")
     assert list(report.failures) == ["missing"] and "nope.mp4" in report.failures["missing"]
     assert report.streams["good"].frames == 24
@@ -190,7 +197,10 @@ def write_config(path: Path, text: str) -> Path:
 
 def test_config_keys_and_errors(tmp_path: Path) -> None:
     assert set(SHARED_KEYS) | set(STREAM_KEYS) == set(KEYS) and not set(SHARED_KEYS) & set(STREAM_KEYS)
-    shared, streams = load_serve_config(write_config(tmp_path / "ok.toml", """
+    shared, streams = load_serve_config(
+        write_config(
+            tmp_path / "ok.toml",
+            """
 model = "zero-dce"
 batch_size = 6
 preset = "veryfast"     # every stream's default
@@ -203,11 +213,19 @@ source = "rtsp://cam2/s"
 sink = "two.mp4"
 preset = "ultrafast"
 segment = "10m"
-"""), ["device=cpu"])
+""",
+        ),
+        ["device=cpu"],
+    )
     assert {k: v for k, v in shared.options().items() if v != Settings().options()[k]} == {
-        "model": "zero-dce", "batch_size": 6, "device": "cpu"}
+        "model": "zero-dce",
+        "batch_size": 6,
+        "device": "cpu",
+    }
     assert [(s.name, s.settings.encoder.preset, s.settings.encoder.segment_seconds) for s in streams] == [
-        ("stream1", "veryfast", None), ("yard", "ultrafast", 600.0)]
+        ("stream1", "veryfast", None),
+        ("yard", "ultrafast", 600.0),
+    ]
     cases = {
         'model = "sci"\n': "no streams",
         '[[streams]]\nsource = "a.mp4"\nsink = "b.mp4"\nmodel = "sci"\n': "every stream shares",
@@ -223,8 +241,11 @@ segment = "10m"
     with pytest.raises(VidlightError, match="both write|two streams write"):
         serve([Stream("a", "x.mp4", "1.mp4"), Stream("b", "y.mp4", "1.mp4")])
     # The same checks as enhance_video's, before anything opens (batch size 0 was once taken as the default).
-    for settings, message in (({"batch_size": 0}, "batch size"), ({"tile_overlap": -1}, "tile overlap"),
-                              ({"smooth": False, "denoise": True}, "denoising")):
+    for settings, message in (
+        ({"batch_size": 0}, "batch size"),
+        ({"tile_overlap": -1}, "tile overlap"),
+        ({"smooth": False, "denoise": True}, "denoising"),
+    ):
         with pytest.raises(VidlightError, match=message):
             serve([Stream("a", "x.mp4", "1.mp4")], device="cpu", **settings)
     with pytest.raises(VidlightError, match="every stream shares"):
@@ -234,17 +255,20 @@ segment = "10m"
 
 
 def test_cli_serve_reports_a_failed_stream_in_one_line(clips, tmp_path: Path) -> None:
-    config = write_config(tmp_path / "two.toml", f"""
+    config = write_config(
+        tmp_path / "two.toml",
+        f"""
 preset = "ultrafast"
 [[streams]]
 name = "good"
-source = "{clips['b']}"
-sink = "{tmp_path / 'good.mp4'}"
+source = "{clips["b"]}"
+sink = "{tmp_path / "good.mp4"}"
 [[streams]]
 name = "broken"
-source = "{tmp_path / 'nope.mp4'}"
-sink = "{tmp_path / 'broken.mp4'}"
-""")
+source = "{tmp_path / "nope.mp4"}"
+sink = "{tmp_path / "broken.mp4"}"
+""",
+    )
     result = CliRunner().invoke(main, ["-q", "serve", str(config), "--set", "device=cpu"])
     assert result.exit_code == 1, result.output
     lines = [line for line in result.output.splitlines() if line.startswith("vidlight: ")]
@@ -275,8 +299,10 @@ def cameras(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_two_rtsp_cameras_in_one_process(cameras, tmp_path: Path) -> None:
     require_gstreamer()
     with RtspServer(cameras={"/left": cameras["left"], "/right": cameras["right"]}) as server:
-        streams = [Stream(name, server.url(f"/{name}"), str(tmp_path / f"{name}.mp4"), preset="ultrafast",
-                          duration_seconds=3) for name in ("left", "right")]
+        streams = [
+            Stream(name, server.url(f"/{name}"), str(tmp_path / f"{name}.mp4"), preset="ultrafast", duration_seconds=3)
+            for name in ("left", "right")
+        ]
         report = serve(streams, model="sci", device="cpu", batch_size=4)
     print(f"\n[two cameras] {report.summary()}; " + "; ".join(f"{n}: {s.summary()}" for n, s in report.streams.items()))
     assert report.failures == {}
@@ -293,8 +319,9 @@ def test_two_rtsp_cameras_in_one_process(cameras, tmp_path: Path) -> None:
         with av.open(str(tmp_path / f"{name}.mp4")) as c:
             frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
         assert len(frames) == stats.frames
-        assert np.mean(frames) > 2 * np.mean([f.to_ndarray(format="rgb24") for f in
-                                              av.open(str(cameras[name])).decode(video=0)])  # enhanced
+        assert np.mean(frames) > 2 * np.mean(
+            [f.to_ndarray(format="rgb24") for f in av.open(str(cameras[name])).decode(video=0)]
+        )  # enhanced
         # Each output shows its own camera: its columns follow that camera's ramp, not the other's.
         assert np.corrcoef(column_profile(frames), sign * expected)[0, 1] > 0.9
 
@@ -302,23 +329,32 @@ def test_two_rtsp_cameras_in_one_process(cameras, tmp_path: Path) -> None:
 def test_cli_serve_two_cameras_until_sigterm(cameras, tmp_path: Path) -> None:
     require_gstreamer()
     with RtspServer(cameras={"/left": cameras["left"], "/right": cameras["right"]}) as server:
-        config = write_config(tmp_path / "cams.toml", f"""
+        config = write_config(
+            tmp_path / "cams.toml",
+            f"""
 model = "sci"
 device = "cpu"
 preset = "ultrafast"
 [[streams]]
 name = "left"
-source = "{server.url('/left')}"
-sink = "{tmp_path / 'left.mp4'}"
+source = "{server.url("/left")}"
+sink = "{tmp_path / "left.mp4"}"
 [[streams]]
 name = "right"
-source = "{server.url('/right')}"
-sink = "{tmp_path / 'right'}/"
-""")
+source = "{server.url("/right")}"
+sink = "{tmp_path / "right"}/"
+""",
+        )
         (tmp_path / "right").mkdir()
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        process = subprocess.Popen([sys.executable, "-m", "vidlight.cli", "serve", str(config)], cwd=tmp_path,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "vidlight.cli", "serve", str(config)],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         deadline = time.monotonic() + 60
         while len(list((tmp_path / "right").glob("*.png"))) < 30 and time.monotonic() < deadline:
             time.sleep(0.2)

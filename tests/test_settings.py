@@ -12,11 +12,24 @@ from vidlight.settings import SettingError, Settings, fields, parse_pairs, parse
 def test_defaults_are_the_documented_ones():
     s = Settings()
     assert (s.engine.model, s.engine.device, s.engine.batch_size, s.engine.tile, s.engine.tile_overlap) == (
-        "sci", "auto", None, "auto", 64)
+        "sci",
+        "auto",
+        None,
+        "auto",
+        64,
+    )
     assert (s.temporal.smooth, s.temporal.smooth_time, s.temporal.denoise, s.temporal.strength) == (
-        True, 0.5, False, "auto")
+        True,
+        0.5,
+        False,
+        "auto",
+    )
     assert (s.encoder.codec, s.encoder.crf, s.encoder.preset, s.encoder.segment_seconds) == (
-        "libx264", 18, "medium", None)
+        "libx264",
+        18,
+        "medium",
+        None,
+    )
     assert (s.source.transport, s.source.open_timeout_seconds, s.source.read_timeout_seconds) == ("tcp", 10.0, 5.0)
     assert (s.run.executor, s.run.overwrite, s.run.progress) == ("local", False, True)
 
@@ -29,35 +42,45 @@ def test_the_cli_passes_exactly_the_defaults_when_no_flag_is_given(monkeypatch):
     assert seen[0] == Settings()
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"crf": 64}, "crf must be at least 0 and at most 63, got 64"),
-    ({"batch_size": 0}, "batch size must be at least 1, got 0"),
-    ({"batch_size": 2.5}, "batch size must be a whole number, got 2.5"),
-    ({"smooth_time": 0}, "smooth time must be above 0 seconds"),
-    ({"open_timeout_seconds": -1}, "open timeout must be above 0 seconds"),
-    ({"transport": "http"}, "invalid transport 'http'; valid: tcp, udp"),
-    ({"smooth": "yes"}, "smooth must be true or false, got 'yes'"),
-    ({"smooth": False, "denoise": True}, "denoising runs in the smoothing stage"),
-    ({"tile": 10}, "tile must be auto, off or a side of at least 64 pixels"),
-    ({"strength": 1.5}, "strength must be auto or a number from 0 to 1"),
-    ({"segment_seconds": "ten minutes"}, "invalid duration"),
-    ({"device": "mps"}, "unknown device 'mps'"),
-    ({"model": "zero-dec"}, "did you mean zero-dce"),
-    ({"modle": "sci"}, "unknown setting 'modle' \\(did you mean 'model'\\?\\)"),
-    ({"executor": "dask"}, "invalid executor 'dask'; valid: local, ray"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"crf": 64}, "crf must be at least 0 and at most 63, got 64"),
+        ({"batch_size": 0}, "batch size must be at least 1, got 0"),
+        ({"batch_size": 2.5}, "batch size must be a whole number, got 2.5"),
+        ({"smooth_time": 0}, "smooth time must be above 0 seconds"),
+        ({"open_timeout_seconds": -1}, "open timeout must be above 0 seconds"),
+        ({"transport": "http"}, "invalid transport 'http'; valid: tcp, udp"),
+        ({"smooth": "yes"}, "smooth must be true or false, got 'yes'"),
+        ({"smooth": False, "denoise": True}, "denoising runs in the smoothing stage"),
+        ({"tile": 10}, "tile must be auto, off or a side of at least 64 pixels"),
+        ({"strength": 1.5}, "strength must be auto or a number from 0 to 1"),
+        ({"segment_seconds": "ten minutes"}, "invalid duration"),
+        ({"device": "mps"}, "unknown device 'mps'"),
+        ({"model": "zero-dec"}, "did you mean zero-dce"),
+        ({"modle": "sci"}, "unknown setting 'modle' \\(did you mean 'model'\\?\\)"),
+        ({"executor": "dask"}, "invalid executor 'dask'; valid: local, ray"),
+    ],
+)
 def test_bad_values_are_refused_with_what_is_valid(options, message):
     with pytest.raises(SettingError, match=message):
         Settings.from_options(**options)
 
 
 def test_values_are_normalised():
-    s = Settings.from_options(model="Zero-DCE++", tile="off", strength="0.5", segment_seconds="10m",
-                              model_options=["scale_factor=12", "flag=true", "name=x"])
+    s = Settings.from_options(
+        model="Zero-DCE++",
+        tile="off",
+        strength="0.5",
+        segment_seconds="10m",
+        model_options=["scale_factor=12", "flag=true", "name=x"],
+    )
     assert s.engine.model == "zero-dce++" and s.engine.tile == 0 and s.temporal.strength == 0.5
     assert s.encoder.segment_seconds == 600.0
     assert s.engine.model_options == {"scale_factor": 12, "flag": True, "name": "x"}
-    assert Settings.from_options(fps=30).source.fps == 30.0 and isinstance(Settings.from_options(fps=30).source.fps, float)
+    assert Settings.from_options(fps=30).source.fps == 30.0 and isinstance(
+        Settings.from_options(fps=30).source.fps, float
+    )
     # Frozen: a run's settings cannot change under it.
     with pytest.raises(AttributeError):
         s.engine.model = "sci"

@@ -16,21 +16,35 @@ import cv2
 import numpy as np
 import pytest
 
-from media import gradient, mean_abs_diff, read_video, simple_clip
-from rtsp import closed_port
 from vidlight.errors import MediaError, VidlightError
 from vidlight.io.files import FileSink, FileSource, VideoInfo
-from vidlight.io.sinks import (ImageDirSink, NullSink, RtspSink, SegmentedFileSink, open_sink,
-                               parse_duration)
+from vidlight.io.sinks import ImageDirSink, NullSink, RtspSink, SegmentedFileSink, open_sink, parse_duration
+
+from media import gradient, mean_abs_diff, read_video, simple_clip
+from rtsp import closed_port
 
 FPS = 25
 
 
-def make_info(width: int = 64, height: int = 48, *, time_base: Fraction = Fraction(1, 90000),
-              depth: int = 8) -> VideoInfo:
-    return VideoInfo(width=width, height=height, time_base=time_base, average_rate=Fraction(FPS), frames=0,
-                     duration_seconds=None, colorspace=1, matrix=1, color_range=1, color_primaries=1,
-                     color_trc=1, bit_depth=depth, rotation=0, codec="h264")
+def make_info(
+    width: int = 64, height: int = 48, *, time_base: Fraction = Fraction(1, 90000), depth: int = 8
+) -> VideoInfo:
+    return VideoInfo(
+        width=width,
+        height=height,
+        time_base=time_base,
+        average_rate=Fraction(FPS),
+        frames=0,
+        duration_seconds=None,
+        colorspace=1,
+        matrix=1,
+        color_range=1,
+        color_primaries=1,
+        color_trc=1,
+        bit_depth=depth,
+        rotation=0,
+        codec="h264",
+    )
 
 
 def pts_of(i: int) -> int:
@@ -138,8 +152,7 @@ def test_segment_close_incomplete_removes_only_the_current_one(tmp_path: Path) -
 
 
 def test_segment_names_from_wall_clock(tmp_path: Path) -> None:
-    sink = SegmentedFileSink(tmp_path / "cam_%Y%m%d-%H%M%S.mp4", make_info(), segment_seconds=0.4,
-                             preset="ultrafast")
+    sink = SegmentedFileSink(tmp_path / "cam_%Y%m%d-%H%M%S.mp4", make_info(), segment_seconds=0.4, preset="ultrafast")
     before = time.strftime("%Y%m%d")
     _record(sink, 25)
     sink.close()
@@ -151,8 +164,9 @@ def test_segment_names_from_wall_clock(tmp_path: Path) -> None:
 def test_segments_carry_copied_audio_rebased(tmp_path: Path) -> None:
     clip = simple_clip(tmp_path / "a.mp4", n=60, audio=True)  # 2 s at 30 fps
     source = FileSource(clip.path)
-    sink = SegmentedFileSink(tmp_path / "rec.mp4", source.info, segment_seconds=1, preset="ultrafast",
-                             copy_streams=source.copy_streams)
+    sink = SegmentedFileSink(
+        tmp_path / "rec.mp4", source.info, segment_seconds=1, preset="ultrafast", copy_streams=source.copy_streams
+    )
     for item in source:
         if isinstance(item, av.Packet):
             sink.mux_packet(item)

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import vidlight
-from formula import fixture_weights
-from vidlight.models.strength import apply_strength, enhance, terms_of
+from vidlight.models.strength import apply_strength, enhance, strength_phases, terms_of
 from vidlight.pipeline.enhancer import FrameEnhancer
 from vidlight.pipeline.tiling import tiled_forward
-from vidlight.models.strength import strength_phases
+
+from formula import fixture_weights
 
 CPU = torch.device("cpu")
 
@@ -33,8 +33,10 @@ def models(shared_dir: Path, tmp_path_factory) -> dict:
     previous = os.environ.get("VIDLIGHT_WEIGHTS_DIR")
     os.environ["VIDLIGHT_WEIGHTS_DIR"] = str(shared_dir / "weights")
     try:
-        return {name: vidlight.load_model(name, weights=fixture_weights(name, shared_dir, folder))
-                for name in vidlight.list_models()}
+        return {
+            name: vidlight.load_model(name, weights=fixture_weights(name, shared_dir, folder))
+            for name in vidlight.list_models()
+        }
     finally:
         if previous is None:
             os.environ.pop("VIDLIGHT_WEIGHTS_DIR", None)
@@ -63,7 +65,7 @@ def test_sci_strength_divides_by_the_illumination_to_the_power_s(models):
     with torch.inference_mode():
         illumination = model.estimate_illumination(x).numpy().astype(np.float64)
         got = enhance(model, x, 0.4).numpy()
-    expected = np.clip(x.numpy() / illumination ** 0.4, 0, 1)
+    expected = np.clip(x.numpy() / illumination**0.4, 0, 1)
     assert np.abs(got - expected).max() < 1e-6
 
 
@@ -107,7 +109,7 @@ def test_retinex_strength_raises_the_illumination_gain(models, name):
     adjusted = stages["adjI"].numpy().astype(np.float64) if name == "kind" else 1.0
     out = stages["out"].numpy().astype(np.float64)
     gain = (i * i + (1 - i) * adjusted) / i * stretch
-    expected = (1 - s) * np.clip(xs * gain ** s, 0, 1) + s * out
+    expected = (1 - s) * np.clip(xs * gain**s, 0, 1) + s * out
     assert np.abs(got - expected).max() < 1e-4
 
 

@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from media import gradient, read_video, write_video
 from vidlight.cli import main
 from vidlight.errors import VidlightError
 from vidlight.pipeline.runner import enhance_video
 from vidlight.pipeline.temporal import GainSmoother, SceneCutDetector, TemporalSmoother, apply_gain
 from vidlight.video_metrics import flicker_index, mean_luma, warping_error
+
+from media import gradient, read_video, write_video
 
 FPS = 30.0
 
@@ -40,8 +41,9 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
     return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def dark_scene(n: int, *, seed: int = 0, level: float = 0.15, noise: float = 0.01, exposure=None,
-               size=(96, 64), pan: int = 0) -> list[np.ndarray]:
+def dark_scene(
+    n: int, *, seed: int = 0, level: float = 0.15, noise: float = 0.01, exposure=None, size=(96, 64), pan: int = 0
+) -> list[np.ndarray]:
     """``n`` frames of a dark textured scene with independent Gaussian noise per frame.
 
     ``exposure``: per-frame multipliers (injected exposure flicker); ``pan``: pixels the camera
@@ -52,7 +54,7 @@ def dark_scene(n: int, *, seed: int = 0, level: float = 0.15, noise: float = 0.0
     rng = np.random.default_rng(seed + 1)
     frames = []
     for t in range(n):
-        x = scene[:, pan * t:pan * t + w]
+        x = scene[:, pan * t : pan * t + w]
         gain = 1.0 if exposure is None else exposure[t]
         frames.append(to_uint8(x * gain + rng.normal(0, noise, x.shape)))
     return frames
@@ -76,7 +78,7 @@ def smoothed(inputs, outputs, pts=None, **options) -> tuple[list[np.ndarray], Te
     pts = [t / FPS for t in range(len(inputs))] if pts is None else pts
     out = []
     for i in range(0, len(inputs), 4):  # batches of 4, state carried across
-        out += smoother.push(inputs[i:i + 4], outputs[i:i + 4], pts[i:i + 4])
+        out += smoother.push(inputs[i : i + 4], outputs[i : i + 4], pts[i : i + 4])
     out += smoother.flush()
     return [frame for frame, _ in out], smoother
 
@@ -95,8 +97,12 @@ def cuts(frames) -> list[int]:
 
 def test_detector_fires_once_on_a_hard_cut() -> None:
     a = dark_scene(12, seed=0)
-    b = [to_uint8(gradient(96, 64, 0).astype(np.float32) / 255 * 0.5 + np.random.default_rng(t).normal(0, 0.01, (64, 96, 3)))
-         for t in range(12)]
+    b = [
+        to_uint8(
+            gradient(96, 64, 0).astype(np.float32) / 255 * 0.5 + np.random.default_rng(t).normal(0, 0.01, (64, 96, 3))
+        )
+        for t in range(12)
+    ]
     assert cuts(a + b) == [12]
 
 
@@ -270,7 +276,7 @@ def test_small_flicker_a_model_amplifies_ends_below_the_inputs() -> None:
     scene = texture(96, 64, 0) * 0.5
     inputs = [to_uint8(scene * e) for e in exposure]
     # At most 77 of 255, as dark as EnlightenGAN's; at 16 bits, as the enhancer hands them over.
-    outputs = [to_uint16(scene * 0.6 * e ** 1.2) for e in exposure]
+    outputs = [to_uint16(scene * 0.6 * e**1.2) for e in exposure]
     out, _ = smoothed(inputs, outputs)
     assert all(f.dtype == np.uint8 for f in out)
     assert fi(outputs) > fi(inputs) > 0.0015
@@ -388,8 +394,12 @@ def test_warping_error_not_worse_on_a_pan() -> None:
 def cut_clip(detect_cuts: bool, **options) -> tuple[list[float], list[float]]:
     """Output mean lumas (smoothed, unsmoothed) for 20 frames of a dark scene, then 10 of a bright one."""
     a = dark_scene(20, seed=0, level=0.08)
-    b = [to_uint8(gradient(96, 64, 0).astype(np.float64) / 255 * 0.6 + np.random.default_rng(t).normal(0, 0.01, (64, 96, 3)))
-         for t in range(10)]
+    b = [
+        to_uint8(
+            gradient(96, 64, 0).astype(np.float64) / 255 * 0.6 + np.random.default_rng(t).normal(0, 0.01, (64, 96, 3))
+        )
+        for t in range(10)
+    ]
     inputs = a + b
     # A partial normaliser (output level ~ sqrt of the input's), like SCI's compression.
     outputs = [to_uint8(f.astype(np.float64) / 255 * 0.2 / math.sqrt(f.mean() / 255 + 1e-3)) for f in inputs]
@@ -481,8 +491,8 @@ def test_a_cut_restarts_a_clip_models_context() -> None:
     import torch
     from torch import nn
 
-    from vidlight.pipeline.enhancer import FrameEnhancer
     from vidlight.pipeline.batching import enhance_batch
+    from vidlight.pipeline.enhancer import FrameEnhancer
 
     class ClipMean(nn.Module):
         clip_context = 2
@@ -504,7 +514,9 @@ def test_a_cut_restarts_a_clip_models_context() -> None:
     smoother = TemporalSmoother()
     out = []
     for i in range(0, 12, 4):  # the cut (frame 6) falls inside the second batch
-        done, _ = enhance_batch(enhancer, smoother, frames[i:i + 4], [t / FPS for t in range(i, i + 4)], list(range(i, i + 4)))
+        done, _ = enhance_batch(
+            enhancer, smoother, frames[i : i + 4], [t / FPS for t in range(i, i + 4)], list(range(i, i + 4))
+        )
         out += done
     out += enhance_batch(enhancer, smoother, [], [], [], end=True)[0]
     assert list(smoother.cuts) == [6] and len(out) == 12
@@ -525,7 +537,7 @@ def test_hysteresis_holds_only_where_the_input_is_still() -> None:
     wide = texture(w + 4 * n, h, 8) * 0.8 + 0.1
     inputs, outputs = [], []
     for t in range(n):
-        scene = np.concatenate([wide[:, :w // 2], wide[:, w // 2 + 4 * t:w + 4 * t]], axis=1)
+        scene = np.concatenate([wide[:, : w // 2], wide[:, w // 2 + 4 * t : w + 4 * t]], axis=1)
         inputs.append(to_uint8(scene))
         outputs.append(to_uint16(np.clip(cv2.blur(scene, (7, 7)) * 1.6 * (1 + 0.0005 * (-1) ** t), 0, 1)))
     held, _ = smoothed(inputs, outputs)
@@ -589,7 +601,7 @@ def test_real_phone_clip_with_sci(shared_dir: Path) -> None:
     enhancer = FrameEnhancer(load_model("sci"), device=torch.device("cpu"))
     outputs = []
     for i in range(0, len(inputs), 4):
-        outputs += list(enhancer(inputs[i:i + 4]))
+        outputs += list(enhancer(inputs[i : i + 4]))
     out, _ = smoothed(inputs, outputs, pts)
     assert fi(out) <= fi(inputs)
     assert warping_error(inputs, out) <= 1.05 * warping_error(inputs, outputs)
@@ -623,7 +635,11 @@ def test_statistics_smoother_is_an_ema_over_real_time() -> None:
     got += [s("x", 0, values[2]), s("x", 1, values[3])]
     expect, state = [], None
     for t, (p, v) in enumerate(zip(pts, values)):
-        state = v if state is None else math.exp(-(p - pts[t - 1]) / 0.5) * state + (1 - math.exp(-(p - pts[t - 1]) / 0.5)) * v
+        state = (
+            v
+            if state is None
+            else math.exp(-(p - pts[t - 1]) / 0.5) * state + (1 - math.exp(-(p - pts[t - 1]) / 0.5)) * v
+        )
         expect.append(state)
     np.testing.assert_allclose(got, expect, rtol=1e-12)
     s.reset()
@@ -637,7 +653,9 @@ def test_kind_normalisation_uses_the_smoothed_min_and_max() -> None:
     from vidlight.models.kind import normalise
     from vidlight.pipeline.temporal import StatisticsSmoother
 
-    x = torch.rand(3, 3, 8, 10, dtype=torch.float64) * torch.tensor([0.5, 0.8, 0.6], dtype=torch.float64).view(3, 1, 1, 1)
+    x = torch.rand(3, 3, 8, 10, dtype=torch.float64) * torch.tensor([0.5, 0.8, 0.6], dtype=torch.float64).view(
+        3, 1, 1, 1
+    )
     s = StatisticsSmoother(time_constant=0.5)
     s.begin([0.0, 1 / 30, 2 / 30])
     out = normalise(x, s)
@@ -691,8 +709,16 @@ def test_mbllen_flicker_lower_with_its_statistics_smoothed(tmp_path: Path, offic
     inputs = dark_scene(n, noise=0.03, level=0.1, size=(96, 64))
     clip = write_video(tmp_path / "in.mp4", inputs)
     for smooth in (False, True):
-        enhance_video(clip.path, tmp_path / f"{smooth}.mp4", model="mbllen", model_options={"postprocess": True},
-                      smooth=smooth, progress=False, crf=0, preset="ultrafast")
+        enhance_video(
+            clip.path,
+            tmp_path / f"{smooth}.mp4",
+            model="mbllen",
+            model_options={"postprocess": True},
+            smooth=smooth,
+            progress=False,
+            crf=0,
+            preset="ultrafast",
+        )
     raw = fi(read_video(tmp_path / "False.mp4").frames)
     smooth = fi(read_video(tmp_path / "True.mp4").frames)
     assert smooth <= 0.5 * raw

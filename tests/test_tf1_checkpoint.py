@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from reference import require
 from vidlight import WeightsError
 from vidlight.tf1_checkpoint import read_tf1_checkpoint
 from vidlight.weights import read_checkpoint
+
+from reference import require
 
 CHECKPOINTS = [
     "kind/decom_net_train",

@@ -12,8 +12,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from formula import fixture_weights
-from media import read_video, simple_clip
 import vidlight
 from vidlight.cli import main
 from vidlight.models import get_model_spec
@@ -21,6 +19,9 @@ from vidlight.pipeline import tiling
 from vidlight.pipeline.enhancer import FrameEnhancer
 from vidlight.pipeline.tiling import choose_tile, phases, run_tiled, tiled_forward
 from vidlight.train.data import read_rgb, to_tensor
+
+from formula import fixture_weights
+from media import read_video, simple_clip
 
 TILED_MODELS = ("zero-dce", "mbllen-video", "enlightengan", "kind", "kind++", "mbllen", "llflow-small", "llflow")
 
@@ -70,11 +71,13 @@ def test_a_model_without_hooks_is_one_body() -> None:
     assert prepare(x)[0] is x and body is model and finish(x, None) is x
 
 
-@pytest.mark.parametrize("length,tile,overlap,multiple", [(100, 40, 10, 1), (160, 64, 32, 16), (97, 96, 8, 1), (50, 64, 8, 1)])
+@pytest.mark.parametrize(
+    "length,tile,overlap,multiple", [(100, 40, 10, 1), (160, 64, 32, 16), (97, 96, 8, 1), (50, 64, 8, 1)]
+)
 def test_tiles_cover_the_axis_with_at_least_the_overlap(length: int, tile: int, overlap: int, multiple: int) -> None:
     spans = tiling._axis(length, tile, overlap, multiple)
     covered = np.zeros(length, bool)
-    for i, (start, end, before, after) in enumerate(spans):
+    for i, (start, end, before, _after) in enumerate(spans):
         assert start % multiple == 0 and end - start == min(tile, length)
         covered[start:end] = True
         if i:
@@ -159,11 +162,16 @@ def test_tiled_output_is_close_to_whole_frame_output(
         tiled = tiled_forward(model, crop, 112, 48)
     diff = (tiled - whole).abs()
     max_bound, mean_bound = TILED_VS_WHOLE[name]
-    assert diff.max() <= max_bound and diff.mean() <= mean_bound, f"{name}: max {diff.max():.3g}, mean {diff.mean():.3g}"
+    assert diff.max() <= max_bound and diff.mean() <= mean_bound, (
+        f"{name}: max {diff.max():.3g}, mean {diff.mean():.3g}"
+    )
 
 
 def test_auto_tiles_when_memory_is_short(
-    crop: torch.Tensor, shared_dir: Path, weights_folder: Path, monkeypatch: pytest.MonkeyPatch,
+    crop: torch.Tensor,
+    shared_dir: Path,
+    weights_folder: Path,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     model = _model("mbllen", shared_dir, weights_folder, monkeypatch)
@@ -183,8 +191,23 @@ def test_process_with_tiles(tmp_path: Path, shared_dir: Path, monkeypatch: pytes
     outputs = {}
     for tile in ("off", "64"):
         out = tmp_path / f"out-{tile}.mkv"
-        result = CliRunner().invoke(main, ["process", str(clip.path), str(out), "-m", "mbllen", "--tile", tile,
-                                           "--tile-overlap", "32", "--codec", "ffv1", "--no-progress"])
+        result = CliRunner().invoke(
+            main,
+            [
+                "process",
+                str(clip.path),
+                str(out),
+                "-m",
+                "mbllen",
+                "--tile",
+                tile,
+                "--tile-overlap",
+                "32",
+                "--codec",
+                "ffv1",
+                "--no-progress",
+            ],
+        )
         assert result.exit_code == 0, result.output
         outputs[tile] = np.stack(read_video(out).frames)
     diff = np.abs(outputs["64"].astype(int) - outputs["off"].astype(int))
@@ -222,8 +245,10 @@ def test_out_of_memory_halves_the_tiles_until_they_fit(caplog: pytest.LogCapture
     with caplog.at_level("WARNING", logger="vidlight"):
         out = enhancer._run(torch.from_numpy(frames))
     assert np.array_equal(out.numpy(), frames * 2)
-    assert [r.getMessage().split(": ")[-1] for r in caplog.records] == ["running the model on 200 px tiles",
-                                                                        "running the model on 100 px tiles"]
+    assert [r.getMessage().split(": ")[-1] for r in caplog.records] == [
+        "running the model on 200 px tiles",
+        "running the model on 100 px tiles",
+    ]
     calls = len(model.sizes)
     enhancer._run(torch.from_numpy(frames))  # the next batch starts on the tiles that fit
     assert max(h * w for h, w in model.sizes[calls:]) <= 100 * 100

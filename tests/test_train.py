@@ -57,8 +57,16 @@ def test_training_is_deterministic_and_loadable(tmp_path):
     data = _tiny_dataset(tmp_path / "data")
     reports = []
     for run in ("a", "b"):
-        cfg = SCITrainConfig(str(data), str(tmp_path / run / "w.pt"), iterations=6, crop=32, batch_size=2,
-                             eval_every=3, holdout_every=4, seed=3)
+        cfg = SCITrainConfig(
+            str(data),
+            str(tmp_path / run / "w.pt"),
+            iterations=6,
+            crop=32,
+            batch_size=2,
+            eval_every=3,
+            holdout_every=4,
+            seed=3,
+        )
         reports.append(train_sci(cfg, log=lambda _: None))
     a = torch.load(tmp_path / "a" / "w.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "w.pt", weights_only=True)
@@ -85,7 +93,22 @@ def test_training_reduces_the_loss():
 def test_train_cli(tmp_path):
     data = _tiny_dataset(tmp_path / "data")
     out = tmp_path / "cli.pt"
-    result = CliRunner().invoke(main, ["train", "sci", "--data", str(data), "--out", str(out), "--iterations", "2",
-                                       "--crop", "32", "--eval-every", "1"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "sci",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--iterations",
+            "2",
+            "--crop",
+            "32",
+            "--eval-every",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert out.is_file() and "best held-out PSNR" in result.output

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
-from media import read_video, write_video
 from vidlight.cli import main
 from vidlight.video_metrics import (
     InputFlow,
@@ -28,6 +27,8 @@ from vidlight.video_metrics import (
     visibility_mask,
     warping_error,
 )
+
+from media import read_video, write_video
 
 BT601 = np.array([0.299, 0.587, 0.114])
 
@@ -43,15 +44,16 @@ def texture(height: int, width: int, seed: int = 0, sigma: float = 1.5) -> np.nd
     return (smooth - smooth.min()) / (smooth.max() - smooth.min())
 
 
-def panning(n: int, *, shift: tuple[int, int] = (2, 1), height: int = 96, width: int = 128,
-            seed: int = 0) -> list[np.ndarray]:
+def panning(
+    n: int, *, shift: tuple[int, int] = (2, 1), height: int = 96, width: int = 128, seed: int = 0
+) -> list[np.ndarray]:
     """Frames of a texture whose content moves by ``shift`` = (dx, dy) pixels per frame (float [0, 1])."""
     dx, dy = shift
     big = texture(height + n * abs(dy) + 1, width + n * abs(dx) + 1, seed)
     frames = []
     for t in range(n):
         y, x = (n - t) * dy if dy >= 0 else t * -dy, (n - t) * dx if dx >= 0 else t * -dx
-        frames.append(big[y:y + height, x:x + width])
+        frames.append(big[y : y + height, x : x + width])
     return frames
 
 
@@ -183,8 +185,8 @@ def _shifted_reference(outputs: list[np.ndarray], shift: tuple[int, int]) -> flo
     for prev, cur in zip(outputs, outputs[1:]):
         h, w = cur.shape[:2]
         # cur(y, x) shows what prev showed at (y - dy, x - dx)
-        c = cur[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)].astype(np.float64)
-        p = prev[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)].astype(np.float64)
+        c = cur[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)].astype(np.float64)
+        p = prev[max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)].astype(np.float64)
         errors.append(((c - p) ** 2).sum(axis=-1).mean())
     return float(np.mean(errors))
 
@@ -244,7 +246,7 @@ def _square_scene(n: int, step: int, size: int) -> tuple[list[np.ndarray], list[
     for t in range(n):
         y, x = 24, 20 + step * t
         frame = background.copy()
-        frame[y:y + size, x:x + size] = patch
+        frame[y : y + size, x : x + size] = patch
         frames.append(frame)
         corners.append((y, x))
     return frames, corners
@@ -261,7 +263,7 @@ def test_occlusion_mask_excludes_uncovered_background() -> None:
     for t in range(1, len(outputs)):
         warped = outputs[t - 1].copy()  # background: flow 0
         y, x = corners[t]
-        warped[y:y + size, x:x + size] = outputs[t - 1][y:y + size, x - step:x - step + size]
+        warped[y : y + size, x : x + size] = outputs[t - 1][y : y + size, x - step : x - step + size]
         unmasked.append(((outputs[t] - warped) ** 2).sum(-1).mean())
     assert np.mean(unmasked) > 3e-4
 
@@ -274,7 +276,7 @@ def test_occlusion_mask_excludes_uncovered_background() -> None:
         if warp is None:
             continue
         y, x = corners[t]
-        strip = warp.mask[y + 2:y + size - 2, x - step:x]  # was under the square in frame t-1
+        strip = warp.mask[y + 2 : y + size - 2, x - step : x]  # was under the square in frame t-1
         uncovered_visible.append(strip.mean())
         far = warp.mask[2:18, 4:-4]  # rows above the square, away from it and the edges
         background_visible.append(far.mean())
@@ -318,8 +320,9 @@ def _luma(frames: list[np.ndarray]) -> list[float]:
 def test_eval_prints_figures_and_plots(tmp_path: Path, clips) -> None:
     dark_clip, bright_clip = clips
     png = tmp_path / "luma.png"
-    result = invoke("eval", dark_clip.path, bright_clip.path, "-l", "dark", "-l", "bright", "--plot", png,
-                    "--no-progress")
+    result = invoke(
+        "eval", dark_clip.path, bright_clip.path, "-l", "dark", "-l", "bright", "--plot", png, "--no-progress"
+    )
     assert result.exit_code == 0, result.output
     rows = _rows(result.output)
     assert set(rows) == {"dark", "bright"}
@@ -401,8 +404,9 @@ def test_eval_real_night_clip(shared_dir: Path, tmp_path: Path) -> None:
     flickering = [np.clip(f * g + 0.5, 0, 255).astype(np.uint8) for f, g in zip(frames, gains)]
     pulsed = write_video(tmp_path / "pulsed.mp4", flickering, codec="libx264", options={"crf": "12"})
     png = tmp_path / "night.png"
-    result = invoke("eval", clip, pulsed.path, "-l", "night", "-l", "pulsed", "--max-frames", "20", "--plot", png,
-                    "--no-progress")
+    result = invoke(
+        "eval", clip, pulsed.path, "-l", "night", "-l", "pulsed", "--max-frames", "20", "--plot", png, "--no-progress"
+    )
     assert result.exit_code == 0, result.output
     rows = _rows(result.output)
     count, luma, flicker, warp = rows["night"]

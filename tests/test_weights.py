@@ -5,23 +5,23 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import json
 import http.server
+import json
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
 import torch
 
 import vidlight
-from rtsp import closed_port
-from vidlight.weights import ASSETS_DIR
 import vidlight.weights
 from vidlight import VidlightError, WeightsError, load_model
-from vidlight.weights import download, get_weights, list_weights, resolve
+from vidlight.weights import ASSETS_DIR, download, get_weights, list_weights, resolve
+
+from rtsp import closed_port
 
 
 def _sha256(path: Path) -> str:

@@ -1,11 +1,11 @@
 """vidlight: low-light enhancement for video, with faithful ports of published methods.
 
-    >>> import vidlight
-    >>> vidlight.enhance_video("dark.mp4", "bright.mp4", model="sci")
-    >>> for frame in vidlight.enhanced_frames("rtsp://camera/stream"):  # a detector's input
-    ...     detect(frame.image, frame.pts_seconds)
-    >>> model = vidlight.load_model("zero-dce++", scale_factor=12)
-    >>> enhanced = model(batch)  # N x 3 x H x W float RGB in [0, 1] -> same shape
+>>> import vidlight
+>>> vidlight.enhance_video("dark.mp4", "bright.mp4", model="sci")
+>>> for frame in vidlight.enhanced_frames("rtsp://camera/stream"):  # a detector's input
+...     detect(frame.image, frame.pts_seconds)
+>>> model = vidlight.load_model("zero-dce++", scale_factor=12)
+>>> enhanced = model(batch)  # N x 3 x H x W float RGB in [0, 1] -> same shape
 """
 
 from importlib import metadata as _metadata

@@ -25,11 +25,15 @@ import torch
 from vidlight.io.files import FileSink, FileSource, Frame
 from vidlight.models import load_model
 from vidlight.pipeline import runner
-from vidlight.pipeline.enhancer import (FrameEnhancer, load_engine_model, prepare_engine, resolve_device,
-                                       single_threaded_torch)
+from vidlight.pipeline.enhancer import (
+    FrameEnhancer,
+    load_engine_model,
+    prepare_engine,
+    resolve_device,
+    single_threaded_torch,
+)
 from vidlight.pipeline.stages import StageTime, measuring
 from vidlight.settings import Settings
-
 
 FLOOR, NAIVE, OURS = "I/O floor (decode+encode)", "naive per-frame loop", "vidlight end to end"
 ALONE, FORWARD = "model alone (uint8 frames in/out)", "model forward (float batch)"
@@ -57,7 +61,8 @@ def machine_summary(device: torch.device) -> str:
                 break
     except OSError:
         pass
-    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), PyAV {av.__version__}"
+    threads = torch.get_num_threads()
+    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({threads} threads), PyAV {av.__version__}"
     if device.type == "cuda":
         text += f", GPU {torch.cuda.get_device_name(device)}"
     return text
@@ -80,8 +85,14 @@ def make_clip(source: Path, dest: Path, height: int, max_frames: int | None) -> 
     n = 0
     for packet in src.container.demux(src.stream):
         for frame in packet.decode():
-            scaled = frame.reformat(width=width, height=height, format="yuv420p", src_colorspace=src.info.matrix,
-                                    dst_colorspace=1, interpolation="AREA")
+            scaled = frame.reformat(
+                width=width,
+                height=height,
+                format="yuv420p",
+                src_colorspace=src.info.matrix,
+                dst_colorspace=1,
+                interpolation="AREA",
+            )
             scaled.pts = frame.pts
             out.mux(stream.encode(scaled))
             n += 1
@@ -116,7 +127,9 @@ def _timed_run(clip: Path, out: Path, enhancer, batch_size: int, codec: str, crf
 
 
 @torch.inference_mode()
-def _naive(clip: Path, out: Path, model: torch.nn.Module, device: torch.device, codec: str, crf: int, preset: str) -> Figure:
+def _naive(
+    clip: Path, out: Path, model: torch.nn.Module, device: torch.device, codec: str, crf: int, preset: str
+) -> Figure:
     source = FileSource(clip)
     sink = FileSink(out, source.info, codec=codec, crf=crf, preset=preset)
     start, cpu = time.perf_counter(), time.process_time()
@@ -160,18 +173,27 @@ def run_bench(
     # runs fp16) and the naive loop's (fp32, as a user's loop would load it).
     pipeline_model, fp16 = load_engine_model(engine, dev)
     model, _ = load_engine_model(engine, dev)
-    enhancer = FrameEnhancer(model, device=dev, fp16=fp16, tile=engine.tile, tile_overlap=engine.tile_overlap,
-                             keep_precision=smooth, statistics_time=temporal.smooth_time if smooth else None,
-                             strength=strength)
+    enhancer = FrameEnhancer(
+        model,
+        device=dev,
+        fp16=fp16,
+        tile=engine.tile,
+        tile_overlap=engine.tile_overlap,
+        keep_precision=smooth,
+        statistics_time=temporal.smooth_time if smooth else None,
+        strength=strength,
+    )
     pipeline_settings = settings.replace(model=pipeline_model, fp16=fp16, batch_size=batch_size)
     with tempfile.TemporaryDirectory(prefix="vidlight-bench-") as tmp:
         tmp = Path(tmp)
         clip = make_clip(video, tmp / "clip.mp4", height, max_frames)
         info = FileSource(clip).info
-        log(f"clip: {video.name}{' scaled' if height else ''} at {info.width}x{info.height}, {info.frames} frames; "
+        log(
+            f"clip: {video.name}{' scaled' if height else ''} at {info.width}x{info.height}, {info.frames} frames; "
             f"encoder {codec} preset {preset} crf {crf}; model {model_name} on {dev} "
             f"(batch {batch_size}{', fp16' if enhancer.fp16 else ''}, strength {strength}, "
-            f"smoothing {'on' if smooth else 'off'})")
+            f"smoothing {'on' if smooth else 'off'})"
+        )
         log(f"machine: {machine_summary(dev)}")
         frames = [f.rgb for f in FileSource(clip) if isinstance(f, Frame)]
 
@@ -188,12 +210,15 @@ def run_bench(
         # Interleaved rounds: a slow spell of a shared machine hits every figure alike,
         # and each figure is reported as the median of its rounds.
         for _ in range(repeat):
-            runs.setdefault(FLOOR, []).append(_timed_run(clip, tmp / "io.mp4", _NoModel(), batch_size, codec, crf, preset))
+            runs.setdefault(FLOOR, []).append(
+                _timed_run(clip, tmp / "io.mp4", _NoModel(), batch_size, codec, crf, preset)
+            )
             with measuring() as clock:
                 start, cpu = time.perf_counter(), time.process_time()
                 stats = runner.enhance_video(clip, tmp / "vl.mp4", pipeline_settings)
-                runs.setdefault(OURS, []).append(Figure("", stats.frames, time.perf_counter() - start,
-                                                        time.process_time() - cpu, clock.breakdown()))
+                runs.setdefault(OURS, []).append(
+                    Figure("", stats.frames, time.perf_counter() - start, time.process_time() - cpu, clock.breakdown())
+                )
             runs.setdefault(ALONE, []).append(measure_model_alone())
         naive_model = load_engine_model(engine, dev)[0].float()
         runs[NAIVE] = [_naive(clip, tmp / "naive.mp4", naive_model, dev, codec, crf, preset)]
@@ -219,20 +244,26 @@ def run_bench(
         figures[name].name = name
         spread = f", range {ordered[0].fps:.1f}-{ordered[-1].fps:.1f}" if len(ordered) > 1 else ""
         fig = figures[name]
-        log(f"  {name:<36} {fig.fps:8.1f} fps  ({fig.frames} frames, {1000 * fig.cpu_seconds / fig.frames:.0f} "
-            f"CPU-ms/frame{spread})")
+        log(
+            f"  {name:<36} {fig.fps:8.1f} fps  ({fig.frames} frames, {1000 * fig.cpu_seconds / fig.frames:.0f} "
+            f"CPU-ms/frame{spread})"
+        )
     ours_figure = figures[OURS]
     log(f"  where {OURS}'s time goes (its median round; CPU-ms per frame, busy share of wall time):")
     for stage in ours_figure.stages or []:
-        log(f"    {stage.name:<20} {1000 * stage.cpu_seconds / ours_figure.frames:6.1f} CPU-ms/frame  "
-            f"{100 * stage.busy_seconds / ours_figure.seconds:5.1f} % of wall")
+        log(
+            f"    {stage.name:<20} {1000 * stage.cpu_seconds / ours_figure.frames:6.1f} CPU-ms/frame  "
+            f"{100 * stage.busy_seconds / ours_figure.seconds:5.1f} % of wall"
+        )
     if ours_figure.stages:
         # FFmpeg decodes and encodes on threads of its own, whose CPU time no stage's thread sees.
         rest = ours_figure.cpu_seconds - sum(stage.cpu_seconds for stage in ours_figure.stages)
         log(f"    {'FFmpeg codec threads and the rest':<20} {1000 * rest / ours_figure.frames:6.1f} CPU-ms/frame")
     floor, naive, ours = (figures[k].fps for k in (FLOOR, NAIVE, OURS))
-    log(f"  vidlight / naive loop = {ours / naive:.2f}x;  vidlight / I/O floor = {ours / floor:.2f}x"
-        f"  (medians of {repeat} interleaved rounds; naive loop: 1 round)")
+    log(
+        f"  vidlight / naive loop = {ours / naive:.2f}x;  vidlight / I/O floor = {ours / floor:.2f}x"
+        f"  (medians of {repeat} interleaved rounds; naive loop: 1 round)"
+    )
     return figures
 
 
@@ -246,7 +277,12 @@ class ModelFigure:
 
 
 def model_figures(
-    names: list[str], *, height: int = 400, width: int = 600, device: str = "auto", repeat: int = 2,
+    names: list[str],
+    *,
+    height: int = 400,
+    width: int = 600,
+    device: str = "auto",
+    repeat: int = 2,
     log=print,
 ) -> list[ModelFigure]:
     """Milliseconds per ``height`` x ``width`` frame of each model's forward (median of
@@ -282,8 +318,9 @@ def model_figures(
                 half = model.half()(x.half()).float()
                 levels = float(((half.clamp(0, 1) - y.clamp(0, 1)).abs() * 255).max())
                 model.float()
-        figure = ModelFigure(name, sum(p.numel() for p in model.parameters()), weights,
-                             1000 * sorted(times)[len(times) // 2], levels)
+        figure = ModelFigure(
+            name, sum(p.numel() for p in model.parameters()), weights, 1000 * sorted(times)[len(times) // 2], levels
+        )
         fp16 = "" if levels is None else f", fp16 vs fp32 max {levels:.1f} levels"
         log(f"{name}: {figure.params:,} params, {figure.ms_per_frame:.0f} ms/frame ({weights} weights){fp16}")
         out.append(figure)

@@ -60,7 +60,9 @@ def _model_option_pairs(ctx: click.Context, param: click.Parameter, values: tupl
         if "=" not in value:
             raise click.BadParameter(
                 f"{value!r} is not KEY=VALUE: -o/--option sets a model option (e.g. -o scale_factor=12); "
-                f"the output is the second argument: vidlight process IN OUT", param_hint="-o/--option")
+                f"the output is the second argument: vidlight process IN OUT",
+                param_hint="-o/--option",
+            )
     return values
 
 
@@ -80,8 +82,11 @@ def settings_options(*groups: str, defaults: dict | None = None):
             elif f.name == "model_options":
                 kwargs.update(multiple=True, callback=_model_option_pairs)
             else:
-                kwargs.update(default=default, show_default=default is not None and not f.meta["default_text"],
-                              type=_click_type(f))
+                kwargs.update(
+                    default=default,
+                    show_default=default is not None and not f.meta["default_text"],
+                    type=_click_type(f),
+                )
             if f.name == "model":
                 kwargs["help"] += " Models: " + ", ".join(list_models()) + "."
             command = click.option(*f.flags, f.name, **kwargs)(command)
@@ -146,8 +151,14 @@ def _stop_on_sigterm():
 
 @main.command()
 @click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a key of the definition, e.g. --set source=in.mp4 (repeatable).")
+@click.option(
+    "-s",
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a key of the definition, e.g. --set source=in.mp4 (repeatable).",
+)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def run(pipeline, overrides, no_progress):
     """Run a pipeline definition (TOML), e.g. pipelines/file-to-file.toml."""
@@ -162,13 +173,26 @@ def run(pipeline, overrides, no_progress):
 
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a top-level key (shared, or every stream's default), e.g. --set device=cuda.")
-@click.option("--executor", type=click.Choice(["local", "ray"]),
-              help="local: every stream in this process; ray: the streams spread over Ray workers, each "
-                   "serving its share (RAY_ADDRESS, else a local cluster). [default: the config's, else local]")
-@click.option("--workers", type=click.IntRange(min=1), metavar="N",
-              help="Ray workers for --executor ray. [default: one per GPU of the cluster, else one per CPU]")
+@click.option(
+    "-s",
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a top-level key (shared, or every stream's default), e.g. --set device=cuda.",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    help="local: every stream in this process; ray: the streams spread over Ray workers, each "
+    "serving its share (RAY_ADDRESS, else a local cluster). [default: the config's, else local]",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Ray workers for --executor ray. [default: one per GPU of the cluster, else one per CPU]",
+)
 def serve(config, overrides, executor, workers):
     """Enhance several cameras in one process (TOML, e.g. pipelines/multi-camera.toml).
 
@@ -192,8 +216,10 @@ def serve(config, overrides, executor, workers):
             report = serve_streams(streams, shared)
     logging.getLogger("vidlight").info("%s", report.summary())
     if report.failures:
-        raise VidlightError(f"{len(report.failures)} of {len(streams)} streams failed: "
-                            + "; ".join(f"{name}: {error}" for name, error in report.failures.items()))
+        raise VidlightError(
+            f"{len(report.failures)} of {len(streams)} streams failed: "
+            + "; ".join(f"{name}: {error}" for name, error in report.failures.items())
+        )
 
 
 @main.command()
@@ -212,7 +238,11 @@ def models():
             elif w.url:
                 status = "downloadable"
             else:
-                status = f"fetch by hand from {w.manual[0]} into $VIDLIGHT_WEIGHTS_DIR/{w.relpath}" if w.manual else "not available"
+                status = (
+                    f"fetch by hand from {w.manual[0]} into $VIDLIGHT_WEIGHTS_DIR/{w.relpath}"
+                    if w.manual
+                    else "not available"
+                )
             lol = w.metrics.get("lol_eval15")
             score = f", LOL eval15 {lol['psnr']:.2f} dB / SSIM {lol['ssim']:.3f}" if lol else ""
             click.echo(f"  - {w.name}{default}: {w.license}{score}; {status}")
@@ -224,9 +254,13 @@ def train():
 
 
 @train.command("mbllen-video")
-@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Folder of normal-light images, or one with a high/ subfolder (LOL layout); dark clips are "
-                   "synthesised from them, every 10th file (sorted) is held out for checkpoint selection.")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of normal-light images, or one with a high/ subfolder (LOL layout); dark clips are "
+    "synthesised from them, every 10th file (sorted) is held out for checkpoint selection.",
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Weights file to write.")
 @click.option("--iterations", type=click.IntRange(min=1), default=2000, show_default=True)
 @click.option("--crop", type=click.IntRange(min=16), default=64, show_default=True, help="Training clip side, pixels.")
@@ -234,27 +268,55 @@ def train():
 @click.option("--batch-size", type=click.IntRange(min=1), default=2, show_default=True, help="Clips per step.")
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--eval-every", type=click.IntRange(min=1), default=200, show_default=True)
-@click.option("--eval-clips", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Held-out clips (96 x 96, 8 frames) scored for checkpoint selection.")
+@click.option(
+    "--eval-clips",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Held-out clips (96 x 96, 8 frames) scored for checkpoint selection.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Torch threads (results are bit-identical for a given seed and thread count).")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Torch threads (results are bit-identical for a given seed and thread count).",
+)
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Write a JSON training report here.")
-def train_mbllen_video_command(data, out, iterations, crop, frames, batch_size, lr, eval_every, eval_clips, seed,
-                               threads, report):
+def train_mbllen_video_command(
+    data, out, iterations, crop, frames, batch_size, lr, eval_every, eval_clips, seed, threads, report
+):
     """MBLLEN video variant (3D convolutions) on synthetic dark clips: structure + region losses."""
     from vidlight.train.mbllen_video import MBLLENVideoTrainConfig, train_mbllen_video
 
-    cfg = MBLLENVideoTrainConfig(str(data), str(out), iterations=iterations, crop=crop, frames=frames,
-                                 batch_size=batch_size, lr=lr, eval_every=eval_every, eval_clips=eval_clips,
-                                 seed=seed, threads=threads, report=str(report) if report else None)
+    cfg = MBLLENVideoTrainConfig(
+        str(data),
+        str(out),
+        iterations=iterations,
+        crop=crop,
+        frames=frames,
+        batch_size=batch_size,
+        lr=lr,
+        eval_every=eval_every,
+        eval_clips=eval_clips,
+        seed=seed,
+        threads=threads,
+        report=str(report) if report else None,
+    )
     result = train_mbllen_video(cfg, log=click.echo)
-    click.echo(f"best held-out PSNR {result['best']['psnr']:.3f} dB at iteration {result['best']['iteration']}; wrote {out}")
+    click.echo(
+        f"best held-out PSNR {result['best']['psnr']:.3f} dB at iteration {result['best']['iteration']}; wrote {out}"
+    )
 
 
 @train.command("sci")
-@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Folder with low/ (training images) and high/ (used only for held-out checkpoint selection).")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder with low/ (training images) and high/ (used only for held-out checkpoint selection).",
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Weights file to write.")
 @click.option("--iterations", type=click.IntRange(min=1), default=20000, show_default=True)
 @click.option("--crop", type=click.IntRange(min=16), default=128, show_default=True)
@@ -262,31 +324,57 @@ def train_mbllen_video_command(data, out, iterations, crop, frames, batch_size, 
 @click.option("--lr", type=float, default=3e-4, show_default=True)
 @click.option("--eval-every", type=click.IntRange(min=1), default=500, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Torch threads (results are bit-identical for a given seed and thread count).")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Torch threads (results are bit-identical for a given seed and thread count).",
+)
 def train_sci_command(data, out, iterations, crop, batch_size, lr, eval_every, seed, threads):
     """Zero-reference SCI training (fidelity + smoothness losses, self-calibrated stages)."""
     from vidlight.train.sci import SCITrainConfig, train_sci
 
-    cfg = SCITrainConfig(str(data), str(out), iterations=iterations, crop=crop, batch_size=batch_size, lr=lr,
-                         eval_every=eval_every, seed=seed, threads=threads)
+    cfg = SCITrainConfig(
+        str(data),
+        str(out),
+        iterations=iterations,
+        crop=crop,
+        batch_size=batch_size,
+        lr=lr,
+        eval_every=eval_every,
+        seed=seed,
+        threads=threads,
+    )
     report = train_sci(cfg, log=click.echo)
-    click.echo(f"best held-out PSNR {report['best']['psnr']:.3f} dB at iteration {report['best']['iteration']}; wrote {out}")
+    click.echo(
+        f"best held-out PSNR {report['best']['psnr']:.3f} dB at iteration {report['best']['iteration']}; wrote {out}"
+    )
 
 
 @main.command("eval")
 @click.argument("input", type=click.Path(path_type=Path))
 @click.argument("outputs", nargs=-1, type=click.Path(path_type=Path))
-@click.option("-l", "--label", "labels", multiple=True, metavar="NAME",
-              help="Name of a video in the table and plot, once per video: INPUT first, then each OUTPUT. "
-                   "[default: file names]")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write a PNG line chart of every video's per-frame mean luma here.")
+@click.option(
+    "-l",
+    "--label",
+    "labels",
+    multiple=True,
+    metavar="NAME",
+    help="Name of a video in the table and plot, once per video: INPUT first, then each OUTPUT. [default: file names]",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a PNG line chart of every video's per-frame mean luma here.",
+)
 @click.option("--max-frames", type=click.IntRange(min=1), help="Measure at most this many frames.")
 @click.option("--no-warp", is_flag=True, help="Skip the warping error (its optical flow is the slow part).")
-@click.option("--downscale", type=click.IntRange(min=1),
-              help="Measure the warping error at 1/N of the frame size. [default: the smallest N that gives "
-                   "at most 540 lines]")
+@click.option(
+    "--downscale",
+    type=click.IntRange(min=1),
+    help="Measure the warping error at 1/N of the frame size. [default: the smallest N that gives at most 540 lines]",
+)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def eval_command(input, outputs, labels, plot, max_frames, no_warp, downscale, no_progress):
     """Flicker of the dark video INPUT and of enhanced versions OUTPUT... of it.
@@ -299,8 +387,15 @@ def eval_command(input, outputs, labels, plot, max_frames, no_warp, downscale, n
 
     if plot is not None:
         check_plot_path(plot)
-    results = evaluate_videos(input, outputs, labels=labels or None, max_frames=max_frames, warping=not no_warp,
-                              downscale=downscale, progress=not no_progress)
+    results = evaluate_videos(
+        input,
+        outputs,
+        labels=labels or None,
+        max_frames=max_frames,
+        warping=not no_warp,
+        downscale=downscale,
+        progress=not no_progress,
+    )
     click.echo(format_table(results))
     if plot is not None:
         plot_luma({r.label: r.lumas for r in results}, plot)
@@ -309,27 +404,52 @@ def eval_command(input, outputs, labels, plot, max_frames, no_warp, downscale, n
 
 @main.command()
 @click.argument("video", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--height", type=click.IntRange(min=16), help="Scale the clip to this many lines first. [default: its own size]")
-@click.option("--frames", "frames", type=click.IntRange(min=1), default=180, show_default=True,
-              help="Use at most this many frames.")
-@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Interleaved rounds; each figure is the median.")
+@click.option(
+    "--height", type=click.IntRange(min=16), help="Scale the clip to this many lines first. [default: its own size]"
+)
+@click.option(
+    "--frames",
+    "frames",
+    type=click.IntRange(min=1),
+    default=180,
+    show_default=True,
+    help="Use at most this many frames.",
+)
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Interleaved rounds; each figure is the median.",
+)
 @settings_options("engine", "temporal", "encoder", defaults={"preset": "veryfast"})
 def bench(video, height, frames, repeat, **options):
     """Measure fps of the I/O floor, a naive loop, vidlight as process runs it and the model alone, in one run."""
     from vidlight.bench import run_bench
 
-    run_bench(video, _settings(options, progress=False), height=height, max_frames=frames, repeat=repeat,
-              log=click.echo)
+    run_bench(
+        video, _settings(options, progress=False), height=height, max_frames=frames, repeat=repeat, log=click.echo
+    )
 
 
 @main.command("bench-models")
-@click.option("-m", "--model", "names", multiple=True, type=click.Choice(list_models()),
-              help="Model to time (repeatable). [default: all]")
+@click.option(
+    "-m",
+    "--model",
+    "names",
+    multiple=True,
+    type=click.Choice(list_models()),
+    help="Model to time (repeatable). [default: all]",
+)
 @click.option("--size", default="600x400", show_default=True, metavar="WxH", help="Frame size.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--repeat", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Timed runs per model after one warm-up; the median is printed.")
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Timed runs per model after one warm-up; the median is printed.",
+)
 def bench_models(names, size, device, repeat):
     """Params and milliseconds per frame of each model (and fp16 vs fp32 on CUDA)."""
     from vidlight.bench import model_figures
@@ -338,8 +458,9 @@ def bench_models(names, size, device, repeat):
         width, height = (int(v) for v in size.lower().split("x"))
     except ValueError:
         raise click.BadParameter(f"expected WxH, e.g. 600x400, got {size!r}", param_hint="--size") from None
-    model_figures(list(names) or list_models(), height=height, width=width, device=device, repeat=repeat,
-                  log=click.echo)
+    model_figures(
+        list(names) or list_models(), height=height, width=width, device=device, repeat=repeat, log=click.echo
+    )
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -82,8 +82,14 @@ def evaluate_videos(
         size = (sources[0].info.width, sources[0].info.height)
         for path, source in zip(paths[1:], sources[1:]):
             if (source.info.width, source.info.height) != size:
-                log.warning("%s is %dx%d, %s is %dx%d: its frames are resized onto the input's for the warping error",
-                            path.name, source.info.width, source.info.height, paths[0].name, *size)
+                log.warning(
+                    "%s is %dx%d, %s is %dx%d: its frames are resized onto the input's for the warping error",
+                    path.name,
+                    source.info.width,
+                    source.info.height,
+                    paths[0].name,
+                    *size,
+                )
         stats = [VideoStats() for _ in paths]
         flow = InputFlow(downscale=downscale) if warping else None
         streams = [_pictures(s) for s in sources]
@@ -104,8 +110,9 @@ def evaluate_videos(
         for source in sources:
             source.close()
     return [
-        VideoEvaluation(label, path, s.frames, s.lumas, s.mean_luma, s.flicker_index,
-                        (s.warping_error or 0.0) if warping else None)
+        VideoEvaluation(
+            label, path, s.frames, s.lumas, s.mean_luma, s.flicker_index, (s.warping_error or 0.0) if warping else None
+        )
         for label, path, s in zip(labels, paths, stats)
     ]
 
@@ -115,16 +122,26 @@ def _warn_unequal(paths: list[Path], frames: list, common: int) -> None:
         return
     ended = [p.name for p, f in zip(paths, frames) if f is None]
     longer = [p.name for p, f in zip(paths, frames) if f is not None]
-    log.warning("%s ended after %d frames while %s go on: compared the first %d frames",
-                ", ".join(ended), common, ", ".join(longer), common)
+    log.warning(
+        "%s ended after %d frames while %s go on: compared the first %d frames",
+        ", ".join(ended),
+        common,
+        ", ".join(longer),
+        common,
+    )
 
 
 def format_table(evaluations: Sequence[VideoEvaluation]) -> str:
     """The figures as a text table, one row per video."""
     heads = ("video", "frames", "mean luma", "flicker index", "warping error")
     rows = [
-        (e.label, str(e.frames), f"{e.mean_luma:.2f}", f"{e.flicker_index:.5f}",
-         "-" if e.warping_error is None else f"{e.warping_error:.6f}")
+        (
+            e.label,
+            str(e.frames),
+            f"{e.mean_luma:.2f}",
+            f"{e.flicker_index:.5f}",
+            "-" if e.warping_error is None else f"{e.warping_error:.6f}",
+        )
         for e in evaluations
     ]
     widths = [max(len(r[i]) for r in (heads, *rows)) for i in range(len(heads))]
@@ -138,8 +155,18 @@ def format_table(evaluations: Sequence[VideoEvaluation]) -> str:
 # --- the luma plot (OpenCV only: no plotting library for one chart) ----------------------------
 
 # Distinct, print-safe colours (BGR), after the Tableau 10 palette.
-_COLOURS = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148),
-            (75, 86, 140), (194, 119, 227), (127, 127, 127), (34, 189, 188), (207, 190, 23)]
+_COLOURS = [
+    (180, 119, 31),
+    (14, 127, 255),
+    (44, 160, 44),
+    (40, 39, 214),
+    (189, 103, 148),
+    (75, 86, 140),
+    (194, 119, 227),
+    (127, 127, 127),
+    (34, 189, 188),
+    (207, 190, 23),
+]
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 

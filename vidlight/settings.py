@@ -25,14 +25,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import tomllib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from vidlight.errors import VidlightError
 from vidlight.pipeline.exposure import parse_strength
 from vidlight.pipeline.temporal import DEFAULT_TIME_CONSTANT
 from vidlight.pipeline.tiling import DEFAULT_OVERLAP, parse_tile
-
 
 
 class SettingError(VidlightError):
@@ -43,11 +43,22 @@ class SettingError(VidlightError):
         self.name = name
 
 
-def setting(default: Any = None, *, help: str, kind: type | None = None, key: str | None = None,
-            flags: tuple[str, ...] | None = None, choices: tuple[str, ...] | None = None,
-            minimum: float | None = None, above: float | None = None, maximum: float | None = None,
-            metavar: str | None = None, parse: Callable[[Any], Any] | None = None,
-            default_text: str | None = None, optional: bool = False) -> Any:
+def setting(
+    default: Any = None,
+    *,
+    help: str,
+    kind: type | None = None,
+    key: str | None = None,
+    flags: tuple[str, ...] | None = None,
+    choices: tuple[str, ...] | None = None,
+    minimum: float | None = None,
+    above: float | None = None,
+    maximum: float | None = None,
+    metavar: str | None = None,
+    parse: Callable[[Any], Any] | None = None,
+    default_text: str | None = None,
+    optional: bool = False,
+) -> Any:
     """A settings field: its default and how it is named, checked and explained.
 
     Args:
@@ -63,10 +74,23 @@ def setting(default: Any = None, *, help: str, kind: type | None = None, key: st
         default_text: how ``--help`` shows a default that depends on the run.
         optional: None may be set (it is allowed anyway when it is the default).
     """
-    return field(default=default, metadata=dict(
-        help=help, kind=kind, key=key, flags=flags, choices=choices, minimum=minimum, above=above,
-        maximum=maximum, metavar=metavar, parse=parse, default_text=default_text,
-        optional=optional or default is None))
+    return field(
+        default=default,
+        metadata=dict(
+            help=help,
+            kind=kind,
+            key=key,
+            flags=flags,
+            choices=choices,
+            minimum=minimum,
+            above=above,
+            maximum=maximum,
+            metavar=metavar,
+            parse=parse,
+            default_text=default_text,
+            optional=optional or default is None,
+        ),
+    )
 
 
 def _parse_device(value: Any) -> Any:
@@ -132,20 +156,38 @@ def parse_pairs(pairs: Any, what: str = "option") -> dict:
 class SourceSettings:
     """How the source is read: live streams' transport, timeouts and reconnects; image folders' rate."""
 
-    transport: str = setting("tcp", kind=str, choices=("tcp", "udp"),
-                             help="RTSP transport, for rtsp:// sources and sinks.")
-    open_timeout_seconds: float = setting(10.0, kind=float, above=0, key="open_timeout", metavar="SECONDS",
-                                          help="Give up opening a stream that does not answer.")
-    read_timeout_seconds: float = setting(5.0, kind=float, above=0, key="read_timeout", metavar="SECONDS",
-                                          help="Treat a stream that sends nothing for this long as disconnected.")
-    reconnect: bool = setting(True, kind=bool,
-                              help="Reconnect a live source that drops, with capped exponential backoff.")
-    max_reconnects: int | None = setting(None, kind=int, minimum=0, metavar="N", default_text="never",
-                                         help="Give up after N failed attempts in a row.")
-    latest_frame: bool | None = setting(None, kind=bool, flags=("--latest-frame/--all-frames",),
-                                        default_text="latest-frame for live sources, all frames for files",
-                                        help="When enhancement falls behind, skip to the newest frame "
-                                             "(counted as dropped).")
+    transport: str = setting(
+        "tcp", kind=str, choices=("tcp", "udp"), help="RTSP transport, for rtsp:// sources and sinks."
+    )
+    open_timeout_seconds: float = setting(
+        10.0,
+        kind=float,
+        above=0,
+        key="open_timeout",
+        metavar="SECONDS",
+        help="Give up opening a stream that does not answer.",
+    )
+    read_timeout_seconds: float = setting(
+        5.0,
+        kind=float,
+        above=0,
+        key="read_timeout",
+        metavar="SECONDS",
+        help="Treat a stream that sends nothing for this long as disconnected.",
+    )
+    reconnect: bool = setting(
+        True, kind=bool, help="Reconnect a live source that drops, with capped exponential backoff."
+    )
+    max_reconnects: int | None = setting(
+        None, kind=int, minimum=0, metavar="N", default_text="never", help="Give up after N failed attempts in a row."
+    )
+    latest_frame: bool | None = setting(
+        None,
+        kind=bool,
+        flags=("--latest-frame/--all-frames",),
+        default_text="latest-frame for live sources, all frames for files",
+        help="When enhancement falls behind, skip to the newest frame (counted as dropped).",
+    )
     fps: float = setting(25.0, kind=float, above=0, help="Frame rate of a folder of images.")
 
 
@@ -153,48 +195,90 @@ class SourceSettings:
 class EngineSettings:
     """The model, its weights and options, and where and how it runs."""
 
-    model: Any = setting("sci", parse=_parse_model, flags=("-m", "--model"),
-                         help="Enhancement method (any case; see `vidlight models`).")
-    weights: str | None = setting(None, kind=str, flags=("-w", "--weights"), default_text="the model's",
-                                  help="Catalogue name (see `vidlight models`) or checkpoint path.")
-    model_options: dict | None = setting(None, parse=lambda v: parse_pairs(v) or None, key="options",
-                                  flags=("-o", "--option"), metavar="KEY=VALUE",
-                                  help="Model option, e.g. -o scale_factor=12 (see `vidlight models`); repeatable.")
-    device: Any = setting("auto", parse=_parse_device, choices=("auto", "cpu", "cuda"),
-                          help="Where the model runs; auto uses CUDA when available.")
-    batch_size: int | None = setting(None, kind=int, minimum=1, flags=("-b", "--batch-size"),
-                                     default_text="4 on CPU, 8 on CUDA", help="Frames per model call.")
-    fp16: bool | None = setting(None, kind=bool, flags=("--fp16/--fp32",),
-                                default_text="fp16 on CUDA unless the model needs fp32, fp32 on CPU",
-                                help="Half precision on CUDA.")
-    tile: int | str = setting("auto", parse=parse_tile, metavar="auto|off|PIXELS",
-                              help="Run the model on overlapping tiles of this side; auto tiles only frames that "
-                                   "would not fit in the free memory.")
-    tile_overlap: int = setting(DEFAULT_OVERLAP, kind=int, minimum=0,
-                                help="Pixels shared by neighbouring tiles (blended).")
+    model: Any = setting(
+        "sci", parse=_parse_model, flags=("-m", "--model"), help="Enhancement method (any case; see `vidlight models`)."
+    )
+    weights: str | None = setting(
+        None,
+        kind=str,
+        flags=("-w", "--weights"),
+        default_text="the model's",
+        help="Catalogue name (see `vidlight models`) or checkpoint path.",
+    )
+    model_options: dict | None = setting(
+        None,
+        parse=lambda v: parse_pairs(v) or None,
+        key="options",
+        flags=("-o", "--option"),
+        metavar="KEY=VALUE",
+        help="Model option, e.g. -o scale_factor=12 (see `vidlight models`); repeatable.",
+    )
+    device: Any = setting(
+        "auto",
+        parse=_parse_device,
+        choices=("auto", "cpu", "cuda"),
+        help="Where the model runs; auto uses CUDA when available.",
+    )
+    batch_size: int | None = setting(
+        None,
+        kind=int,
+        minimum=1,
+        flags=("-b", "--batch-size"),
+        default_text="4 on CPU, 8 on CUDA",
+        help="Frames per model call.",
+    )
+    fp16: bool | None = setting(
+        None,
+        kind=bool,
+        flags=("--fp16/--fp32",),
+        default_text="fp16 on CUDA unless the model needs fp32, fp32 on CPU",
+        help="Half precision on CUDA.",
+    )
+    tile: int | str = setting(
+        "auto",
+        parse=parse_tile,
+        metavar="auto|off|PIXELS",
+        help="Run the model on overlapping tiles of this side; auto tiles only frames that "
+        "would not fit in the free memory.",
+    )
+    tile_overlap: int = setting(
+        DEFAULT_OVERLAP, kind=int, minimum=0, help="Pixels shared by neighbouring tiles (blended)."
+    )
 
 
 @dataclass(frozen=True)
 class TemporalSettings:
     """The temporal stage: brightness smoothing, denoising and the method's strength."""
 
-    smooth: bool = setting(True, kind=bool,
-                           help="Smooth the output's brightness over time (removes flicker; restarts at scene "
-                                "cuts and reconnects).")
-    smooth_time: float = setting(DEFAULT_TIME_CONSTANT, kind=float, above=0, metavar="SECONDS",
-                                 help="Time constant of the smoothing.")
-    denoise: bool = setting(False, kind=bool,
-                            help="Also average each pixel with its past where the picture did not change (lowers "
-                                 "the noise enhancement amplifies; needs --smooth).")
-    strength: float | str = setting("auto", parse=parse_strength, metavar="auto|0..1",
-                                    help="How much of the method each frame gets: auto chooses from the scene (a "
-                                         "well-lit frame passes nearly unchanged, a near-black one gets the full "
-                                         "method); 0 is the input, 1 the method's own output.")
+    smooth: bool = setting(
+        True,
+        kind=bool,
+        help="Smooth the output's brightness over time (removes flicker; restarts at scene cuts and reconnects).",
+    )
+    smooth_time: float = setting(
+        DEFAULT_TIME_CONSTANT, kind=float, above=0, metavar="SECONDS", help="Time constant of the smoothing."
+    )
+    denoise: bool = setting(
+        False,
+        kind=bool,
+        help="Also average each pixel with its past where the picture did not change (lowers "
+        "the noise enhancement amplifies; needs --smooth).",
+    )
+    strength: float | str = setting(
+        "auto",
+        parse=parse_strength,
+        metavar="auto|0..1",
+        help="How much of the method each frame gets: auto chooses from the scene (a "
+        "well-lit frame passes nearly unchanged, a near-black one gets the full "
+        "method); 0 is the input, 1 the method's own output.",
+    )
 
     def __post_init__(self) -> None:
         if self.denoise and not self.smooth:
-            raise SettingError("denoise", "denoising runs in the smoothing stage: turn smoothing on "
-                                          "(drop --no-smooth) or denoising off")
+            raise SettingError(
+                "denoise",
+                "denoising runs in the smoothing stage: turn smoothing on (drop --no-smooth) or denoising off",
+            )
 
 
 @dataclass(frozen=True)
@@ -202,10 +286,17 @@ class EncoderSettings:
     """How the output is encoded and cut into files."""
 
     codec: str = setting("libx264", kind=str, help="FFmpeg video encoder.")
-    crf: int | None = setting(18, kind=int, optional=True, minimum=0, maximum=63, help="Encoder quality (lower is better).")
+    crf: int | None = setting(
+        18, kind=int, optional=True, minimum=0, maximum=63, help="Encoder quality (lower is better)."
+    )
     preset: str | None = setting("medium", kind=str, optional=True, help="Encoder speed preset (e.g. veryfast, slow).")
-    segment_seconds: float | None = setting(None, parse=_parse_duration, key="segment", metavar="DURATION",
-                                            help="Record into consecutive files of this length, e.g. 10m, 90s, 1h.")
+    segment_seconds: float | None = setting(
+        None,
+        parse=_parse_duration,
+        key="segment",
+        metavar="DURATION",
+        help="Record into consecutive files of this length, e.g. 10m, 90s, 1h.",
+    )
 
 
 @dataclass(frozen=True)
@@ -213,26 +304,51 @@ class RunControl:
     """How much of the source is run, and what the run does around it."""
 
     max_frames: int | None = setting(None, kind=int, minimum=1, help="Stop after this many frames.")
-    duration_seconds: float | None = setting(None, kind=float, above=0, key="duration", metavar="SECONDS",
-                                             help="Stop after this many seconds of the source (for live sources).")
+    duration_seconds: float | None = setting(
+        None,
+        kind=float,
+        above=0,
+        key="duration",
+        metavar="SECONDS",
+        help="Stop after this many seconds of the source (for live sources).",
+    )
     overwrite: bool = setting(False, kind=bool, flags=("-y", "--overwrite"), help="Replace the output if it exists.")
     progress: bool = setting(True, kind=bool, help="Show a progress bar.")
-    split_seconds: float | None = setting(None, parse=_parse_duration, key="split", metavar="DURATION",
-                                          default_text="no split; 1m with --executor ray",
-                                          help="Cut a video file at keyframes into parts of about this length, "
-                                               "e.g. 5m: an interrupted run resumes from its last finished part, "
-                                               "and with --executor ray the parts run in parallel.")
-    executor: str = setting("local", kind=str, choices=("local", "ray"),
-                            help="Where a folder of videos runs: local (here, one video after another) or ray "
-                                 "(on the Ray cluster RAY_ADDRESS names, else a local one; needs "
-                                 "pip install 'vidlight[ray]').")
-    workers: int | None = setting(None, kind=int, minimum=1, metavar="N",
-                                  default_text="one per GPU of the cluster, else one per CPU",
-                                  help="Ray workers for --executor ray; each loads the model once.")
+    split_seconds: float | None = setting(
+        None,
+        parse=_parse_duration,
+        key="split",
+        metavar="DURATION",
+        default_text="no split; 1m with --executor ray",
+        help="Cut a video file at keyframes into parts of about this length, "
+        "e.g. 5m: an interrupted run resumes from its last finished part, "
+        "and with --executor ray the parts run in parallel.",
+    )
+    executor: str = setting(
+        "local",
+        kind=str,
+        choices=("local", "ray"),
+        help="Where a folder of videos runs: local (here, one video after another) or ray "
+        "(on the Ray cluster RAY_ADDRESS names, else a local one; needs "
+        "pip install 'vidlight[ray]').",
+    )
+    workers: int | None = setting(
+        None,
+        kind=int,
+        minimum=1,
+        metavar="N",
+        default_text="one per GPU of the cluster, else one per CPU",
+        help="Ray workers for --executor ray; each loads the model once.",
+    )
 
 
-GROUPS = {"source": SourceSettings, "engine": EngineSettings, "temporal": TemporalSettings,
-          "encoder": EncoderSettings, "run": RunControl}
+GROUPS = {
+    "source": SourceSettings,
+    "engine": EngineSettings,
+    "temporal": TemporalSettings,
+    "encoder": EncoderSettings,
+    "run": RunControl,
+}
 
 
 @dataclass(frozen=True)
@@ -258,8 +374,9 @@ class Settings:
         options = {}
         for key, value in keys.items():
             if key not in by_key:
-                raise SettingError(key, f"{where}unknown key {key!r}{_did_you_mean(key, by_key)}; "
-                                        f"valid keys: {', '.join(by_key)}")
+                raise SettingError(
+                    key, f"{where}unknown key {key!r}{_did_you_mean(key, by_key)}; valid keys: {', '.join(by_key)}"
+                )
             options[by_key[key]] = value
         try:
             return cls().replace(**options)
@@ -274,8 +391,9 @@ class Settings:
             if name not in known:
                 raise SettingError(name, f"unknown setting {name!r}{_did_you_mean(name, known)}")
             groups.setdefault(known[name], {})[name] = check(name, value)
-        return dataclasses.replace(self, **{group: dataclasses.replace(getattr(self, group), **changes)
-                                            for group, changes in groups.items()})
+        return dataclasses.replace(
+            self, **{group: dataclasses.replace(getattr(self, group), **changes) for group, changes in groups.items()}
+        )
 
     def options(self) -> dict:
         """Every field by name (the inverse of :meth:`from_options`)."""
@@ -300,8 +418,10 @@ def fields(*groups: str) -> Iterator[Field]:
         for f in dataclasses.fields(GROUPS[group]):
             meta = dict(f.metadata)
             flags = meta["flags"] or (
-                (f"--{f.name.replace('_', '-')}/--no-{f.name.replace('_', '-')}",) if meta["kind"] is bool
-                else (f"--{(meta['key'] or f.name).replace('_', '-')}",))
+                (f"--{f.name.replace('_', '-')}/--no-{f.name.replace('_', '-')}",)
+                if meta["kind"] is bool
+                else (f"--{(meta['key'] or f.name).replace('_', '-')}",)
+            )
             yield Field(f.name, group, f.default, meta["key"] or f.name, flags, meta)
 
 
@@ -329,12 +449,17 @@ def check(name: str, value: Any) -> Any:
         return value
     if kind in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-            raise SettingError(name, f"{label} must be {'a whole number' if kind is int else 'a number'}, got {value!r}")
+            raise SettingError(
+                name, f"{label} must be {'a whole number' if kind is int else 'a number'}, got {value!r}"
+            )
         value = kind(value)
         low, above, high = meta["minimum"], meta["above"], meta["maximum"]
-        if (low is not None and value < low) or (above is not None and not value > above) or \
-                (high is not None and value > high):
-            bound = (f"at least {low:g}" if low is not None else f"above {above:g}")
+        if (
+            (low is not None and value < low)
+            or (above is not None and not value > above)
+            or (high is not None and value > high)
+        ):
+            bound = f"at least {low:g}" if low is not None else f"above {above:g}"
             bound += f" and at most {high:g}" if high is not None else ""
             unit = " seconds" if meta["metavar"] == "SECONDS" else ""
             raise SettingError(name, f"{label} must be {bound}{unit}, got {value!r}")

@@ -40,7 +40,14 @@ _DTYPES: dict[int, np.dtype] = {
     22: np.dtype("<u4"),  # DT_UINT32
     23: np.dtype("<u8"),  # DT_UINT64
 }
-_DTYPE_NAMES = {7: "DT_STRING", 8: "DT_COMPLEX64", 14: "DT_BFLOAT16", 18: "DT_COMPLEX128", 20: "DT_RESOURCE", 21: "DT_VARIANT"}
+_DTYPE_NAMES = {
+    7: "DT_STRING",
+    8: "DT_COMPLEX64",
+    14: "DT_BFLOAT16",
+    18: "DT_COMPLEX128",
+    20: "DT_RESOURCE",
+    21: "DT_VARIANT",
+}
 
 # Tensors larger than this are not CRC-checked (the pure-Python CRC-32C is slow).
 _CRC_CHECK_LIMIT = 16 << 20

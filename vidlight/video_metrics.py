@@ -17,8 +17,8 @@ a video is never held in memory, only the previous frame.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -173,8 +173,11 @@ class InputFlow:
     :func:`auto_downscale`, so 1080p is measured at 540 lines).
     """
 
-    PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+    PRESETS = {
+        "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+        "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+        "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+    }
 
     def __init__(self, *, downscale: int | None = None, preset: str = "medium") -> None:
         if preset not in self.PRESETS:

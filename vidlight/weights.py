@@ -12,9 +12,9 @@ import hashlib
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -87,9 +87,7 @@ def get_weights(name: str) -> Weights:
     try:
         return _CATALOGUE[name]
     except KeyError:
-        raise WeightsError(
-            f"unknown weights {name!r}; catalogue names: {', '.join(sorted(_CATALOGUE))}"
-        ) from None
+        raise WeightsError(f"unknown weights {name!r}; catalogue names: {', '.join(sorted(_CATALOGUE))}") from None
 
 
 def cache_dir() -> Path:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import av
 import numpy as np
@@ -154,8 +154,10 @@ class FileSource:
             pass
         colorspace = output_colorspace(first.colorspace if first is not None else cc.colorspace, cc.height)
         color_range = output_color_range(first.color_range if first is not None else cc.color_range)
-        duration = float(s.duration * s.time_base) if s.duration else (
-            container.duration / 1e6 if container.duration else None
+        duration = (
+            float(s.duration * s.time_base)
+            if s.duration
+            else (container.duration / 1e6 if container.duration else None)
         )
         return VideoInfo(
             width=cc.width,
@@ -256,8 +258,14 @@ class FileSink:
                 try:
                     self.stream_map[s.index] = self.container.add_stream_from_template(s)
                 except (av.error.FFmpegError, ValueError) as exc:
-                    log.warning("dropping %s stream #%d (%s): %s cannot hold it (%s)",
-                                s.type, s.index, s.codec_context.name, self.output.suffix, exc)
+                    log.warning(
+                        "dropping %s stream #%d (%s): %s cannot hold it (%s)",
+                        s.type,
+                        s.index,
+                        s.codec_context.name,
+                        self.output.suffix,
+                        exc,
+                    )
         except BaseException:
             self.close(complete=False)
             raise
@@ -282,7 +290,12 @@ class FileSink:
         if (self.width, self.height) != (info.width, info.height):
             log.warning(
                 "%s with %s needs even frame sides: padding %dx%d to %dx%d by repeating the last row/column",
-                codec, want, info.width, info.height, self.width, self.height,
+                codec,
+                want,
+                info.width,
+                info.height,
+                self.width,
+                self.height,
             )
         stream.width, stream.height, stream.pix_fmt = self.width, self.height, want
         stream.time_base = info.time_base
@@ -351,7 +364,9 @@ class FileSink:
                 pass
             self.tmp.unlink(missing_ok=True)
             if complete:
-                raise MediaError(f"could not finish writing {self.output}: {getattr(exc, 'strerror', None) or exc}") from None
+                raise MediaError(
+                    f"could not finish writing {self.output}: {getattr(exc, 'strerror', None) or exc}"
+                ) from None
             return
         if complete and self.frames_written:
             os.replace(self.tmp, self.output)

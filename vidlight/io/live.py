@@ -21,10 +21,11 @@ import statistics
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import av
@@ -107,8 +108,9 @@ class Reconnected:
     height: int
 
 
-def info_from_frame(frame: av.VideoFrame, stream: av.video.stream.VideoStream, *,
-                    time_base: Fraction = LIVE_TIME_BASE) -> VideoInfo:
+def info_from_frame(
+    frame: av.VideoFrame, stream: av.video.stream.VideoStream, *, time_base: Fraction = LIVE_TIME_BASE
+) -> VideoInfo:
     """A :class:`VideoInfo` from the first decoded picture of a live stream.
 
     The tags follow FileSource's rules: untagged colour is BT.709 from 720 lines up, BT.601
@@ -193,11 +195,17 @@ class LiveSource:
     ) -> None:
         self.url = str(url)
         # The settings a run shares with the CLI and TOML are checked where they are defined.
-        for name, value in (("transport", transport), ("open_timeout_seconds", open_timeout_seconds),
-                            ("read_timeout_seconds", read_timeout_seconds), ("max_reconnects", max_reconnects)):
+        for name, value in (
+            ("transport", transport),
+            ("open_timeout_seconds", open_timeout_seconds),
+            ("read_timeout_seconds", read_timeout_seconds),
+            ("max_reconnects", max_reconnects),
+        ):
             check(name, value)
-        for label, value in (("backoff_start_seconds", backoff_start_seconds),
-                             ("backoff_max_seconds", backoff_max_seconds)):
+        for label, value in (
+            ("backoff_start_seconds", backoff_start_seconds),
+            ("backoff_max_seconds", backoff_max_seconds),
+        ):
             if not value > 0:
                 raise VidlightError(f"{label} must be > 0, got {value!r}")
         if backoff_factor < 1:
@@ -267,7 +275,7 @@ class LiveSource:
         (at most one read or open timeout later) and closes it itself."""
         self._closed.set()
 
-    def __enter__(self) -> "LiveSource":
+    def __enter__(self) -> LiveSource:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -339,8 +347,10 @@ class LiveSource:
         err = getattr(exc, "errno", None)
         strerror = self._scrub(getattr(exc, "strerror", None) or exc)
         if isinstance(exc, av.error.ExitError) or elapsed >= 0.95 * self.open_timeout_seconds or err == 110:
-            hint = (f"no answer within {self.open_timeout_seconds:g} s "
-                    "(is the host reachable, the port right and the stream running?)")
+            hint = (
+                f"no answer within {self.open_timeout_seconds:g} s "
+                "(is the host reachable, the port right and the stream running?)"
+            )
         elif err == 111 or isinstance(exc, ConnectionRefusedError):
             hint = "connection refused (is the camera or server on and the URL right?)"
         elif isinstance(exc, av.error.HTTPUnauthorizedError) or "401" in strerror:
@@ -421,8 +431,11 @@ class LiveSource:
                 if self._stopping():
                     break
                 if info is None and time.monotonic() > deadline:
-                    log.warning("%s: connected, but no picture decoded in %.0f s", self.name,
-                                self.open_timeout_seconds + self.read_timeout_seconds)
+                    log.warning(
+                        "%s: connected, but no picture decoded in %.0f s",
+                        self.name,
+                        self.open_timeout_seconds + self.read_timeout_seconds,
+                    )
                     break
                 try:
                     frames = packet.decode()
@@ -438,8 +451,9 @@ class LiveSource:
                         else:
                             self.reconnects += 1
                             downtime = time.monotonic() - (lost_at or time.monotonic())
-                            log.info("%s: reconnected after %.2f s (%dx%d)",
-                                     self.name, downtime, frame.width, frame.height)
+                            log.info(
+                                "%s: reconnected after %.2f s (%dx%d)", self.name, downtime, frame.width, frame.height
+                            )
                             if not self._emit(Reconnected(self.reconnects, downtime, frame.width, frame.height)):
                                 return True, last_wall
                     pts, t = self._stamp(self._frame_time(frame, stream, session))
@@ -469,7 +483,8 @@ class LiveSource:
             if not got and not self._stopping():
                 self._startup_error = MediaError(
                     f"cannot open {self.name}: connected, but no picture could be decoded within "
-                    f"{self.open_timeout_seconds + self.read_timeout_seconds:g} s (is the stream sending video?)")
+                    f"{self.open_timeout_seconds + self.read_timeout_seconds:g} s (is the stream sending video?)"
+                )
                 self._ready.set()
                 return
             while not self._stopping() and self.reconnect:
@@ -489,7 +504,7 @@ class LiveSource:
 
     def _reconnect(self):
         start, factor, cap = self.backoff
-        delay = min(start * factor ** self._attempts, cap)
+        delay = min(start * factor**self._attempts, cap)
         while not self._stopping():
             if self.max_reconnects is not None and self._attempts >= self.max_reconnects:
                 log.warning("%s: giving up after %d reconnection attempt(s)", self.name, self._attempts)
@@ -519,7 +534,7 @@ def _secrets_of(url: str) -> list[str]:
             if len(piece) >= 3:  # too short a string would mask innocent text
                 found.update({piece, unquote(piece)})
     for match in _SECRET_PARAM.finditer(url):
-        value = url[match.end(1):match.end()]
+        value = url[match.end(1) : match.end()]
         if len(value) >= 3:
             found.update({value, unquote(value)})
     return sorted(found, key=len, reverse=True)
@@ -555,9 +570,14 @@ class ImageDirSource:
             raise MediaError(f"image folder {self.path} does not exist")
         check("fps", fps)
         self.rate = Fraction(fps).limit_denominator(1001)
-        self.files = sorted((p for p in self.path.iterdir()
-                             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")),
-                            key=_natural_key)
+        self.files = sorted(
+            (
+                p
+                for p in self.path.iterdir()
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+            ),
+            key=_natural_key,
+        )
         if not self.files:
             raise MediaError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {self.path}")
         self.copy_streams = []
@@ -573,12 +593,21 @@ class ImageDirSource:
         height, width = first.shape[:2]
         depth = 16 if first.dtype == np.uint16 else 8
         self.info = VideoInfo(
-            width=width, height=height, time_base=1 / self.rate, average_rate=self.rate,
-            frames=len(self.files), duration_seconds=float(len(self.files) / self.rate),
+            width=width,
+            height=height,
+            time_base=1 / self.rate,
+            average_rate=self.rate,
+            frames=len(self.files),
+            duration_seconds=float(len(self.files) / self.rate),
             # Images are RGB; the output is tagged BT.709 with limited range, as video tools do.
-            colorspace=int(Colorspace.ITU709), matrix=_MATRIX_OF_TAG[int(Colorspace.ITU709)],
-            color_range=int(ColorRange.MPEG), color_primaries=1, color_trc=1,
-            bit_depth=depth, rotation=0, codec="image",
+            colorspace=int(Colorspace.ITU709),
+            matrix=_MATRIX_OF_TAG[int(Colorspace.ITU709)],
+            color_range=int(ColorRange.MPEG),
+            color_primaries=1,
+            color_trc=1,
+            bit_depth=depth,
+            rotation=0,
+            codec="image",
         )
 
     @property
@@ -620,9 +649,20 @@ class ImageDirSource:
 
 # --- one entry point -----------------------------------------------------------------------------
 
-_LIVE_OPTIONS = {"transport", "open_timeout_seconds", "read_timeout_seconds", "reconnect", "max_reconnects",
-                 "backoff_start_seconds", "backoff_factor", "backoff_max_seconds", "stop_event", "input_format",
-                 "options", "buffer_frames"}
+_LIVE_OPTIONS = {
+    "transport",
+    "open_timeout_seconds",
+    "read_timeout_seconds",
+    "reconnect",
+    "max_reconnects",
+    "backoff_start_seconds",
+    "backoff_factor",
+    "backoff_max_seconds",
+    "stop_event",
+    "input_format",
+    "options",
+    "buffer_frames",
+}
 _IMAGE_OPTIONS = {"fps"}
 _FILE_OPTIONS = {"threads"}
 
@@ -648,5 +688,5 @@ def open_source(spec: str | os.PathLike, **options: Any):
         return LiveSource(spec, **{k: v for k, v in options.items() if k in _LIVE_OPTIONS})
     if kind == "images":
         return ImageDirSource(spec, **{k: v for k, v in options.items() if k in _IMAGE_OPTIONS})
-    path = spec[len("file://"):] if spec.startswith("file://") else spec
+    path = spec[len("file://") :] if spec.startswith("file://") else spec
     return FileSource(path, **{k: v for k, v in options.items() if k in _FILE_OPTIONS})

@@ -58,8 +58,9 @@ class ImageDirSink:
     never sees half an image. Audio and subtitle packets are dropped.
     """
 
-    def __init__(self, folder: str | os.PathLike, info: VideoInfo | None = None, *,
-                 pattern: str = "frame_{index:06d}.png") -> None:
+    def __init__(
+        self, folder: str | os.PathLike, info: VideoInfo | None = None, *, pattern: str = "frame_{index:06d}.png"
+    ) -> None:
         import cv2  # only image output needs OpenCV
 
         self._cv2 = cv2
@@ -70,7 +71,9 @@ class ImageDirSink:
         try:
             sample = pattern.format(index=0)
         except (KeyError, IndexError, ValueError) as exc:
-            raise VidlightError(f"invalid image pattern {pattern!r} ({exc}); use e.g. frame_{{index:06d}}.png") from None
+            raise VidlightError(
+                f"invalid image pattern {pattern!r} ({exc}); use e.g. frame_{{index:06d}}.png"
+            ) from None
         if sample == pattern.format(index=1):
             raise VidlightError(f"image pattern {pattern!r} must contain {{index}}, e.g. frame_{{index:06d}}.png")
         self.suffix = Path(sample).suffix.lower()
@@ -123,8 +126,7 @@ def parse_duration(text: str | float | int) -> float:
         match = _DURATION.match(str(text))
         if not match:
             raise VidlightError(f"invalid duration {text!r}; use seconds (30, 90s), minutes (10m) or hours (1h)")
-        seconds = float(match.group(1)) * {"h": 3600, "m": 60, "s": 1, None: 1}[
-            (match.group(2) or "").lower() or None]
+        seconds = float(match.group(1)) * {"h": 3600, "m": 60, "s": 1, None: 1}[(match.group(2) or "").lower() or None]
     if not seconds > 0:
         raise VidlightError(f"invalid duration {text!r}: it must be more than 0 seconds")
     return seconds
@@ -221,8 +223,11 @@ class SegmentedFileSink:
         if pts is None:
             # No timestamp: count frames at the nominal rate so segments still get cut.
             rate = self.info.average_rate or 25
-            pts = (self._start_pts or 0) + round(self._current.frames_written / (rate * self.info.time_base)) \
-                if self._current is not None else 0
+            pts = (
+                (self._start_pts or 0) + round(self._current.frames_written / (rate * self.info.time_base))
+                if self._current is not None
+                else 0
+            )
         if self._current is not None and (pts - self._start_pts) * self.info.time_base >= self.segment_seconds:
             self._finish_segment()
         if self._current is None:
@@ -290,16 +295,25 @@ class RtspSink(FileSink):
         self.stream_map = {}
         self.tmp = None
         rate = info.average_rate or Fraction(25)
-        options = {"tune": "zerolatency", "bf": "0", "g": str(max(1, round(rate))), "sc_threshold": "0"} \
-            if codec == "libx264" else {}
+        options = (
+            {"tune": "zerolatency", "bf": "0", "g": str(max(1, round(rate))), "sc_threshold": "0"}
+            if codec == "libx264"
+            else {}
+        )
         try:
-            self.container = av.open(self.url, mode="w", format="rtsp", options={
-                "rtsp_transport": transport,
-                "timeout": str(int(open_timeout_seconds * 1e6)),  # socket I/O, connecting included
-            })
+            self.container = av.open(
+                self.url,
+                mode="w",
+                format="rtsp",
+                options={
+                    "rtsp_transport": transport,
+                    "timeout": str(int(open_timeout_seconds * 1e6)),  # socket I/O, connecting included
+                },
+            )
         except (av.error.FFmpegError, ValueError, OSError) as exc:
-            raise MediaError(f"cannot publish to {self.output}: {redact(str(getattr(exc, 'strerror', None) or exc))}") \
-                from None
+            raise MediaError(
+                f"cannot publish to {self.output}: {redact(str(getattr(exc, 'strerror', None) or exc))}"
+            ) from None
         self.encoder_options = {**options, **({"preset": preset} if preset else {})}
         try:
             self._add_video_stream(codec, crf, preset, options)
@@ -396,16 +410,23 @@ def open_sink(
     if kind == "null":
         return NullSink(info)
     if kind == "rtsp":
-        return RtspSink(text, info, transport=transport, codec=codec,
-                        **({"crf": crf} if crf is not None else {}))
+        return RtspSink(text, info, transport=transport, codec=codec, **({"crf": crf} if crf is not None else {}))
     if kind == "pattern":
         path = Path(text)
         return ImageDirSink(path.parent, info, pattern=path.name)
     if kind == "images":
         return ImageDirSink(text, info)
     if segment_seconds is not None:
-        return SegmentedFileSink(text, info, segment_seconds=segment_seconds, copy_streams=copy_streams,
-                                 codec=codec, crf=crf, preset=preset, overwrite=overwrite)
+        return SegmentedFileSink(
+            text,
+            info,
+            segment_seconds=segment_seconds,
+            copy_streams=copy_streams,
+            codec=codec,
+            crf=crf,
+            preset=preset,
+            overwrite=overwrite,
+        )
     if Path(text).exists() and not overwrite:
         raise VidlightError(f"{text} already exists; pass -y/--overwrite to replace it")
     return FileSink(text, info, copy_streams=copy_streams, codec=codec, crf=crf, preset=preset)

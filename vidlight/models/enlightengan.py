@@ -31,7 +31,7 @@ at inference and filled with zeros.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F

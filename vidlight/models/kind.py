@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -87,10 +87,12 @@ def extremes(x: torch.Tensor, smooth=None) -> tuple[torch.Tensor, torch.Tensor]:
         mean = x.mean(dim=(1, 2, 3), keepdim=True).clamp(min=NORM_EPS)
         # One device-to-host copy per batch, not one per frame.
         stats = torch.cat([lo, hi, mean], dim=1).flatten(1).tolist()
-        lo = torch.tensor([smooth("min", j, a / m) * m for j, (a, _, m) in enumerate(stats)],
-                          dtype=x.dtype, device=x.device).view_as(lo)
-        hi = torch.tensor([smooth("max", j, b / m) * m for j, (_, b, m) in enumerate(stats)],
-                          dtype=x.dtype, device=x.device).view_as(hi)
+        lo = torch.tensor(
+            [smooth("min", j, a / m) * m for j, (a, _, m) in enumerate(stats)], dtype=x.dtype, device=x.device
+        ).view_as(lo)
+        hi = torch.tensor(
+            [smooth("max", j, b / m) * m for j, (_, b, m) in enumerate(stats)], dtype=x.dtype, device=x.device
+        ).view_as(hi)
     return lo, hi
 
 
@@ -368,7 +370,11 @@ _SCOPES = {"DecomNet": "decom", "Restoration_net": "restore", "Illumination_adju
 
 def _official_keymap() -> KeyMap:
     """``<scope>/<layer>/weights|biases`` -> ``<module>.<layer>.weight|bias``."""
-    nets = {"DecomNet": DecomNet(), "Restoration_net": RestorationNet(), "Illumination_adjust_net": IlluminationAdjustNet()}
+    nets = {
+        "DecomNet": DecomNet(),
+        "Restoration_net": RestorationNet(),
+        "Illumination_adjust_net": IlluminationAdjustNet(),
+    }
     prefixes = {}
     for scope, net in nets.items():
         for key in net.state_dict():

@@ -36,7 +36,7 @@ Weights: the official ``.pth`` state dict (keys ``RRDB.conv_first.weight`` ...,
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -193,7 +193,9 @@ class _ZeroConv(nn.Module):
 
 
 def _subnet(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(_NormConv(cin, HIDDEN, 3), nn.ReLU(), _NormConv(HIDDEN, HIDDEN, 1), nn.ReLU(), _ZeroConv(HIDDEN, cout))
+    return nn.Sequential(
+        _NormConv(cin, HIDDEN, 3), nn.ReLU(), _NormConv(HIDDEN, HIDDEN, 1), nn.ReLU(), _ZeroConv(HIDDEN, cout)
+    )
 
 
 class CondAffine(nn.Module):

@@ -25,9 +25,8 @@ keymap below follows that order, and :func:`keras_to_torch_layout` transposes th
 from __future__ import annotations
 
 import functools
-
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -107,9 +106,7 @@ class MBLLEN(nn.Module):
         super().__init__()
         postprocess = boolean_option(postprocess, "postprocess")
         if not 0.0 <= low_percentile <= 100.0 or not 0.0 <= high_percentile <= 100.0:
-            raise ValueError(
-                f"percentiles must lie in [0, 100], got low {low_percentile!r}, high {high_percentile!r}"
-            )
+            raise ValueError(f"percentiles must lie in [0, 100], got low {low_percentile!r}, high {high_percentile!r}")
         if not gamma > 0:
             raise ValueError(f"gamma must be positive, got {gamma!r}")
         if not max_range > 0:
@@ -296,7 +293,12 @@ def _powf(x: torch.Tensor, exponent: float) -> torch.Tensor:
 
 
 def _postprocess(
-    y: torch.Tensor, high_percentile: float, low_percentile: float, gamma: float, max_range: float, clip: bool,
+    y: torch.Tensor,
+    high_percentile: float,
+    low_percentile: float,
+    gamma: float,
+    max_range: float,
+    clip: bool,
     smooth=None,
 ) -> torch.Tensor:
     """The post-processing of an N x 3 x H x W float32 batch, frame by frame in its arithmetic

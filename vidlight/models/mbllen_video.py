@@ -38,7 +38,7 @@ one at a time to :class:`ClipWindow`.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -129,7 +129,9 @@ class MBLLENVideo(nn.Module):
     # tests/test_tiling.py): --tile auto tiles a clip where memory is short.
     peak_bytes_per_pixel = 3600
 
-    def __init__(self, stages: int = STAGES, features: int = FEATURES, em_widths: tuple[int, int, int] = EM_WIDTHS) -> None:
+    def __init__(
+        self, stages: int = STAGES, features: int = FEATURES, em_widths: tuple[int, int, int] = EM_WIDTHS
+    ) -> None:
         super().__init__()
         self.features = nn.ModuleList(
             _TimeSameConv3d(3 if k == 0 else features, features, 3, same=True) for k in range(stages)
@@ -193,7 +195,9 @@ class ClipWindow:
     size change (it returns what was pending). Runs under ``torch.no_grad``.
     """
 
-    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], *, clip_length: int = 8, overlap: int = 2) -> None:
+    def __init__(
+        self, model: Callable[[torch.Tensor], torch.Tensor], *, clip_length: int = 8, overlap: int = 2
+    ) -> None:
         if not isinstance(clip_length, int) or clip_length < 1:
             raise ValueError(f"clip_length must be an integer >= 1, got {clip_length!r}")
         if not isinstance(overlap, int) or not 0 <= overlap <= clip_length // 2:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import torch
 from torch import nn
@@ -25,14 +25,14 @@ class KeyMap:
         for key, value in state.items():
             for official, ours in self.prefixes.items():
                 if key.startswith(official):
-                    out[ours + key[len(official):]] = value
+                    out[ours + key[len(official) :]] = value
                     break
         return out
 
     def official_name(self, ours: str) -> str:
         for official, mine in self.prefixes.items():
             if ours.startswith(mine):
-                return official + ours[len(mine):]
+                return official + ours[len(mine) :]
         return ours
 
 
@@ -112,9 +112,7 @@ def get_model_spec(name: str) -> ModelSpec:
     try:
         return _MODELS[name]
     except KeyError:
-        raise VidlightError(
-            f"unknown model {name!r}; choose one of: {', '.join(list_models())}"
-        ) from None
+        raise VidlightError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}") from None
 
 
 def load_state_into(
@@ -137,9 +135,7 @@ def load_state_into(
     for key, target in expected.items():
         official = keymap.official_name(key)
         if key not in converted:
-            raise WeightsError(
-                f"{origin} has no tensor {official!r}: it is not a checkpoint for this model"
-            )
+            raise WeightsError(f"{origin} has no tensor {official!r}: it is not a checkpoint for this model")
         value = torch.as_tensor(converted[key])
         if tuple(value.shape) != tuple(target.shape):
             stored = state.get(official)

@@ -70,9 +70,7 @@ class CalibrationNet(nn.Module):
     def __init__(self, layers: int = 3, channels: int = 16) -> None:
         super().__init__()
         self.layers = layers
-        self.in_conv = nn.Sequential(
-            nn.Conv2d(3, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU()
-        )
+        self.in_conv = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU())
         self.block = nn.Sequential(
             nn.Conv2d(channels, channels, 3, padding=1),
             nn.BatchNorm2d(channels),

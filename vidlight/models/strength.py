@@ -24,7 +24,7 @@ A model without ``strength_terms`` is an end-to-end network: its terms are its o
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -85,8 +85,9 @@ def terms_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return terms(x) if terms is not None else model(x)
 
 
-def apply_strength(model: nn.Module, x: torch.Tensor, terms: torch.Tensor,
-                   strength: float | torch.Tensor) -> torch.Tensor:
+def apply_strength(
+    model: nn.Module, x: torch.Tensor, terms: torch.Tensor, strength: float | torch.Tensor
+) -> torch.Tensor:
     """``model``'s output for ``x`` at ``strength`` (0: ``x``; 1: the official output), from
     the ``terms`` that :func:`terms_of` computed."""
     apply = getattr(model, "apply_strength", None)

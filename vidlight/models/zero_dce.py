@@ -14,10 +14,10 @@ from torch import nn
 
 from vidlight.models.registry import KeyMap, register_model
 from vidlight.models.strength import per_frame
+from vidlight.weights import Weights, register_weights
 
 # Official tensors are top-level (`e_conv1.weight`); ours live under `curves.`.
 OFFICIAL_KEYMAP = KeyMap({"": "curves."})
-from vidlight.weights import Weights, register_weights
 
 CURVE_ITERATIONS = 8
 

@@ -10,7 +10,7 @@ two scenes.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import av
 import numpy as np
@@ -49,8 +49,13 @@ def enhance_batch(
         for cut in [*cuts, len(frames)]:
             if cut > start:
                 with timed(MODEL):
-                    out += list(enhancer(frames[start:cut], seconds[start:cut],
-                                         reduced=reduced[start:cut] if reduced is not None else None))
+                    out += list(
+                        enhancer(
+                            frames[start:cut],
+                            seconds[start:cut],
+                            reduced=reduced[start:cut] if reduced is not None else None,
+                        )
+                    )
             if cut < len(frames):
                 enhancer.reset()
             start = cut

@@ -99,11 +99,14 @@ def load_serve_config(path: str | os.PathLike, overrides: list[str] = ()) -> tup
         name = str(table.get("name") or f"stream{n}")
         for key in table:
             if key in SHARED_KEYS:
-                raise VidlightError(f"{path}: stream {name!r} sets {key!r}, which every stream shares (one model "
-                                    f"on one device); set it at the top level")
+                raise VidlightError(
+                    f"{path}: stream {name!r} sets {key!r}, which every stream shares (one model "
+                    f"on one device); set it at the top level"
+                )
             if key not in STREAM_KEYS and key != "name":
-                raise VidlightError(f"{path}: stream {name!r}: unknown key {key!r}; valid keys: name, "
-                                    f"{', '.join(STREAM_KEYS)}")
+                raise VidlightError(
+                    f"{path}: stream {name!r}: unknown key {key!r}; valid keys: name, {', '.join(STREAM_KEYS)}"
+                )
         merged = {**defaults, **{k: v for k, v in table.items() if k != "name"}}
         for required in ("source", "sink"):
             if not merged.get(required):

@@ -46,8 +46,14 @@ class TemporalDenoiser:
         floor: the least per-pixel noise assumed, in 8-bit steps.
     """
 
-    def __init__(self, *, strength: float = DEFAULT_STRENGTH, threshold: float = DEFAULT_THRESHOLD,
-                 window: int = DEFAULT_WINDOW, floor: float = DEFAULT_FLOOR) -> None:
+    def __init__(
+        self,
+        *,
+        strength: float = DEFAULT_STRENGTH,
+        threshold: float = DEFAULT_THRESHOLD,
+        window: int = DEFAULT_WINDOW,
+        floor: float = DEFAULT_FLOOR,
+    ) -> None:
         if not 0 <= strength < 1:
             raise ValueError(f"Invalid denoising strength ({strength}); it must be at least 0 and below 1.")
         if threshold <= 0:

@@ -11,23 +11,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
 
 import cv2
 import numpy as np
 import torch
 from torch import nn
 
+from vidlight.errors import VidlightError
 from vidlight.models import load_model
 from vidlight.models.hooks import hooks_of
 from vidlight.models.strength import apply_strength, strength_phases, terms_of
 from vidlight.pipeline.exposure import ExposureControl, preview_size, preview_stats
-from vidlight.pipeline.temporal import StatisticsSmoother
 from vidlight.pipeline.stages import MODEL_WORKERS, timed
-from vidlight.errors import VidlightError
-from vidlight.settings import EngineSettings
+from vidlight.pipeline.temporal import StatisticsSmoother
 from vidlight.pipeline.tiling import DEFAULT_OVERLAP, MIN_TILE, choose_tile, tiled_forward
+from vidlight.settings import EngineSettings
 
 log = logging.getLogger("vidlight")
 
@@ -74,8 +74,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
         if not torch.cuda.is_available():
             raise VidlightError("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise VidlightError(f"--device {parsed}: PyTorch sees {torch.cuda.device_count()} CUDA GPU(s), "
-                                f"numbered from 0")
+            raise VidlightError(
+                f"--device {parsed}: PyTorch sees {torch.cuda.device_count()} CUDA GPU(s), numbered from 0"
+            )
         exact_fp32()
     return parsed
 
@@ -213,8 +214,9 @@ class FrameEnhancer:
         if self.exposure is not None:
             self.exposure.reset()
 
-    def _run(self, frames: torch.Tensor, strength: torch.Tensor | None = None,
-             batch_shape: torch.Size | None = None) -> torch.Tensor:
+    def _run(
+        self, frames: torch.Tensor, strength: torch.Tensor | None = None, batch_shape: torch.Size | None = None
+    ) -> torch.Tensor:
         """uint8/uint16 N x H x W x 3 on the device -> enhanced, in :meth:`output_dtype`, at
         ``strength`` (one per frame; None: the official computation). ``batch_shape``: the
         model-input shape the tile is chosen for, when these frames are a share of a batch
@@ -250,15 +252,26 @@ class FrameEnhancer:
         n, _, h, w = tuple(shape)
         what = f"{tile} px tiles" if tile else "whole frames"
         if self.tile != "auto":
-            raise VidlightError(f"out of {self.device} memory running {n} frame(s) of {w}x{h} on {what}: "
-                                "use a smaller --tile (or --tile auto) or a smaller --batch-size")
+            raise VidlightError(
+                f"out of {self.device} memory running {n} frame(s) of {w}x{h} on {what}: "
+                "use a smaller --tile (or --tile auto) or a smaller --batch-size"
+            )
         multiple = self.hooks.tile_multiple
         side = (tile or max(h, w)) // 2 // multiple * multiple
         if side < MIN_TILE:
-            raise VidlightError(f"out of {self.device} memory even on {what} ({n} frame(s) of {w}x{h}): "
-                                "use --batch-size 1, or --device cpu")
-        log.warning("out of %s memory on %d frame(s) of %dx%d with %s: running the model on %d px tiles",
-                    self.device, n, w, h, what, side)
+            raise VidlightError(
+                f"out of {self.device} memory even on {what} ({n} frame(s) of {w}x{h}): "
+                "use --batch-size 1, or --device cpu"
+            )
+        log.warning(
+            "out of %s memory on %d frame(s) of %dx%d with %s: running the model on %d px tiles",
+            self.device,
+            n,
+            w,
+            h,
+            what,
+            side,
+        )
         self._auto_tiles[(h, w)] = (n, side)
         self._tile_caps[(h, w)] = side  # a later, larger batch of this size starts no larger
 
@@ -328,8 +341,15 @@ class FrameEnhancer:
         return torch.cat(list(self._pool.map(share, bounds[:-1], bounds[1:])))
 
     @torch.inference_mode()
-    def __call__(self, frames: list[np.ndarray] | np.ndarray, seconds: Sequence[float | None] | None = None,
-                 *, statistics=None, exposure=None, reduced: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    def __call__(
+        self,
+        frames: list[np.ndarray] | np.ndarray,
+        seconds: Sequence[float | None] | None = None,
+        *,
+        statistics=None,
+        exposure=None,
+        reduced: Sequence[np.ndarray] | None = None,
+    ) -> np.ndarray:
         """Enhance consecutive frames (uint8/uint16 H x W x 3); ``seconds``: their timestamps,
         for the models whose per-frame statistics are averaged over time and for the automatic
         strength's average.
@@ -360,8 +380,9 @@ class FrameEnhancer:
         finally:
             self.model.statistics_smoother = None
 
-    def _strengths(self, frames: list[np.ndarray] | np.ndarray, exposure,
-                   reduced: Sequence[np.ndarray] | None = None) -> torch.Tensor | None:
+    def _strengths(
+        self, frames: list[np.ndarray] | np.ndarray, exposure, reduced: Sequence[np.ndarray] | None = None
+    ) -> torch.Tensor | None:
         """Each frame's strength (None: all 1, the official computation as it is)."""
         if self.strength == "auto":
             chosen = [exposure(n, stats) for n, stats in enumerate(self._preview(frames, reduced))]
@@ -379,8 +400,9 @@ class FrameEnhancer:
         peak = 255.0 if frames[0].dtype == np.uint8 else 65535.0
         if reduced is not None and len(reduced) == len(frames) and reduced[0].shape[1] >= pw:
             frames = reduced  # the same area averages from a quarter of the samples
-        small = np.stack([cv2.resize(f, (pw, ph), interpolation=cv2.INTER_AREA) if f.shape[:2] != (ph, pw) else f
-                          for f in frames])
+        small = np.stack(
+            [cv2.resize(f, (pw, ph), interpolation=cv2.INTER_AREA) if f.shape[:2] != (ph, pw) else f for f in frames]
+        )
         x = torch.from_numpy(small.astype(np.float32) * np.float32(1 / peak)).permute(0, 3, 1, 2)
         return preview_stats(self.model, x.to(self.device, self.dtype))
 

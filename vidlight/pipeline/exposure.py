@@ -40,8 +40,8 @@ street, only visible, rather than being pushed to a mid-grey day.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -21,8 +21,9 @@ def videos_in(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
-                  and not p.name.startswith("."))
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith(".")
+    )
 
 
 def plan_folder(input: str | Path, output: str | Path, overwrite: bool) -> list[tuple[Path, Path]]:
@@ -73,9 +74,11 @@ def enhance_folder(input: str | Path, output: str | Path, settings: Settings | N
         except Interrupted as exc:
             # A video cut short would pass for finished when the batch is run again.
             target.unlink(missing_ok=True)
-            raise Interrupted(total.frames + exc.frames,
-                              f"{done} of {len(todo)} videos are complete in {output} ({video.name}, cut short, "
-                              f"was removed); run the same command again to do the rest") from None
+            raise Interrupted(
+                total.frames + exc.frames,
+                f"{done} of {len(todo)} videos are complete in {output} ({video.name}, cut short, "
+                f"was removed); run the same command again to do the rest",
+            ) from None
         except VidlightError as exc:
             log.error("%s: %s", video.name, exc)
             failed.append(video.name)
@@ -85,6 +88,7 @@ def enhance_folder(input: str | Path, output: str | Path, settings: Settings | N
         total.corrupt_packets += stats.corrupt_packets
         log.info("%s -> %s: %s", video.name, target, stats.summary())
     if failed:
-        raise VidlightError(f"{len(failed)} of {len(videos_in(input))} videos failed ({', '.join(failed)}); "
-                            f"the rest are in {output}")
+        raise VidlightError(
+            f"{len(failed)} of {len(videos_in(input))} videos failed ({', '.join(failed)}); the rest are in {output}"
+        )
     return total

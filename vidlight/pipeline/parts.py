@@ -22,10 +22,11 @@ import logging
 import os
 import shutil
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import av
 
@@ -130,17 +131,29 @@ class PartSink(FileSink):
         super().close(complete=complete and self.source.finished)
 
 
-def enhance_part(input: Path, part: Part, target: Path, settings: Settings, *, model: Any = None,
-                 stop_event: threading.Event | None = None, on_frames: Callable[[int], None] | None = None) -> RunStats:
+def enhance_part(
+    input: Path,
+    part: Part,
+    target: Path,
+    settings: Settings,
+    *,
+    model: Any = None,
+    stop_event: threading.Event | None = None,
+    on_frames: Callable[[int], None] | None = None,
+) -> RunStats:
     """One part of ``input`` into the file ``target`` (written complete or not at all)."""
     from vidlight.pipeline.runner import run_source
 
     encoder = settings.encoder
     source = PartSource(input, part)
-    return run_source(source, lambda info: PartSink(target, info, source, codec=encoder.codec, crf=encoder.crf,
-                                                    preset=encoder.preset),
-                      settings.replace(progress=False, max_frames=None, duration_seconds=None),
-                      stop_event=stop_event, on_frames=on_frames, model=model)
+    return run_source(
+        source,
+        lambda info: PartSink(target, info, source, codec=encoder.codec, crf=encoder.crf, preset=encoder.preset),
+        settings.replace(progress=False, max_frames=None, duration_seconds=None),
+        stop_event=stop_event,
+        on_frames=on_frames,
+        model=model,
+    )
 
 
 def join_parts(input: Path, parts: list[Path], output: Path) -> int:
@@ -205,12 +218,16 @@ class Workspace:
     def __init__(self, input: Path, output: Path, settings: Settings, split_seconds: float) -> None:
         self.folder = output.with_name(f".{output.name}.parts")
         stat = input.stat()
-        options = {k: v for k, v in settings.options().items()
-                   if k not in ("progress", "overwrite", "executor", "workers")}
+        options = {
+            k: v for k, v in settings.options().items() if k not in ("progress", "overwrite", "executor", "workers")
+        }
         self.manifest = {
-            "input": str(input.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "input": str(input.resolve()),
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
             "settings": hashlib.sha256(repr(sorted(options.items())).encode()).hexdigest(),
-            "split_seconds": split_seconds, "warmup_seconds": WARMUP_SECONDS,
+            "split_seconds": split_seconds,
+            "warmup_seconds": WARMUP_SECONDS,
         }
         self.suffix = output.suffix
 
@@ -227,8 +244,9 @@ class Workspace:
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True)
         parts = plan()
-        path.write_text(json.dumps({**self.manifest, "parts": [
-            [p.index, p.start_pts, p.end_pts, p.warm_pts] for p in parts]}))
+        path.write_text(
+            json.dumps({**self.manifest, "parts": [[p.index, p.start_pts, p.end_pts, p.warm_pts] for p in parts]})
+        )
         return parts
 
     def path(self, part: Part) -> Path:
@@ -245,8 +263,14 @@ class Workspace:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def enhance_in_parts(input: Path, output: Path, settings: Settings, *, stop_event: threading.Event | None = None,
-                     on_frames: Callable[[int], None] | None = None) -> RunStats:
+def enhance_in_parts(
+    input: Path,
+    output: Path,
+    settings: Settings,
+    *,
+    stop_event: threading.Event | None = None,
+    on_frames: Callable[[int], None] | None = None,
+) -> RunStats:
     """:func:`vidlight.enhance_video` of a file into a file, in parts (see the module
     docstring): here one after another, or on Ray workers with ``executor="ray"``."""
     import time
@@ -268,8 +292,14 @@ def enhance_in_parts(input: Path, output: Path, settings: Settings, *, stop_even
         log.info("%s: resuming; %d of %d parts are done", input.name, len(parts) - len(todo), len(parts))
     start = time.perf_counter()
     done_frames = sum(workspace.frames(p) for p in parts if workspace.done(p))
-    bar = tqdm(total=total, initial=done_frames, unit="frame", desc=source_name, disable=not settings.run.progress,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=total,
+        initial=done_frames,
+        unit="frame",
+        desc=source_name,
+        disable=not settings.run.progress,
+        dynamic_ncols=True,
+    )
 
     frames_now = [0]
 
@@ -290,14 +320,15 @@ def enhance_in_parts(input: Path, output: Path, settings: Settings, *, stop_even
 
             model = load_engine_model(settings.engine, prepare_engine(settings.engine)[0]) if todo else None
             for part in todo:
-                enhance_part(input, part, workspace.path(part), settings, model=model, stop_event=stop,
-                             on_frames=count)
+                enhance_part(input, part, workspace.path(part), settings, model=model, stop_event=stop, on_frames=count)
     except (KeyboardInterrupt, Interrupted):
         bar.close()
         finished = sum(1 for p in parts if workspace.done(p))
-        raise Interrupted(frames_now[0] if settings.run.executor != "ray" else bar.n - done_frames,
-                          f"{finished} of {len(parts)} parts of {output} are done (in {workspace.folder}); "
-                          f"run the same command again to resume") from None
+        raise Interrupted(
+            frames_now[0] if settings.run.executor != "ray" else bar.n - done_frames,
+            f"{finished} of {len(parts)} parts of {output} are done (in {workspace.folder}); "
+            f"run the same command again to resume",
+        ) from None
     bar.close()
     frames = join_parts(input, [workspace.path(p) for p in parts], output)
     workspace.remove()

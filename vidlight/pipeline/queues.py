@@ -12,7 +12,8 @@ import queue
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from vidlight.io.files import Frame
 

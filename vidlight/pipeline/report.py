@@ -66,7 +66,7 @@ class Latencies:
                 return None
             rank = max(1, math.ceil(q * self.count))
             index = int(np.searchsorted(np.cumsum(self._counts), rank))
-        return self.LOWEST * self.RESOLUTION ** index
+        return self.LOWEST * self.RESOLUTION**index
 
 
 @dataclass
@@ -95,8 +95,10 @@ class RunStats:
         if self.dropped or self.reconnects or self.latencies:
             text += f", {self.dropped} dropped, {self.reconnects} reconnect(s)"
         if self.latencies:
-            text += (f", latency median {1000 * self.latency(0.5):.0f} ms, p95 {1000 * self.latency(0.95):.0f} ms,"
-                     f" max {1000 * self.latencies.max:.0f} ms")
+            text += (
+                f", latency median {1000 * self.latency(0.5):.0f} ms, p95 {1000 * self.latency(0.95):.0f} ms,"
+                f" max {1000 * self.latencies.max:.0f} ms"
+            )
         return text
 
 
@@ -114,10 +116,16 @@ class LiveReport:
         if now < self.next:
             return
         count = len(self.latencies)
-        recent = list(self.latencies.recent)[-(count - self.frames_then):] if count > self.frames_then else []
+        recent = list(self.latencies.recent)[-(count - self.frames_then) :] if count > self.frames_then else []
         fps = (count - self.frames_then) / (now - self.next + self.every)
         lat = f", latency {1000 * float(np.median(recent)):.0f} ms" if recent else ""
-        log.info("%s: %.1f fps, %d dropped, %d reconnect(s)%s", self.source.name, fps,
-                 self.queue.dropped, self.source.reconnects, lat)
+        log.info(
+            "%s: %.1f fps, %d dropped, %d reconnect(s)%s",
+            self.source.name,
+            fps,
+            self.queue.dropped,
+            self.source.reconnects,
+            lat,
+        )
         self.frames_then = count
         self.next = now + self.every

@@ -20,8 +20,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import av
 
@@ -54,9 +55,15 @@ class Interrupted(VidlightError):
         self.frames = frames
 
 
-def enhance_video(input: str | Path, output: str | Path | Sink, settings: Settings | None = None, *,
-                  stop_event: threading.Event | None = None, on_frames: Callable[[int], None] | None = None,
-                  **options: Any) -> RunStats:
+def enhance_video(
+    input: str | Path,
+    output: str | Path | Sink,
+    settings: Settings | None = None,
+    *,
+    stop_event: threading.Event | None = None,
+    on_frames: Callable[[int], None] | None = None,
+    **options: Any,
+) -> RunStats:
     """Enhance a video, stream, webcam or image folder into a file, stream or folder.
 
     Files keep their timestamps, audio, colour tags and rotation. Live sources (``rtsp://``,
@@ -89,8 +96,12 @@ def enhance_video(input: str | Path, output: str | Path | Sink, settings: Settin
             to do); :class:`~vidlight.errors.MediaError` for media that cannot be read or written.
     """
     settings = (settings or Settings()).replace(**options)
-    if (classify(str(input)) == "images" and isinstance(output, (str, Path)) and classify_sink(output) == "file"
-            and not Path(output).suffix):
+    if (
+        classify(str(input)) == "images"
+        and isinstance(output, (str, Path))
+        and classify_sink(output) == "file"
+        and not Path(output).suffix
+    ):
         output = f"{output}/"  # pictures in, a name without a container's suffix out: pictures
     file_to_file = classify(str(input)) == "file" and not isinstance(output, Sink) and classify_sink(output) == "file"
     if file_to_file:
@@ -100,8 +111,10 @@ def enhance_video(input: str | Path, output: str | Path | Sink, settings: Settin
             raise VidlightError("the output must be a different file from the input")
     if settings.run.split_seconds is not None or settings.run.executor != "local":
         if not file_to_file or settings.encoder.segment_seconds is not None:
-            raise VidlightError("--split and --executor ray take a video file (or a folder of them) into a "
-                                "video file; run live sources and image folders without them")
+            raise VidlightError(
+                "--split and --executor ray take a video file (or a folder of them) into a "
+                "video file; run live sources and image folders without them"
+            )
         from vidlight.pipeline.parts import enhance_in_parts
 
         return enhance_in_parts(Path(input), Path(output), settings, stop_event=stop_event, on_frames=on_frames)
@@ -109,24 +122,45 @@ def enhance_video(input: str | Path, output: str | Path | Sink, settings: Settin
     stop_event = stop_event or threading.Event()
     src, enc = settings.source, settings.encoder
     # A bad input is reported before any model is loaded.
-    source = open_source(input, transport=src.transport, open_timeout_seconds=src.open_timeout_seconds,
-                         read_timeout_seconds=src.read_timeout_seconds, reconnect=src.reconnect,
-                         max_reconnects=src.max_reconnects, fps=src.fps, stop_event=stop_event)
+    source = open_source(
+        input,
+        transport=src.transport,
+        open_timeout_seconds=src.open_timeout_seconds,
+        read_timeout_seconds=src.read_timeout_seconds,
+        reconnect=src.reconnect,
+        max_reconnects=src.max_reconnects,
+        fps=src.fps,
+        stop_event=stop_event,
+    )
 
     def make_sink(info: VideoInfo) -> Sink:
         if isinstance(output, Sink):  # a sink object (e.g. vidlight.pipeline.iterate.FrameQueueSink)
             output.open(info)  # type: ignore[attr-defined]
             return output
-        return open_sink(output, info, copy_streams=source.copy_streams, segment_seconds=enc.segment_seconds,
-                         codec=enc.codec, crf=enc.crf, preset=enc.preset, overwrite=settings.run.overwrite,
-                         transport=src.transport)
+        return open_sink(
+            output,
+            info,
+            copy_streams=source.copy_streams,
+            segment_seconds=enc.segment_seconds,
+            codec=enc.codec,
+            crf=enc.crf,
+            preset=enc.preset,
+            overwrite=settings.run.overwrite,
+            transport=src.transport,
+        )
 
     return run_source(source, make_sink, settings, stop_event=stop_event, on_frames=on_frames)
 
 
-def run_source(source: Source, make_sink: Callable[[VideoInfo], Sink], settings: Settings, *,
-               stop_event: threading.Event | None = None, on_frames: Callable[[int], None] | None = None,
-               model: Any = None) -> RunStats:
+def run_source(
+    source: Source,
+    make_sink: Callable[[VideoInfo], Sink],
+    settings: Settings,
+    *,
+    stop_event: threading.Event | None = None,
+    on_frames: Callable[[int], None] | None = None,
+    model: Any = None,
+) -> RunStats:
     """Run an opened ``source`` through the pipeline into ``make_sink(source.info)``; the source
     is closed in every case. ``model``: an already loaded ``(model, fp16)`` pair to use instead
     of loading ``settings.engine``'s."""
@@ -134,22 +168,42 @@ def run_source(source: Source, make_sink: Callable[[VideoInfo], Sink], settings:
     temporal = settings.temporal
     try:
         model, fp16 = model or load_engine_model(settings.engine, dev)
-        enhancer = FrameEnhancer(model, device=dev, fp16=fp16, tile=settings.engine.tile,
-                                 tile_overlap=settings.engine.tile_overlap,
-                                 statistics_time=temporal.smooth_time if temporal.smooth else None,
-                                 keep_precision=temporal.smooth, strength=temporal.strength)
+        enhancer = FrameEnhancer(
+            model,
+            device=dev,
+            fp16=fp16,
+            tile=settings.engine.tile,
+            tile_overlap=settings.engine.tile_overlap,
+            statistics_time=temporal.smooth_time if temporal.smooth else None,
+            keep_precision=temporal.smooth,
+            strength=temporal.strength,
+        )
         sink = make_sink(source.info)
     except BaseException:
         source.close()
         raise
     rate = source.info.average_rate
-    smoother = TemporalSmoother(time_constant=temporal.smooth_time, enabled=temporal.smooth, denoise=temporal.denoise,
-                                default_dt=float(1 / rate) if rate else 1 / 30)
+    smoother = TemporalSmoother(
+        time_constant=temporal.smooth_time,
+        enabled=temporal.smooth,
+        denoise=temporal.denoise,
+        default_dt=float(1 / rate) if rate else 1 / 30,
+    )
     latest = source.live if settings.source.latest_frame is None else settings.source.latest_frame
     try:
-        return _run(source, sink, enhancer, batch_size, settings.run.progress, settings.run.max_frames, smoother,
-                    latest_frame=latest, duration_seconds=settings.run.duration_seconds, stop_event=stop_event,
-                    on_frames=on_frames)
+        return _run(
+            source,
+            sink,
+            enhancer,
+            batch_size,
+            settings.run.progress,
+            settings.run.max_frames,
+            smoother,
+            latest_frame=latest,
+            duration_seconds=settings.run.duration_seconds,
+            stop_event=stop_event,
+            on_frames=on_frames,
+        )
     finally:
         enhancer.close()
 
@@ -176,8 +230,9 @@ def _run(
     live = source.live
     # A live camera's queue holds one batch: when the model falls behind, the oldest frames are
     # dropped rather than delayed (two batches at 30 fps held frames for 267 ms).
-    decoded: FrameQueue | LatestFrameQueue = (LatestFrameQueue(batch_size) if latest_frame
-                                              else FrameQueue(maxsize=2 * batch_size))
+    decoded: FrameQueue | LatestFrameQueue = (
+        LatestFrameQueue(batch_size) if latest_frame else FrameQueue(maxsize=2 * batch_size)
+    )
     encoded: queue.Queue = queue.Queue(maxsize=2)
     errors: list[BaseException] = []
     latencies = Latencies()
@@ -186,10 +241,15 @@ def _run(
     bar = tqdm(total=total, unit="frame", desc=name, disable=not progress, dynamic_ncols=True)
     if on_frames is not None:
         bar = _Reporting(bar, on_frames)
-    reader = threading.Thread(target=read_source, args=(source, decoded, stop, max_frames, None, duration_seconds),
-                              daemon=True, name="vidlight-read")
-    writer = threading.Thread(target=write_sink, args=(sink, encoded, errors, bar, latencies), daemon=True,
-                              name="vidlight-write")
+    reader = threading.Thread(
+        target=read_source,
+        args=(source, decoded, stop, max_frames, None, duration_seconds),
+        daemon=True,
+        name="vidlight-read",
+    )
+    writer = threading.Thread(
+        target=write_sink, args=(sink, encoded, errors, bar, latencies), daemon=True, name="vidlight-write"
+    )
     # The strip pool does the CPU parallelism; torch's own threads would only contend with it.
     threads = single_threaded_torch() if enhancer.workers > 1 else contextlib.nullcontext()
     start = time.perf_counter()
@@ -211,8 +271,14 @@ def _run(
         if smoother is not None:
             smoother.reset()
         enhancer.reset()
-        log.info("%s: reconnected (#%d) after %.1f s, %dx%d", name, item.count,
-                 item.downtime_seconds, item.width, item.height)
+        log.info(
+            "%s: reconnected (#%d) after %.1f s, %dx%d",
+            name,
+            item.count,
+            item.downtime_seconds,
+            item.width,
+            item.height,
+        )
 
     intake = StreamIntake(duration_seconds, reconnected)
 
@@ -274,9 +340,15 @@ def _run(
         sink.close(complete=failure is None)
     except VidlightError as exc:
         failure = failure or exc
-    stats = RunStats(sink.frames_written, time.perf_counter() - start, source.corrupt_packets, interrupted,
-                     dropped=decoded.dropped, reconnects=source.reconnects,
-                     latencies=latencies if live else None)
+    stats = RunStats(
+        sink.frames_written,
+        time.perf_counter() - start,
+        source.corrupt_packets,
+        interrupted,
+        dropped=decoded.dropped,
+        reconnects=source.reconnects,
+        latencies=latencies if live else None,
+    )
     output = sink.output
     if failure is not None:
         if isinstance(failure, VidlightError):

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from vidlight.errors import VidlightError
 from vidlight.io import Sink, Source
 from vidlight.io.live import Reconnected, classify, open_source, redact
@@ -70,8 +69,10 @@ class Stream:
         shared = {f.name for f in fields(*SHARED_GROUPS)} | {"executor", "workers"}
         for option in options:
             if option in shared:
-                raise VidlightError(f"stream {name!r} sets {option!r}, which every stream shares (one model on "
-                                    f"one device); set it for serve as a whole")
+                raise VidlightError(
+                    f"stream {name!r} sets {option!r}, which every stream shares (one model on "
+                    f"one device); set it for serve as a whole"
+                )
         self.name, self.source, self.sink = name, source, sink
         self.settings = (settings or Settings()).replace(**options)
 
@@ -97,8 +98,10 @@ class CameraStatus:
         latency = f", latency {self.latency_ms:.0f} ms" if self.latency_ms is not None else ""
         restarts = f", {self.restarts} restart(s)" if self.restarts else ""
         error = f": {self.error}" if self.error else ""
-        return (f"{self.name}: {self.state}{error}, {self.frames} frames, {self.fps:.1f} fps, {self.dropped} dropped, "
-                f"{self.reconnects} reconnect(s){latency}{restarts}")
+        return (
+            f"{self.name}: {self.state}{error}, {self.frames} frames, {self.fps:.1f} fps, {self.dropped} dropped, "
+            f"{self.reconnects} reconnect(s){latency}{restarts}"
+        )
 
 
 @dataclass
@@ -123,8 +126,10 @@ class ServeReport:
         return self.frames / self.model_calls if self.model_calls else 0.0
 
     def summary(self) -> str:
-        return (f"{len(self.streams)} stream(s), {len(self.failures)} failed; {self.model_calls} model calls, "
-                f"{self.mean_batch:.1f} frames per call, {self.mixed_calls} with frames of several streams")
+        return (
+            f"{len(self.streams)} stream(s), {len(self.failures)} failed; {self.model_calls} model calls, "
+            f"{self.mean_batch:.1f} frames per call, {self.mixed_calls} with frames of several streams"
+        )
 
     def status(self) -> list[CameraStatus]:
         """Every stream started so far: frames, fps, drops, reconnects and latency now."""
@@ -150,8 +155,18 @@ class ServeReport:
             fps = (frames - before) / (now - then) if now > then else 0.0
             if state == "running":
                 self._seen[name] = (now, frames)
-            out.append(CameraStatus(name, state, frames, fps, dropped, reconnects,
-                                    None if median is None else 1000 * median, failures.get(name)))
+            out.append(
+                CameraStatus(
+                    name,
+                    state,
+                    frames,
+                    fps,
+                    dropped,
+                    reconnects,
+                    None if median is None else 1000 * median,
+                    failures.get(name),
+                )
+            )
         return out
 
     def __getstate__(self) -> dict:  # sent between processes (Ray): the finished figures only
@@ -167,32 +182,55 @@ class _Live(StreamIntake):
     """A running stream: its source, buffers, threads, temporal state and sink; its pending
     frames and boundary items as :class:`~vidlight.pipeline.runner.StreamIntake` keeps them."""
 
-    def __init__(self, spec: Stream, source: Source, sink: Sink, *, stop: threading.Event, arrived: threading.Event,
-                 share: int, smooth: bool, smooth_time: float, denoise: bool, statistics: bool,
-                 exposure: bool, enhancer: FrameEnhancer | None) -> None:
+    def __init__(
+        self,
+        spec: Stream,
+        source: Source,
+        sink: Sink,
+        *,
+        stop: threading.Event,
+        arrived: threading.Event,
+        share: int,
+        smooth: bool,
+        smooth_time: float,
+        denoise: bool,
+        statistics: bool,
+        exposure: bool,
+        enhancer: FrameEnhancer | None,
+    ) -> None:
         run = spec.settings.run
         super().__init__(run.duration_seconds, self._reconnected)
         self.spec, self.source, self.sink, self.name = spec, source, sink, spec.name
         self.live = source.live
         latest = self.live if spec.settings.source.latest_frame is None else spec.settings.source.latest_frame
-        self.decoded: FrameQueue | LatestFrameQueue = (LatestFrameQueue(2 * share) if latest
-                                                       else FrameQueue(maxsize=2 * share))
+        self.decoded: FrameQueue | LatestFrameQueue = (
+            LatestFrameQueue(2 * share) if latest else FrameQueue(maxsize=2 * share)
+        )
         self.encoded: queue.Queue = queue.Queue(maxsize=2)
         self.errors: list[BaseException] = []
         self.latencies = Latencies()
         rate = source.info.average_rate
-        self.smoother = TemporalSmoother(time_constant=smooth_time, enabled=smooth, denoise=denoise,
-                                         default_dt=float(1 / rate) if rate else 1 / 30)
+        self.smoother = TemporalSmoother(
+            time_constant=smooth_time, enabled=smooth, denoise=denoise, default_dt=float(1 / rate) if rate else 1 / 30
+        )
         self.statistics = StatisticsSmoother(time_constant=smooth_time) if statistics and smooth else None
         self.exposure = ExposureControl() if exposure else None  # strength "auto": this stream's own
         self.enhancer = enhancer  # its own, for clip models only (their context is per stream)
         self.start = time.perf_counter()
         self.started = time.monotonic()
         self.reporter = LiveReport(source, self.decoded, self.latencies)
-        self.reader = threading.Thread(target=read_source, args=(source, self.decoded, stop, run.max_frames, arrived.set),
-                                       daemon=True, name=f"vidlight-read-{spec.name}")
-        self.writer = threading.Thread(target=write_sink, args=(sink, self.encoded, self.errors, None, self.latencies),
-                                       daemon=True, name=f"vidlight-write-{spec.name}")
+        self.reader = threading.Thread(
+            target=read_source,
+            args=(source, self.decoded, stop, run.max_frames, arrived.set),
+            daemon=True,
+            name=f"vidlight-read-{spec.name}",
+        )
+        self.writer = threading.Thread(
+            target=write_sink,
+            args=(sink, self.encoded, self.errors, None, self.latencies),
+            daemon=True,
+            name=f"vidlight-write-{spec.name}",
+        )
         self.writer.start()
         self.reader.start()
 
@@ -219,8 +257,14 @@ class _Live(StreamIntake):
             self.exposure.reset()
         if self.enhancer is not None:
             self.enhancer.reset()
-        log.info("%s: reconnected (#%d) after %.1f s, %dx%d", self.name, item.count,
-                 item.downtime_seconds, item.width, item.height)
+        log.info(
+            "%s: reconnected (#%d) after %.1f s, %dx%d",
+            self.name,
+            item.count,
+            item.downtime_seconds,
+            item.width,
+            item.height,
+        )
 
     def hand_over(self, done: list, *, end: bool) -> None:
         """Frames back from the smoother, to the writer with the packets waiting."""
@@ -252,9 +296,15 @@ class _Live(StreamIntake):
         except VidlightError as exc:
             failure = failure or exc
         self.failure = failure
-        return RunStats(self.sink.frames_written, time.perf_counter() - self.start, self.source.corrupt_packets,
-                        interrupted, dropped=self.decoded.dropped, reconnects=self.source.reconnects,
-                        latencies=self.latencies if self.live else None)
+        return RunStats(
+            self.sink.frames_written,
+            time.perf_counter() - self.start,
+            self.source.corrupt_packets,
+            interrupted,
+            dropped=self.decoded.dropped,
+            reconnects=self.source.reconnects,
+            latencies=self.latencies if self.live else None,
+        )
 
 
 class _Routes:
@@ -280,8 +330,14 @@ class _Routes:
         return stream.exposure(n, stats)
 
 
-def serve(streams: list[Stream], settings: Settings | None = None, *, stop_event: threading.Event | None = None,
-          report: ServeReport | None = None, **options: Any) -> ServeReport:
+def serve(
+    streams: list[Stream],
+    settings: Settings | None = None,
+    *,
+    stop_event: threading.Event | None = None,
+    report: ServeReport | None = None,
+    **options: Any,
+) -> ServeReport:
     """Enhance several sources into their sinks in one process, batching frames across streams.
 
     Args:
@@ -320,8 +376,9 @@ def serve(streams: list[Stream], settings: Settings | None = None, *, stop_event
             raise VidlightError(f"{s.sink} (stream {s.name!r}) already exists; set overwrite = true to replace it")
     unshared = sorted(set(options) - {f.name for f in fields(*SHARED_GROUPS)})
     if unshared:
-        raise VidlightError(f"serve takes the settings every stream shares; {unshared[0]!r} is a stream's own: "
-                            f"set it on each Stream")
+        raise VidlightError(
+            f"serve takes the settings every stream shares; {unshared[0]!r} is a stream's own: set it on each Stream"
+        )
     settings = (settings or Settings()).replace(**options)
     engine, temporal = settings.engine, settings.temporal
     smooth, smooth_time, strength = temporal.smooth, temporal.smooth_time, temporal.strength
@@ -332,8 +389,10 @@ def serve(streams: list[Stream], settings: Settings | None = None, *, stop_event
     started: queue.Queue = queue.Queue()
     report = report if report is not None else ServeReport()
     share = max(1, math.ceil(batch_size / len(streams)))
-    starters = [threading.Thread(target=_start, args=(s, stop, started), daemon=True, name=f"vidlight-open-{s.name}")
-                for s in streams]
+    starters = [
+        threading.Thread(target=_start, args=(s, stop, started), daemon=True, name=f"vidlight-open-{s.name}")
+        for s in streams
+    ]
     for t in starters:
         t.start()
     running: list[_Live] = []
@@ -343,8 +402,9 @@ def serve(streams: list[Stream], settings: Settings | None = None, *, stop_event
     try:
         # Loaded while the sources open; a bad model or weights still closes what they opened.
         model, fp16 = load_engine_model(engine, dev)
-        enhancer = FrameEnhancer(model, device=dev, fp16=fp16, tile=tile, tile_overlap=tile_overlap,
-                                 keep_precision=smooth, strength=strength)
+        enhancer = FrameEnhancer(
+            model, device=dev, fp16=fp16, tile=tile, tile_overlap=tile_overlap, keep_precision=smooth, strength=strength
+        )
         clip_model = bool(enhancer.clip_context)
         if enhancer.workers > 1:
             # The CPU pool does the parallelism; torch's own threads would only contend with it.
@@ -366,16 +426,41 @@ def serve(streams: list[Stream], settings: Settings | None = None, *, stop_event
                 source, sink = opened
                 own = None
                 if clip_model:
-                    own = FrameEnhancer(model, device=dev, fp16=fp16, tile=tile, tile_overlap=tile_overlap,
-                                        keep_precision=smooth, strength=strength)
-                running.append(_Live(spec, source, sink, stop=stop, arrived=arrived, share=share, smooth=smooth,
-                                     smooth_time=smooth_time, denoise=temporal.denoise,
-                                     statistics=enhancer.averages_statistics,
-                                     exposure=strength == "auto" and own is None, enhancer=own))
+                    own = FrameEnhancer(
+                        model,
+                        device=dev,
+                        fp16=fp16,
+                        tile=tile,
+                        tile_overlap=tile_overlap,
+                        keep_precision=smooth,
+                        strength=strength,
+                    )
+                running.append(
+                    _Live(
+                        spec,
+                        source,
+                        sink,
+                        stop=stop,
+                        arrived=arrived,
+                        share=share,
+                        smooth=smooth,
+                        smooth_time=smooth_time,
+                        denoise=temporal.denoise,
+                        statistics=enhancer.averages_statistics,
+                        exposure=strength == "auto" and own is None,
+                        enhancer=own,
+                    )
+                )
                 with report._lock:
                     report._running[spec.name] = running[-1]
-                log.info("%s: %s -> %s, %dx%d", spec.name, source.name, redact(str(sink.output)),
-                         source.info.width, source.info.height)
+                log.info(
+                    "%s: %s -> %s, %dx%d",
+                    spec.name,
+                    source.name,
+                    redact(str(sink.output)),
+                    source.info.width,
+                    source.info.height,
+                )
             for s in running:
                 if s.held is not None and not s.frames:
                     s.resume()
@@ -457,9 +542,16 @@ def _start(spec: Stream, stop: threading.Event, started: queue.Queue) -> None:
     delay, cap = START_RETRY_SECONDS
     while True:
         try:
-            source = open_source(spec.source, transport=src.transport, open_timeout_seconds=src.open_timeout_seconds,
-                                 read_timeout_seconds=src.read_timeout_seconds, reconnect=src.reconnect,
-                                 max_reconnects=src.max_reconnects, fps=src.fps, stop_event=stop)
+            source = open_source(
+                spec.source,
+                transport=src.transport,
+                open_timeout_seconds=src.open_timeout_seconds,
+                read_timeout_seconds=src.read_timeout_seconds,
+                reconnect=src.reconnect,
+                max_reconnects=src.max_reconnects,
+                fps=src.fps,
+                stop_event=stop,
+            )
             break
         except VidlightError as exc:
             retry = live and src.reconnect and (src.max_reconnects is None or attempts < src.max_reconnects)
@@ -476,9 +568,17 @@ def _start(spec: Stream, stop: threading.Event, started: queue.Queue) -> None:
             started.put((spec, exc))
             return
     try:
-        sink = open_sink(spec.sink, source.info, copy_streams=source.copy_streams, segment_seconds=enc.segment_seconds,
-                         codec=enc.codec, crf=enc.crf, preset=enc.preset, overwrite=spec.settings.run.overwrite,
-                         transport=src.transport)
+        sink = open_sink(
+            spec.sink,
+            source.info,
+            copy_streams=source.copy_streams,
+            segment_seconds=enc.segment_seconds,
+            codec=enc.codec,
+            crf=enc.crf,
+            preset=enc.preset,
+            overwrite=spec.settings.run.overwrite,
+            transport=src.transport,
+        )
     except BaseException as exc:
         source.close()
         started.put((spec, exc))
@@ -507,13 +607,17 @@ def _run_model(enhancer: FrameEnhancer, waiting: list[_Live], clip_model: bool, 
             routes.add(s, seconds, cuts)
             batch += frames
             small = small + reduced if small is not None and reduced is not None else None
-        out = enhancer(batch, statistics=routes.statistics if enhancer.averages_statistics else None,
-                       exposure=routes.exposure if enhancer.exposure is not None else None, reduced=small)
+        out = enhancer(
+            batch,
+            statistics=routes.statistics if enhancer.averages_statistics else None,
+            exposure=routes.exposure if enhancer.exposure is not None else None,
+            reduced=small,
+        )
         report.model_calls += 1
         report.frames += len(batch)
         report.mixed_calls += len(parts) > 1
         start = 0
         for s, frames, seconds, tags, *_ in parts:
-            mine = list(out[start:start + len(frames)])
+            mine = list(out[start : start + len(frames)])
             start += len(frames)
             s.hand_over(s.smoother.push(frames, mine, seconds, tags), end=False)

@@ -24,12 +24,19 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 # What the pipeline times (see the module docstring for how they combine).
 SOURCE, CONVERT_IN, MODEL, MODEL_WORKERS, TEMPORAL, SINK, CONVERT_OUT = (
-    "source", "convert in", "model", "model workers", "temporal", "sink", "convert out")
+    "source",
+    "convert in",
+    "model",
+    "model workers",
+    "temporal",
+    "sink",
+    "convert out",
+)
 
 
 @dataclass(frozen=True)
@@ -63,8 +70,11 @@ class StageClock:
         cpu, busy = self.cpu.get, self.busy.get
         return [
             StageTime("decode", cpu(SOURCE, 0.0) - cpu(CONVERT_IN, 0.0), busy(SOURCE, 0.0) - busy(CONVERT_IN, 0.0)),
-            StageTime("colour conversion", cpu(CONVERT_IN, 0.0) + cpu(CONVERT_OUT, 0.0),
-                      busy(CONVERT_IN, 0.0) + busy(CONVERT_OUT, 0.0)),
+            StageTime(
+                "colour conversion",
+                cpu(CONVERT_IN, 0.0) + cpu(CONVERT_OUT, 0.0),
+                busy(CONVERT_IN, 0.0) + busy(CONVERT_OUT, 0.0),
+            ),
             StageTime("model", cpu(MODEL, 0.0) + cpu(MODEL_WORKERS, 0.0), busy(MODEL, 0.0)),
             StageTime("temporal stage", cpu(TEMPORAL, 0.0), busy(TEMPORAL, 0.0)),
             StageTime("encode", cpu(SINK, 0.0) - cpu(CONVERT_OUT, 0.0), busy(SINK, 0.0) - busy(CONVERT_OUT, 0.0)),
@@ -90,4 +100,3 @@ def measuring() -> Iterator[StageClock]:
         yield _clock
     finally:
         _clock = None
-

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -130,8 +130,9 @@ class SceneCutDetector:
         self.last_distance = distance
         baseline = float(np.median(self._distances)) if self._distances else 0.0
         self._distances.append(distance)
-        if distance > self.certain or (distance > self.threshold and distance > self.ratio * baseline
-                                       and self._since_cut > self.min_gap):
+        if distance > self.certain or (
+            distance > self.threshold and distance > self.ratio * baseline and self._since_cut > self.min_gap
+        ):
             self._since_cut = 0
             # The new scene's own distances are the baseline from here on.
             self._distances.clear()
@@ -144,8 +145,16 @@ class _Pending:
 
     __slots__ = ("source", "level", "frame", "alpha", "tag", "dtype", "blocks")
 
-    def __init__(self, source: np.ndarray, level: np.ndarray, frame: np.ndarray, alpha: float, tag: object,
-                 dtype: np.dtype, blocks: np.ndarray | None) -> None:
+    def __init__(
+        self,
+        source: np.ndarray,
+        level: np.ndarray,
+        frame: np.ndarray,
+        alpha: float,
+        tag: object,
+        dtype: np.dtype,
+        blocks: np.ndarray | None,
+    ) -> None:
         self.source, self.level, self.frame, self.alpha, self.tag = source, level, frame, alpha, tag
         self.dtype = dtype  # the input's: what the corrected frame is rounded to
         self.blocks = blocks  # the input's block means (where the scene is still)
@@ -303,10 +312,18 @@ class GainSmoother:
             level = float(np.dot(LUMA, cv2.mean(frame)[:3])) / _max_value(frame.dtype)
             return np.array(np.log(level + self.eps), dtype=np.float32)
         grid = self._grid(frame)
-        return np.log(_lowres_luma(small if small is not None and small.shape[1] >= 2 * grid[0] else frame, grid) + self.eps)
+        return np.log(
+            _lowres_luma(small if small is not None and small.shape[1] >= 2 * grid[0] else frame, grid) + self.eps
+        )
 
-    def push(self, source: np.ndarray, output: np.ndarray, time_seconds: float | None,
-             tag: object = None, blocks: np.ndarray | None = None) -> list[tuple[np.ndarray, object]]:
+    def push(
+        self,
+        source: np.ndarray,
+        output: np.ndarray,
+        time_seconds: float | None,
+        tag: object = None,
+        blocks: np.ndarray | None = None,
+    ) -> list[tuple[np.ndarray, object]]:
         """Queue an (input, enhanced) pair; returns the (corrected frame, tag) pairs now final, in
         order. ``blocks``: the input's :func:`block_means`, if already made."""
         ready = []
@@ -343,7 +360,7 @@ class GainSmoother:
         # A symmetric window (as wide as both sides allow, at a stream's start and end too),
         # so a ramp's median is the ramp itself.
         m = min(self.lookahead, len(self._past), len(self._pending) - 1)
-        window = list(self._past)[len(self._past) - m:] + [p.source for p in list(self._pending)[: m + 1]]
+        window = list(self._past)[len(self._past) - m :] + [p.source for p in list(self._pending)[: m + 1]]
         trend = np.median(np.stack(window), axis=0)
         k = self.slope
         observed = frame.level - k * (frame.source - trend)
@@ -358,12 +375,17 @@ class GainSmoother:
         self._past.append(frame.source)
         self._pending.popleft()
         last, still = None, None
-        if (self.hysteresis > 0 and self._last is not None and self._last.shape == frame.frame.shape
-                and self._last_blocks.shape == frame.blocks.shape):
+        if (
+            self.hysteresis > 0
+            and self._last is not None
+            and self._last.shape == frame.frame.shape
+            and self._last_blocks.shape == frame.blocks.shape
+        ):
             last = self._last
             still = _still_samples(frame.blocks, self._last_blocks, frame.frame.shape)
-        self._last = apply_gain(frame.frame, np.exp(self._state - frame.level), frame.dtype, last, self.hysteresis,
-                                self.denoiser, still)
+        self._last = apply_gain(
+            frame.frame, np.exp(self._state - frame.level), frame.dtype, last, self.hysteresis, self.denoiser, still
+        )
         self._last_blocks = frame.blocks
         return self._last, frame.tag
 
@@ -391,9 +413,15 @@ def _still_samples(blocks: np.ndarray, last_blocks: np.ndarray, shape: tuple) ->
     return cv2.resize(calm, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST).reshape(shape)
 
 
-def apply_gain(output: np.ndarray, factor: np.ndarray, dtype: np.dtype, last: np.ndarray | None = None,
-               hysteresis: float = 0.0, denoiser: TemporalDenoiser | None = None,
-               still: np.ndarray | None = None) -> np.ndarray:
+def apply_gain(
+    output: np.ndarray,
+    factor: np.ndarray,
+    dtype: np.dtype,
+    last: np.ndarray | None = None,
+    hysteresis: float = 0.0,
+    denoiser: TemporalDenoiser | None = None,
+    still: np.ndarray | None = None,
+) -> np.ndarray:
     """``output`` times ``factor`` (a scalar, or the grid upsampled), through ``denoiser`` if
     given, rounded once to ``dtype``; a sample within ``hysteresis`` steps of ``last`` (the
     previous output frame) keeps its value there, where ``still`` (H x W, or one value per
@@ -432,8 +460,9 @@ def apply_gain(output: np.ndarray, factor: np.ndarray, dtype: np.dtype, last: np
     return rounded
 
 
-def _scaled_to_8_bits(output: np.ndarray, f: float, last: np.ndarray | None, hysteresis: float,
-                      still: np.ndarray | None) -> np.ndarray:
+def _scaled_to_8_bits(
+    output: np.ndarray, f: float, last: np.ndarray | None, hysteresis: float, still: np.ndarray | None
+) -> np.ndarray:
     """:func:`apply_gain` for one scalar factor ``f`` onto 8 bits: the same result in a few
     integer passes, without a float frame. ``round(x + 0.5 - h)`` and ``round(x + h - 0.5)`` of
     the exact value ``x`` bound the integers within ``h`` (< 1) of it, so the previous output
@@ -495,9 +524,15 @@ class StatisticsSmoother:
                 alphas.append(0.0)
                 self._fresh = False
             else:
-                dt = p - self._last_seconds if p is not None and self._last_seconds is not None and p > self._last_seconds else self.default_dt
+                dt = (
+                    p - self._last_seconds
+                    if p is not None and self._last_seconds is not None and p > self._last_seconds
+                    else self.default_dt
+                )
                 alphas.append(math.exp(-dt / self.time_constant))
-            self._last_seconds = p if p is not None else (None if self._last_seconds is None else self._last_seconds + self.default_dt)
+            self._last_seconds = (
+                p if p is not None else (None if self._last_seconds is None else self._last_seconds + self.default_dt)
+            )
         self._alphas = alphas
 
     def __call__(self, key: str, index: int, value: float) -> float:
@@ -598,8 +633,10 @@ class TemporalSmoother:
         (corrected frame, tag) pairs, in order."""
         tags = [None] * len(inputs) if tags is None else tags
         if not (len(inputs) == len(outputs) == len(seconds) == len(tags)):
-            raise ValueError(f"inputs, outputs, seconds and tags differ in length "
-                             f"({len(inputs)}, {len(outputs)}, {len(seconds)}, {len(tags)})")
+            raise ValueError(
+                f"inputs, outputs, seconds and tags differ in length "
+                f"({len(inputs)}, {len(outputs)}, {len(seconds)}, {len(tags)})"
+            )
         if not self.enabled:
             for _ in range(min(len(inputs), len(self._scanned))):
                 self._scanned.popleft()  # the cuts were for the model (clip context, strength)

@@ -114,8 +114,9 @@ def run_tiled(body, inner: torch.Tensor, tile: int, overlap: int = DEFAULT_OVERL
     return out / weight
 
 
-def tiled_forward(model: nn.Module, x: torch.Tensor, tile: int, overlap: int = DEFAULT_OVERLAP, *,
-                  split: tuple | None = None) -> torch.Tensor:
+def tiled_forward(
+    model: nn.Module, x: torch.Tensor, tile: int, overlap: int = DEFAULT_OVERLAP, *, split: tuple | None = None
+) -> torch.Tensor:
     """The model's output for ``x``, its network run on tiles of at most ``tile`` pixels a side
     (or what ``split``, another ``(prepare, body, finish)`` of the model, computes)."""
     prepare, body, finish = split or phases(model)
@@ -152,7 +153,13 @@ def available_memory(device: torch.device) -> int:
 
 
 def choose_tile(
-    model: nn.Module, height: int, width: int, batch: int, *, device: torch.device, fp16: bool = False,
+    model: nn.Module,
+    height: int,
+    width: int,
+    batch: int,
+    *,
+    device: torch.device,
+    fp16: bool = False,
     free_bytes: int | None = None,
 ) -> int | None:
     """Tile side for ``batch`` frames of ``height`` x ``width``, or None when whole frames fit.

@@ -10,7 +10,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from vidlight.io import Sink, Source
 from vidlight.io.files import Frame
@@ -24,6 +25,7 @@ class FrameTiming(NamedTuple):
 
     pts: int | None  # presentation timestamp in the stream's time base (ticks)
     received: float | None  # time.monotonic() when the reader got it (live latency), else None
+
 
 END = object()  # the last item of a queue
 
@@ -49,8 +51,14 @@ def put_until_stopped(q: queue.Queue | LatestFrameQueue, item: object, stop: thr
     return False
 
 
-def read_source(source: Source, q: queue.Queue | LatestFrameQueue, stop: threading.Event, max_frames: int | None,
-                notify: Callable[[], None] | None = None, duration_seconds: float | None = None) -> None:
+def read_source(
+    source: Source,
+    q: queue.Queue | LatestFrameQueue,
+    stop: threading.Event,
+    max_frames: int | None,
+    notify: Callable[[], None] | None = None,
+    duration_seconds: float | None = None,
+) -> None:
     """Feeds ``source``'s items into ``q`` until it ends, fails (handed on), ``stop``, or gives
     ``max_frames`` frames or ``duration_seconds`` of its time (the frames after the end are not
     read, so a latest-frame queue does not count them as dropped); ``notify()`` is called

@@ -65,8 +65,9 @@ class EnhanceWorker:
         """One part of a long file (:mod:`vidlight.pipeline.parts`) into ``target``."""
         from vidlight.pipeline.parts import Part, enhance_part
 
-        return self._timed(lambda: enhance_part(Path(input), Part(*part), Path(target), self.settings,
-                                                on_frames=self._count))
+        return self._timed(
+            lambda: enhance_part(Path(input), Part(*part), Path(target), self.settings, on_frames=self._count)
+        )
 
     def _timed(self, run) -> dict[str, Any]:
         self.frames = 0
@@ -75,8 +76,12 @@ class EnhanceWorker:
             stats = run()
         except VidlightError as exc:
             return {"error": str(exc), "where": self.where}
-        return {"frames": stats.frames, "seconds": time.perf_counter() - start,
-                "corrupt_packets": stats.corrupt_packets, "where": self.where}
+        return {
+            "frames": stats.frames,
+            "seconds": time.perf_counter() - start,
+            "corrupt_packets": stats.corrupt_packets,
+            "where": self.where,
+        }
 
     def frames_done(self) -> int:
         """Frames of the current file written so far (answered while :meth:`enhance` runs)."""
@@ -193,8 +198,9 @@ def run_jobs(jobs: list[Job], settings: Settings, bar, *, what: str) -> list[Fil
     return list(results.values())
 
 
-def enhance_folder_on_ray(input: str | Path, output: str | Path, settings: Settings | None = None,
-                          **options: Any) -> RunStats:
+def enhance_folder_on_ray(
+    input: str | Path, output: str | Path, settings: Settings | None = None, **options: Any
+) -> RunStats:
     """Enhance every video in the folder ``input`` into the folder ``output`` on a Ray cluster.
 
     As :func:`vidlight.pipeline.folder.enhance_folder` does, with the videos spread over
@@ -220,38 +226,54 @@ def enhance_folder_on_ray(input: str | Path, output: str | Path, settings: Setti
         log.info("every video of %s is already in %s", input, output)
         return RunStats(0, 0.0, 0)
     totals = [FileSource(video).info.frames for video, _ in todo]
-    bar = tqdm(total=sum(totals) if all(totals) else None, unit="frame", desc=f"{Path(input).name} on Ray",
-               disable=not settings.run.progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=sum(totals) if all(totals) else None,
+        unit="frame",
+        desc=f"{Path(input).name} on Ray",
+        disable=not settings.run.progress,
+        dynamic_ncols=True,
+    )
     jobs = [Job(video.name, "enhance", (str(video), str(target)), target) for video, target in todo]
     start = time.perf_counter()
     try:
         results = run_jobs(jobs, settings, bar, what="video")
     except KeyboardInterrupt:
         done = sum(1 for _, target in todo if target.exists())
-        raise Interrupted(bar.n, f"{done} of {len(todo)} videos are complete in {output}; run the same command "
-                                 f"again to do the rest") from None
+        raise Interrupted(
+            bar.n, f"{done} of {len(todo)} videos are complete in {output}; run the same command again to do the rest"
+        ) from None
     finally:
         bar.close()
     seconds = time.perf_counter() - start
     _log_table(results)
     failed = [r.name for r in results if r.error]
     if failed:
-        raise VidlightError(f"{len(failed)} of {len(videos_in(input))} videos failed ({', '.join(failed)}); "
-                            f"the rest are in {output}")
+        raise VidlightError(
+            f"{len(failed)} of {len(videos_in(input))} videos failed ({', '.join(failed)}); the rest are in {output}"
+        )
     return RunStats(sum(r.frames for r in results), seconds, sum(r.corrupt_packets for r in results))
 
 
 def run_parts_on_ray(input: Path, parts: list, settings: Settings, bar) -> None:
     """The ``(part, target)`` pairs of a long file (:mod:`vidlight.pipeline.parts`) on Ray workers."""
-    jobs = [Job(part.name, "enhance_part", (str(input), (part.index, part.start_pts, part.end_pts, part.warm_pts),
-                                            str(target)), target) for part, target in parts]
+    jobs = [
+        Job(
+            part.name,
+            "enhance_part",
+            (str(input), (part.index, part.start_pts, part.end_pts, part.warm_pts), str(target)),
+            target,
+        )
+        for part, target in parts
+    ]
     if not jobs:
         return
     results = run_jobs(jobs, settings, bar, what="part")
     failed = [r for r in results if r.error]
     if failed:
-        raise VidlightError(f"{input.name}: {len(failed)} of {len(jobs)} parts failed ({failed[0].name}: "
-                            f"{failed[0].error}); the finished ones are kept: run again to retry")
+        raise VidlightError(
+            f"{input.name}: {len(failed)} of {len(jobs)} parts failed ({failed[0].name}: "
+            f"{failed[0].error}); the finished ones are kept: run again to retry"
+        )
 
 
 def _log_table(results: list[FileResult]) -> None:
@@ -261,5 +283,6 @@ def _log_table(results: list[FileResult]) -> None:
     for r in results:
         fps = f"{r.frames / r.seconds:7.1f}" if r.seconds else "      -"
         status = f"  failed: {r.error}" if r.error else ""
-        log.info("%-*s %7d %8.1f %s %-*s %d%s", width, r.name, r.frames, r.seconds, fps, where, r.where, r.attempts,
-                 status)
+        log.info(
+            "%-*s %7d %8.1f %s %-*s %d%s", width, r.name, r.frames, r.seconds, fps, where, r.where, r.attempts, status
+        )

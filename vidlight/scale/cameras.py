@@ -95,8 +95,9 @@ class CameraPool:
                 return {"share": share, "actor": actor, "ref": actor.run.remote(), "restarts": 0}
 
             servers = [start(share) for share in shares]
-            log.info("%d camera(s) on %d Ray worker(s)%s", len(self.streams), count,
-                     f" with {gpus} GPU(s)" if gpus else "")
+            log.info(
+                "%d camera(s) on %d Ray worker(s)%s", len(self.streams), count, f" with {gpus} GPU(s)" if gpus else ""
+            )
             next_report = time.monotonic() + REPORT_SECONDS
             interrupted = False
             try:
@@ -130,8 +131,12 @@ class CameraPool:
                 ray.shutdown()
         for name in sorted(report.streams):
             restarts = self._restarts.get(name, 0)
-            log.info("%s: %s%s", name, report.streams[name].summary(),
-                     f"; its worker was restarted {restarts} time(s)" if restarts else "")
+            log.info(
+                "%s: %s%s",
+                name,
+                report.streams[name].summary(),
+                f"; its worker was restarted {restarts} time(s)" if restarts else "",
+            )
         return report
 
     def _finished(self, ray, server: dict, report: ServeReport, start) -> None:
@@ -180,8 +185,13 @@ class CameraPool:
                     self._status[status.name] = status
 
 
-def serve_on_ray(streams: list[Stream], settings: Settings | None = None, *,
-                 stop_event: threading.Event | None = None, **options: Any) -> ServeReport:
+def serve_on_ray(
+    streams: list[Stream],
+    settings: Settings | None = None,
+    *,
+    stop_event: threading.Event | None = None,
+    **options: Any,
+) -> ServeReport:
     """:func:`vidlight.pipeline.serve.serve` with the streams spread over Ray workers
     (:class:`CameraPool`); the merged :class:`~vidlight.pipeline.serve.ServeReport`."""
     return CameraPool(streams, settings, **options).run(stop_event)

@@ -55,7 +55,9 @@ def _gaussian_window(size: int, sigma: float, channels: int, like: torch.Tensor)
     return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
 
 
-def ssim_index(x: torch.Tensor, y: torch.Tensor, *, window: int = 11, sigma: float = 1.5, data_range: float = 1.0) -> torch.Tensor:
+def ssim_index(
+    x: torch.Tensor, y: torch.Tensor, *, window: int = 11, sigma: float = 1.5, data_range: float = 1.0
+) -> torch.Tensor:
     """Mean SSIM of N x C x H x W images (Wang et al. 2004: 11 x 11 Gaussian window, sigma 1.5,
     K1 0.01, K2 0.03, 'valid' windows, per channel, averaged), differentiable."""
     channels = x.shape[1]
@@ -84,7 +86,11 @@ def mbllen_structure_loss(output: torch.Tensor, target: torch.Tensor) -> torch.T
 
 
 def mbllen_region_loss(
-    output: torch.Tensor, target: torch.Tensor, *, dark_fraction: float = 0.4, dark_weight: float = 4.0,
+    output: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    dark_fraction: float = 0.4,
+    dark_weight: float = 4.0,
     bright_weight: float = 1.0,
 ) -> torch.Tensor:
     """MBLLEN's region loss: L1 over the darkest ``dark_fraction`` of the pixels, weighted

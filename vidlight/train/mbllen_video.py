@@ -25,8 +25,8 @@ from torch import nn
 
 from vidlight.metrics import psnr, quantize, ssim
 from vidlight.models.mbllen_video import MBLLENVideo
-from vidlight.train.losses import mbllen_loss
 from vidlight.train.data import read_rgb, split_images
+from vidlight.train.losses import mbllen_loss
 from vidlight.train.video_data import ClipSynthesizer, clips_to_tensor, heldout_clips
 
 
@@ -89,9 +89,7 @@ def to_uint8_frames(clip: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def score_clips(
-    enhance, clips: list[tuple[np.ndarray, np.ndarray]], *, with_ssim: bool = False
-) -> dict[str, float]:
+def score_clips(enhance, clips: list[tuple[np.ndarray, np.ndarray]], *, with_ssim: bool = False) -> dict[str, float]:
     """Mean per-frame PSNR (and SSIM) of ``enhance(dark)`` against the bright clips, both 8-bit.
 
     ``enhance`` maps a 1 x 3 x T x H x W dark clip to the enhanced clip of that shape."""
@@ -116,8 +114,9 @@ def train_mbllen_video(cfg: MBLLENVideoTrainConfig, log=print) -> dict:
     torch.use_deterministic_algorithms(True)
     train_paths, held_paths = split_images(image_folder(cfg.data), cfg.holdout_every)
     clips = ClipSynthesizer([read_rgb(p) for p in train_paths], crop=cfg.crop, frames=cfg.frames, seed=cfg.seed)
-    held = heldout_clips([read_rgb(p) for p in held_paths], count=cfg.eval_clips, crop=cfg.eval_crop,
-                         frames=cfg.eval_frames)
+    held = heldout_clips(
+        [read_rgb(p) for p in held_paths], count=cfg.eval_clips, crop=cfg.eval_crop, frames=cfg.eval_frames
+    )
     log(f"training on {len(train_paths)} images, selecting on {len(held)} clips from {len(held_paths)} held-out images")
 
     net = init_like_keras(MBLLENVideo())

@@ -86,7 +86,9 @@ def _split(data: Path, holdout_every: int) -> tuple[list[Path], list[tuple[Path,
 
 @torch.no_grad()
 def heldout_psnr(model: SCI, pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
-    scores = [psnr(quantize(model(to_tensor(lo)), rounding="trunc")[0].permute(1, 2, 0).numpy(), hi) for lo, hi in pairs]
+    scores = [
+        psnr(quantize(model(to_tensor(lo)), rounding="trunc")[0].permute(1, 2, 0).numpy(), hi) for lo, hi in pairs
+    ]
     return float(np.mean(scores))
 
 

@@ -84,8 +84,9 @@ def camera_path(
 def render_clip(image: np.ndarray, maps: np.ndarray, crop: int) -> np.ndarray:
     """T x crop x crop x 3 float32 in [0, 1]: ``image`` (uint8 RGB) resampled through each map."""
     frames = [
-        cv2.warpAffine(image, m, (crop, crop), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                       borderMode=cv2.BORDER_REFLECT_101)
+        cv2.warpAffine(
+            image, m, (crop, crop), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT_101
+        )
         for m in maps
     ]
     return np.stack(frames).astype(np.float32) / np.float32(255.0)
@@ -135,17 +136,29 @@ class ClipSynthesizer:
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(dark, bright), each ``size`` x 3 x T x crop x crop."""
         pairs = [
-            synthesize_clip(self.images[self.rng.integers(len(self.images))], self.rng, crop=self.crop,
-                            frames=self.frames, params=self.params)
+            synthesize_clip(
+                self.images[self.rng.integers(len(self.images))],
+                self.rng,
+                crop=self.crop,
+                frames=self.frames,
+                params=self.params,
+            )
             for _ in range(size)
         ]
         return clips_to_tensor([d for d, _ in pairs]), clips_to_tensor([b for _, b in pairs])
 
 
 def heldout_clips(
-    images: list[np.ndarray], *, count: int, crop: int, frames: int, seed: int = HELDOUT_SEED,
+    images: list[np.ndarray],
+    *,
+    count: int,
+    crop: int,
+    frames: int,
+    seed: int = HELDOUT_SEED,
     params: ClipSynthesis = ClipSynthesis(),
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """``count`` fixed (dark, bright) clips, clip k from image ``k mod len(images)``."""
     rng = np.random.default_rng(seed)
-    return [synthesize_clip(images[k % len(images)], rng, crop=crop, frames=frames, params=params) for k in range(count)]
+    return [
+        synthesize_clip(images[k % len(images)], rng, crop=crop, frames=frames, params=params) for k in range(count)
+    ]
