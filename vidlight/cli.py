@@ -223,6 +223,73 @@ def serve(config, overrides, executor, workers):
 
 
 @main.command()
+@click.argument("video", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--models",
+    "model_names",
+    default="sci,zero-dce++",
+    show_default=True,
+    metavar="NAME,NAME,...",
+    help="Models to compare, separated by commas.",
+)
+@click.option(
+    "--strengths",
+    default="auto",
+    show_default=True,
+    metavar="auto|0..1,...",
+    help="Strengths to compare each model at, separated by commas.",
+)
+@click.option(
+    "--frames",
+    type=click.IntRange(min=1),
+    default=150,
+    show_default=True,
+    help="Compare on this many frames from the start.",
+)
+@click.option(
+    "--samples",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Frames shown with a before/after slider.",
+)
+@click.option(
+    "--out",
+    "output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The HTML page to write. [default: VIDEO's name + -compare.html, here]",
+)
+@settings_options("engine", "temporal", defaults={"model": "sci"})
+def compare(video, model_names, strengths, frames, samples, output, **options):
+    """Compare models on VIDEO in one self-contained HTML page.
+
+    Before/after sliders on sampled frames for each model (and strength), plots of mean luma
+    and flicker over time, and the time each model took: pick a model by looking.
+    """
+    from vidlight.compare import compare as run_compare
+
+    options.pop("model")
+    settings = _settings(options, progress=False)
+    names = [n.strip() for n in model_names.split(",") if n.strip()]
+    for name in names:  # any case, "did you mean" on a typo
+        try:
+            Settings.from_options(model=name)
+        except SettingError as exc:
+            raise click.BadParameter(str(exc), param_hint="--models") from None
+    values = [v.strip() for v in strengths.split(",") if v.strip()]
+    for value in values:
+        try:
+            Settings.from_options(strength=value)
+        except SettingError as exc:
+            raise click.BadParameter(str(exc), param_hint="--strengths") from None
+    output = output or Path(f"{video.stem}-compare.html")
+    with _stop_on_sigterm():
+        run_compare(
+            video, output, names, strengths=values, frames=frames, samples=samples, settings=settings, log=click.echo
+        )
+
+
+@main.command()
 def models():
     """List the models, their weights, licenses, and whether the weights are here."""
     for name in list_models():
