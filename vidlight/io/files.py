@@ -14,10 +14,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 import numpy as np
+from av.video.frame import VideoFrame
 from av.video.reformatter import ColorRange, Colorspace, Interpolation
+from av.video.stream import VideoStream
 
 from vidlight.errors import MediaError
 from vidlight.pipeline.stages import CONVERT_IN, CONVERT_OUT, timed
@@ -156,13 +159,13 @@ class FileSource:
         color_range = output_color_range(first.color_range if first is not None else cc.color_range)
         duration = (
             float(s.duration * s.time_base)
-            if s.duration
+            if s.duration and s.time_base
             else (container.duration / 1e6 if container.duration else None)
         )
         return VideoInfo(
             width=cc.width,
             height=cc.height,
-            time_base=s.time_base,
+            time_base=s.time_base or Fraction(1, 90000),
             average_rate=s.average_rate or s.guessed_rate,
             frames=s.frames or 0,
             duration_seconds=duration,
@@ -198,7 +201,7 @@ class FileSource:
             except av.error.FFmpegError:
                 self.corrupt_packets += 1  # skip it and go on, as players do
                 continue
-            for frame in frames:
+            for frame in cast(list[VideoFrame], frames):  # packets of the video stream decode to pictures
                 pts = frame.pts
                 if pts is None:
                     pts = 0 if self._last_pts is None else self._last_pts + self._pts_step
@@ -230,7 +233,7 @@ class FileSink:
         output: str | os.PathLike,
         info: VideoInfo,
         *,
-        copy_streams: list = (),
+        copy_streams: list | tuple = (),
         codec: str = EncoderSettings.codec,
         crf: int | None = EncoderSettings.crf,
         preset: str | None = EncoderSettings.preset,
@@ -273,7 +276,7 @@ class FileSink:
     def _add_video_stream(self, codec: str, crf: int | None, preset: str | None, options: dict[str, str]) -> None:
         info = self.info
         try:
-            stream = self.container.add_stream(codec, rate=info.average_rate)
+            stream = cast(VideoStream, self.container.add_stream(codec, rate=info.average_rate))
         except (av.error.FFmpegError, ValueError) as exc:
             raise MediaError(f"unknown or unavailable encoder {codec!r} ({exc})") from None
         formats = [f.name for f in (stream.codec_context.codec.video_formats or [])]
@@ -303,7 +306,7 @@ class FileSink:
         cc = stream.codec_context
         cc.colorspace, cc.color_range = info.colorspace, info.color_range
         cc.color_primaries, cc.color_trc = info.color_primaries, info.color_trc
-        opts = dict(options)
+        opts: dict[str, object] = dict(options)
         if crf is not None and codec in ("libx264", "libx265", "libvpx-vp9", "libaom-av1", "libsvtav1"):
             opts.setdefault("crf", str(crf))
         if preset is not None and codec in ("libx264", "libx265", "libsvtav1"):
@@ -350,7 +353,7 @@ class FileSink:
 
     def close(self, *, complete: bool = True) -> None:
         """Flush and finalise; rename into place if ``complete`` and anything was written."""
-        container, self.container = getattr(self, "container", None), None
+        container = self.__dict__.pop("container", None)  # closed once: a second close does nothing
         if container is None:
             return
         try:

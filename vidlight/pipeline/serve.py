@@ -276,6 +276,7 @@ class _Live(StreamIntake):
     def enhance_alone(self) -> int:
         """A clip model's call: this stream's pending frames on its own enhancer; returns how many."""
         frames, seconds, tags = self.take()
+        assert self.enhancer is not None, "a clip model's stream has its own enhancer"
         out, done = enhance_batch(self.enhancer, self.smoother, frames, seconds, tags)
         self.encoded.put((out, done, self.take_packets()))
         return len(frames)
@@ -327,6 +328,7 @@ class _Routes:
 
     def exposure(self, index: int, stats) -> float:
         stream, n = self._frames[index]
+        assert stream.exposure is not None, "routed only when the strength is auto"
         return stream.exposure(n, stats)
 
 
@@ -461,28 +463,28 @@ def serve(
                     source.info.width,
                     source.info.height,
                 )
-            for s in running:
-                if s.held is not None and not s.frames:
-                    s.resume()
-                s.collect(max(1, math.ceil(batch_size / len(running))))
-                s.reporter.tick()
+            for live in running:
+                if live.held is not None and not live.frames:
+                    live.resume()
+                live.collect(max(1, math.ceil(batch_size / len(running))))
+                live.reporter.tick()
             # Streams that are done: their last frames, then their sink.
-            for s in [s for s in running if s.ending or s.failure is not None]:
-                if s.frames and s.failure is None:
-                    _run_model(enhancer, [s], clip_model, report)
-                if s.failure is None:
-                    s.hand_over([], end=True)
-                _close(s, report)
-                running.remove(s)
-            waiting = [s for s in running if s.frames]
-            total = sum(len(s.frames) for s in waiting)
+            for live in [live for live in running if live.ending or live.failure is not None]:
+                if live.frames and live.failure is None:
+                    _run_model(enhancer, [live], clip_model, report)
+                if live.failure is None:
+                    live.hand_over([], end=True)
+                _close(live, report)
+                running.remove(live)
+            waiting = [live for live in running if live.frames]
+            total = sum(len(live.frames) for live in waiting)
             if not waiting:
                 arrived.wait(0.1)
                 arrived.clear()
                 continue
-            oldest = min(s.waiting_since for s in waiting)
+            oldest = min(live.waiting_since or time.monotonic() for live in waiting)  # set: they have frames
             waited = time.monotonic() - oldest
-            blocked = any(s.held is not None for s in waiting)
+            blocked = any(live.held is not None for live in waiting)
             if total < batch_size and waited < BATCH_WAIT_SECONDS and not blocked:
                 arrived.wait(BATCH_WAIT_SECONDS - waited)
                 arrived.clear()
@@ -490,17 +492,17 @@ def serve(
             _run_model(enhancer, waiting, clip_model, report)
     except KeyboardInterrupt:
         report.interrupted = True
-    except BaseException as exc:  # a bug: no stream's output may pass for complete
-        for s in running:
-            s.failure = s.failure or exc
+    except BaseException as exc:  # a bug: no stream'live output may pass for complete
+        for live in running:
+            live.failure = live.failure or exc
         raise
     finally:
         threads.close()
         if enhancer is not None:
             enhancer.close()
         stop.set()
-        for s in running:
-            _close(s, report, interrupted=report.interrupted)
+        for live in running:
+            _close(live, report, interrupted=report.interrupted)
         for t in starters:
             t.join(timeout=5)  # an opening live source gives up at once when stopped
         while True:  # a source that opened just as we stopped
@@ -594,7 +596,7 @@ def _run_model(enhancer: FrameEnhancer, waiting: list[_Live], clip_model: bool, 
             report.model_calls += 1
         return
     # Frames of one size go through the model together.
-    groups: dict[tuple, list[tuple[_Live, list, list, list, list[int]]]] = {}
+    groups: dict[tuple, list[tuple[_Live, list, list, list, list[int], list | None]]] = {}
     for s in waiting:
         frames, seconds, tags = s.take()
         reduced = s.smoother.reduce(frames)
@@ -602,7 +604,8 @@ def _run_model(enhancer: FrameEnhancer, waiting: list[_Live], clip_model: bool, 
         groups.setdefault((frames[0].shape, frames[0].dtype), []).append((s, frames, seconds, tags, cuts, reduced))
     for parts in groups.values():
         routes = _Routes()
-        batch, small = [], []
+        batch: list = []
+        small: list | None = []
         for s, frames, seconds, _, cuts, reduced in parts:
             routes.add(s, seconds, cuts)
             batch += frames
