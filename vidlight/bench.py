@@ -68,7 +68,7 @@ def machine_summary(device: torch.device) -> str:
     return text
 
 
-def make_clip(source: Path, dest: Path, height: int, max_frames: int | None) -> Path:
+def make_clip(source: Path, dest: Path, height: int | None, max_frames: int | None) -> Path:
     """``source``'s first ``max_frames`` frames as a near-lossless H.264 clip, scaled to ``height``
     lines (keeping aspect; None: its own size)."""
     src = FileSource(source)
@@ -118,7 +118,9 @@ class _NoModel:
         pass
 
 
-def _timed_run(clip: Path, out: Path, enhancer, batch_size: int, codec: str, crf: int, preset: str) -> Figure:
+def _timed_run(
+    clip: Path, out: Path, enhancer, batch_size: int, codec: str, crf: int | None, preset: str | None
+) -> Figure:
     source = FileSource(clip)
     sink = FileSink(out, source.info, codec=codec, crf=crf, preset=preset)
     start, cpu = time.perf_counter(), time.process_time()
@@ -128,7 +130,13 @@ def _timed_run(clip: Path, out: Path, enhancer, batch_size: int, codec: str, crf
 
 @torch.inference_mode()
 def _naive(
-    clip: Path, out: Path, model: torch.nn.Module, device: torch.device, codec: str, crf: int, preset: str
+    clip: Path,
+    out: Path,
+    model: torch.nn.Module,
+    device: torch.device,
+    codec: str,
+    crf: int | None,
+    preset: str | None,
 ) -> Figure:
     source = FileSource(clip)
     sink = FileSink(out, source.info, codec=codec, crf=crf, preset=preset)
@@ -184,8 +192,8 @@ def run_bench(
         strength=strength,
     )
     pipeline_settings = settings.replace(model=pipeline_model, fp16=fp16, batch_size=batch_size)
-    with tempfile.TemporaryDirectory(prefix="vidlight-bench-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="vidlight-bench-") as folder:
+        tmp = Path(folder)
         clip = make_clip(video, tmp / "clip.mp4", height, max_frames)
         info = FileSource(clip).info
         log(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import cast
 
 import av
 import numpy as np
@@ -65,7 +66,7 @@ def enhance_batch(
         done = smoother.push(frames, out, seconds, tags) if frames else []
         if end:
             done += smoother.flush()
-    return [f for f, _ in done], [t for _, t in done]
+    return [f for f, _ in done], [cast(FrameTiming, t) for _, t in done]
 
 
 class StreamIntake:

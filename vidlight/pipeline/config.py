@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def _settings(config: dict, where: str) -> Settings:
     return Settings.from_keys({k: v for k, v in config.items() if k not in ("source", "sink")}, where=where)
 
 
-def load_pipeline(path: str | os.PathLike, overrides: list[str] = ()) -> Pipeline:
+def load_pipeline(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Pipeline:
     """Read a pipeline definition and apply ``KEY=VALUE`` overrides (``options.KEY=VALUE`` too)."""
     path = Path(path)
     config = _read_toml(path)
@@ -73,7 +74,7 @@ def run_pipeline(pipeline: Pipeline, **options) -> RunStats:
     return run(pipeline.source, pipeline.sink, pipeline.settings.replace(**options))
 
 
-def load_serve_config(path: str | os.PathLike, overrides: list[str] = ()) -> tuple[Settings, list]:
+def load_serve_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> tuple[Settings, list]:
     """Read a many-stream definition: shared keys and stream defaults at the top level, one
     ``[[streams]]`` table per stream (``name``, ``source``, ``sink`` and any stream key).
     ``overrides`` (``KEY=VALUE``) apply to the top level.

@@ -281,7 +281,7 @@ class FrameEnhancer:
 
     def _tile_for(self, shape: torch.Size) -> int | None:
         if self.tile != "auto":
-            return self.tile or None
+            return int(self.tile) or None
         # Chosen once per frame size (for the largest batch seen), so tiles and their seams do
         # not change from batch to batch with the free memory of the moment.
         n, _, h, w = tuple(shape)
@@ -308,11 +308,12 @@ class FrameEnhancer:
                 return self._run(frames, strength)
         if self.halo is None or rows >= h:
             return self._run(frames, strength)
+        halo = self.halo
         out = torch.empty(frames.shape, dtype=self.output_dtype(frames.dtype))
 
         def strip(y0: int) -> None:
             y1 = min(h, y0 + rows)
-            a, b = max(0, y0 - self.halo), min(h, y1 + self.halo)
+            a, b = max(0, y0 - halo), min(h, y1 + halo)
             with torch.inference_mode():
                 out[:, y0:y1] = self._run(frames[:, a:b], strength)[:, y0 - a : y1 - a]
 
@@ -324,6 +325,7 @@ class FrameEnhancer:
             for y0 in range(0, h, rows):
                 strip(y0)
         else:
+            assert self._pool is not None
             list(self._pool.map(pooled_strip, range(0, h, rows)))
         return out
 
@@ -338,6 +340,7 @@ class FrameEnhancer:
             with timed(MODEL_WORKERS), torch.inference_mode():
                 return self._run(frames[i:j], None if strength is None else strength[i:j], whole)
 
+        assert self._pool is not None, "frame shares run only with a pool"
         return torch.cat(list(self._pool.map(share, bounds[:-1], bounds[1:])))
 
     @torch.inference_mode()
@@ -378,7 +381,7 @@ class FrameEnhancer:
         try:
             return self._enhance(frames, strength)
         finally:
-            self.model.statistics_smoother = None
+            setattr(self.model, "statistics_smoother", None)  # noqa: B010  (a model attribute, not a submodule)
 
     def _strengths(
         self, frames: list[np.ndarray] | np.ndarray, exposure, reduced: Sequence[np.ndarray] | None = None
@@ -398,10 +401,11 @@ class FrameEnhancer:
         h, w = frames[0].shape[:2]
         ph, pw = preview_size(h, w)
         peak = 255.0 if frames[0].dtype == np.uint8 else 65535.0
+        sources: Sequence[np.ndarray] | np.ndarray = frames
         if reduced is not None and len(reduced) == len(frames) and reduced[0].shape[1] >= pw:
-            frames = reduced  # the same area averages from a quarter of the samples
+            sources = reduced  # the same area averages from a quarter of the samples
         small = np.stack(
-            [cv2.resize(f, (pw, ph), interpolation=cv2.INTER_AREA) if f.shape[:2] != (ph, pw) else f for f in frames]
+            [cv2.resize(f, (pw, ph), interpolation=cv2.INTER_AREA) if f.shape[:2] != (ph, pw) else f for f in sources]
         )
         x = torch.from_numpy(small.astype(np.float32) * np.float32(1 / peak)).permute(0, 3, 1, 2)
         return preview_stats(self.model, x.to(self.device, self.dtype))

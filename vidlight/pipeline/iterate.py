@@ -16,6 +16,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -47,7 +48,7 @@ class FrameQueueSink:
         self.queue: queue.Queue = queue.Queue(maxsize=maxsize)
         self.cancelled = threading.Event()
         self.frames_written = 0
-        self.time_base = None
+        self.time_base: Fraction | None = None
 
     def open(self, info: VideoInfo) -> None:
         self.time_base = info.time_base

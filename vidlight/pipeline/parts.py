@@ -62,7 +62,7 @@ def keyframes(path: Path) -> tuple[list[int], Fraction]:
     with open_input(path) as container:
         stream = container.streams.video[0]
         found = [p.pts for p in container.demux(stream) if p.is_keyframe and p.pts is not None]
-        return sorted(set(found)), stream.time_base
+        return sorted(set(found)), stream.time_base or Fraction(1, 90000)
 
 
 def plan_parts(path: Path, split_seconds: float, warmup_seconds: float | None = None) -> list[Part]:
@@ -106,7 +106,7 @@ class PartSource(FileSource):
         for item in super().__iter__():
             if not isinstance(item, Frame):
                 continue
-            if self.part.end_pts is not None and item.pts >= self.part.end_pts:
+            if self.part.end_pts is not None and item.pts is not None and item.pts >= self.part.end_pts:
                 if after_end >= self.lookahead:
                     break
                 after_end += 1

@@ -94,10 +94,11 @@ class RunStats:
         text = f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps)"
         if self.dropped or self.reconnects or self.latencies:
             text += f", {self.dropped} dropped, {self.reconnects} reconnect(s)"
-        if self.latencies:
+        median, p95 = self.latency(0.5), self.latency(0.95)
+        if self.latencies and median is not None and p95 is not None:
             text += (
-                f", latency median {1000 * self.latency(0.5):.0f} ms, p95 {1000 * self.latency(0.95):.0f} ms,"
-                f" max {1000 * self.latencies.max:.0f} ms"
+                f", latency median {1000 * median:.0f} ms, p95 {1000 * p95:.0f} ms,"
+                f" max {1000 * (self.latencies.max or 0):.0f} ms"
             )
         return text
 

@@ -105,9 +105,9 @@ def enhance_video(
         output = f"{output}/"  # pictures in, a name without a container's suffix out: pictures
     file_to_file = classify(str(input)) == "file" and not isinstance(output, Sink) and classify_sink(output) == "file"
     if file_to_file:
-        if Path(output).exists() and not settings.run.overwrite:
+        if Path(str(output)).exists() and not settings.run.overwrite:
             raise VidlightError(f"{output} already exists; pass -y/--overwrite to replace it")
-        if Path(input).resolve() == Path(output).resolve():
+        if Path(input).resolve() == Path(str(output)).resolve():
             raise VidlightError("the output must be a different file from the input")
     if settings.run.split_seconds is not None or settings.run.executor != "local":
         if not file_to_file or settings.encoder.segment_seconds is not None:
@@ -117,7 +117,7 @@ def enhance_video(
             )
         from vidlight.pipeline.parts import enhance_in_parts
 
-        return enhance_in_parts(Path(input), Path(output), settings, stop_event=stop_event, on_frames=on_frames)
+        return enhance_in_parts(Path(input), Path(str(output)), settings, stop_event=stop_event, on_frames=on_frames)
     prepare_engine(settings.engine)  # a bad device is reported before anything is opened
     stop_event = stop_event or threading.Event()
     src, enc = settings.source, settings.encoder
