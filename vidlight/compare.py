@@ -102,10 +102,11 @@ def compare(
         log(f"{label}: enhancing {len(original.lumas)} frames")
         start = time.perf_counter()
         run = settings.replace(model=model, strength=strength, max_frames=len(original.lumas), progress=False)
-        for index, frame in enumerate(enhanced_frames(input, settings=run)):
-            variant.lumas.append(mean_luma(frame.image))
+        for index, frame in enumerate(enhanced_frames(str(input), settings=run)):
+            image = np.asarray(frame.image)  # numpy frames (the iterator's default format)
+            variant.lumas.append(mean_luma(image))
             if index in original.samples:
-                variant.samples[index] = frame.image
+                variant.samples[index] = image
         variant.seconds = time.perf_counter() - start
         log(f"{label}: {variant.fps:.1f} fps, flicker index {flicker_index(variant.lumas):.5f}")
         variants.append(variant)
@@ -128,7 +129,7 @@ def _jpeg(rgb: np.ndarray) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(data.tobytes()).decode()
 
 
-def line_plot(series: list[tuple[str, str, Sequence[float]]], title: str, y_label: str) -> str:
+def line_plot(series: Sequence[tuple[str, str, Sequence[float]]], title: str, y_label: str) -> str:
     """An SVG line chart of ``(label, colour, values)`` series over the frame index."""
     from vidlight.evaluate import nice_ticks
 

@@ -222,7 +222,7 @@ class LiveSource:
         self.webcam = bool(_WEBCAM.match(self.url))
         self.input_format = input_format or ("v4l2" if self.webcam else None)
         self.extra_options = dict(options or {})
-        self.copy_streams = []
+        self.copy_streams: list = []
         self.corrupt_packets = 0
         self.reconnects = 0
         self.frames_read = 0
@@ -345,7 +345,7 @@ class LiveSource:
     def _explain(self, exc: BaseException, elapsed: float) -> str:
         what = self.name
         err = getattr(exc, "errno", None)
-        strerror = self._scrub(getattr(exc, "strerror", None) or exc)
+        strerror = self._scrub(str(getattr(exc, "strerror", None) or exc))
         if isinstance(exc, av.error.ExitError) or elapsed >= 0.95 * self.open_timeout_seconds or err == 110:
             hint = (
                 f"no answer within {self.open_timeout_seconds:g} s "
@@ -466,7 +466,7 @@ class LiveSource:
                         return got, last_wall
         except av.error.FFmpegError as exc:
             if not self._stopping():
-                log.warning("%s: stream lost (%s)", self.name, self._scrub(getattr(exc, "strerror", None) or exc))
+                log.warning("%s: stream lost (%s)", self.name, self._scrub(str(getattr(exc, "strerror", None) or exc)))
         finally:
             container.close()
         return got, last_wall
@@ -502,7 +502,7 @@ class LiveSource:
             return
         self._emit(_End())
 
-    def _reconnect(self):
+    def _reconnect(self) -> tuple[Any, Any] | None:
         start, factor, cap = self.backoff
         delay = min(start * factor**self._attempts, cap)
         while not self._stopping():
@@ -580,7 +580,7 @@ class ImageDirSource:
         )
         if not self.files:
             raise MediaError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {self.path}")
-        self.copy_streams = []
+        self.copy_streams: list = []
         self.corrupt_packets = 0
         self._bad: set[Path] = set()
         first = None

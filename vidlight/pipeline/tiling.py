@@ -99,7 +99,8 @@ def run_tiled(body, inner: torch.Tensor, tile: int, overlap: int = DEFAULT_OVERL
     if tile >= h and tile >= w:
         return body(inner)
     rows, cols = _axis(h, tile, overlap, multiple), _axis(w, tile, overlap, multiple)
-    out = weight = None
+    out: torch.Tensor | None = None
+    weight: torch.Tensor | None = None
     for y0, y1, top, bottom in rows:
         for x0, x1, left, right in cols:
             piece = body(inner[..., y0:y1, x0:x1])
@@ -109,8 +110,10 @@ def run_tiled(body, inner: torch.Tensor, tile: int, overlap: int = DEFAULT_OVERL
             wy = _ramp(y1 - y0, top, bottom, dtype=piece.dtype, device=piece.device)
             wx = _ramp(x1 - x0, left, right, dtype=piece.dtype, device=piece.device)
             mask = wy[:, None] * wx[None, :]
+            assert out is not None and weight is not None
             out[..., y0:y1, x0:x1] += piece * mask
             weight[y0:y1, x0:x1] += mask
+    assert out is not None and weight is not None
     return out / weight
 
 
@@ -170,12 +173,12 @@ def choose_tile(
     per_pixel = hooks_of(model).peak_bytes_per_pixel
     if per_pixel is None:
         return None
-    per_pixel *= (0.5 if fp16 else 1.0) * batch
+    need = per_pixel * (0.5 if fp16 else 1.0) * batch
     budget = (available_memory(device) if free_bytes is None else free_bytes) * MEMORY_BUDGET
-    if per_pixel * height * width <= budget:
+    if need * height * width <= budget:
         return None
     multiple = hooks_of(model).tile_multiple
-    side = int(math.sqrt(budget / per_pixel))
+    side = int(math.sqrt(budget / need))
     # a tile's activations grow with (side + overlap)^2 at most; leave room for that
     side = max(MIN_TILE, side - DEFAULT_OVERLAP)
     return max(multiple, side // multiple * multiple)
