@@ -13,7 +13,7 @@ import base64
 import html
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,23 +78,15 @@ def compare(
     output = Path(output)
     if not output.parent.is_dir():
         raise VidlightError(f"cannot write {output}: folder {output.parent} does not exist")
-    source = FileSource(input)
     original = Variant("input")
-    pictures: list[np.ndarray] = []
-    try:
-        for item in source:
-            if isinstance(item, Frame):
-                pictures.append(item.rgb)
-                if len(pictures) >= frames:
-                    break
-    finally:
-        source.close()
-    if not pictures:
+    # Two passes over the input, so that only the sampled pictures are kept: their luma,
+    # which tells how many frames there are, then the pictures at the sampled frames.
+    for _, rgb in _input_frames(input, frames):
+        original.lumas.append(mean_luma(rgb))
+    if not original.lumas:
         raise VidlightError(f"no frame of {input} could be decoded")
-    wanted = sample_indices(len(pictures), samples)
-    original.lumas = [mean_luma(p) for p in pictures]
-    original.samples = {i: pictures[i] for i in wanted}
-    del pictures
+    wanted = set(sample_indices(len(original.lumas), samples))
+    original.samples = {index: rgb for index, rgb in _input_frames(input, frames) if index in wanted}
     variants = [original]
     for model, strength in variants_wanted:
         label = model if len(strengths) == 1 else f"{model}, strength {strength}"
@@ -115,6 +107,21 @@ def compare(
     os.replace(tmp, output)
     log(f"wrote {output}")
     return variants
+
+
+def _input_frames(input: str | os.PathLike, frames: int) -> Iterator[tuple[int, np.ndarray]]:
+    """The first ``frames`` pictures of ``input`` with their index."""
+    source = FileSource(input)
+    try:
+        index = 0
+        for item in source:
+            if isinstance(item, Frame):
+                yield index, item.rgb
+                index += 1
+                if index >= frames:
+                    return
+    finally:
+        source.close()
 
 
 def _jpeg(rgb: np.ndarray) -> str:

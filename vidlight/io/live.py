@@ -690,3 +690,17 @@ def open_source(spec: str | os.PathLike, **options: Any):
         return ImageDirSource(spec, **{k: v for k, v in options.items() if k in _IMAGE_OPTIONS})
     path = spec[len("file://") :] if spec.startswith("file://") else spec
     return FileSource(path, **{k: v for k, v in options.items() if k in _FILE_OPTIONS})
+
+
+def source_with(spec: str | os.PathLike, settings: SourceSettings, *, stop_event: threading.Event | None = None):
+    """:func:`open_source` with a run's source settings (transport, timeouts, reconnects, fps)."""
+    return open_source(
+        spec,
+        transport=settings.transport,
+        open_timeout_seconds=settings.open_timeout_seconds,
+        read_timeout_seconds=settings.read_timeout_seconds,
+        reconnect=settings.reconnect,
+        max_reconnects=settings.max_reconnects,
+        fps=settings.fps,
+        stop_event=stop_event,
+    )

@@ -21,7 +21,7 @@ import numpy as np
 from vidlight.errors import MediaError, VidlightError
 from vidlight.io.files import FileSink, VideoInfo
 from vidlight.io.live import IMAGE_SUFFIXES, redact
-from vidlight.settings import EncoderSettings
+from vidlight.settings import EncoderSettings, Settings
 
 log = logging.getLogger("vidlight")
 
@@ -430,3 +430,19 @@ def open_sink(
     if Path(text).exists() and not overwrite:
         raise VidlightError(f"{text} already exists; pass -y/--overwrite to replace it")
     return FileSink(text, info, copy_streams=copy_streams, codec=codec, crf=crf, preset=preset)
+
+
+def sink_with(spec: str | os.PathLike, info: VideoInfo, settings: Settings, *, copy_streams: list = ()):
+    """:func:`open_sink` with a run's settings (encoder, segments, transport, overwrite)."""
+    encoder = settings.encoder
+    return open_sink(
+        spec,
+        info,
+        copy_streams=copy_streams,
+        segment_seconds=encoder.segment_seconds,
+        codec=encoder.codec,
+        crf=encoder.crf,
+        preset=encoder.preset,
+        overwrite=settings.run.overwrite,
+        transport=settings.source.transport,
+    )

@@ -29,8 +29,8 @@ import av
 from vidlight.errors import MediaError, VidlightError
 from vidlight.io import Sink, Source
 from vidlight.io.files import VideoInfo
-from vidlight.io.live import Reconnected, classify, open_source, redact
-from vidlight.io.sinks import classify_sink, open_sink
+from vidlight.io.live import Reconnected, classify, redact, source_with
+from vidlight.io.sinks import classify_sink, sink_with
 from vidlight.pipeline.batching import StreamIntake, enhance_batch
 from vidlight.pipeline.enhancer import FrameEnhancer, load_engine_model, prepare_engine, single_threaded_torch
 from vidlight.pipeline.queues import FrameQueue, LatestFrameQueue
@@ -120,34 +120,14 @@ def enhance_video(
         return enhance_in_parts(Path(input), Path(str(output)), settings, stop_event=stop_event, on_frames=on_frames)
     prepare_engine(settings.engine)  # a bad device is reported before anything is opened
     stop_event = stop_event or threading.Event()
-    src, enc = settings.source, settings.encoder
     # A bad input is reported before any model is loaded.
-    source = open_source(
-        input,
-        transport=src.transport,
-        open_timeout_seconds=src.open_timeout_seconds,
-        read_timeout_seconds=src.read_timeout_seconds,
-        reconnect=src.reconnect,
-        max_reconnects=src.max_reconnects,
-        fps=src.fps,
-        stop_event=stop_event,
-    )
+    source = source_with(input, settings.source, stop_event=stop_event)
 
     def make_sink(info: VideoInfo) -> Sink:
         if isinstance(output, Sink):  # a sink object (e.g. vidlight.pipeline.iterate.FrameQueueSink)
             output.open(info)  # type: ignore[attr-defined]
             return output
-        return open_sink(
-            output,
-            info,
-            copy_streams=source.copy_streams,
-            segment_seconds=enc.segment_seconds,
-            codec=enc.codec,
-            crf=enc.crf,
-            preset=enc.preset,
-            overwrite=settings.run.overwrite,
-            transport=src.transport,
-        )
+        return sink_with(output, info, settings, copy_streams=source.copy_streams)
 
     return run_source(source, make_sink, settings, stop_event=stop_event, on_frames=on_frames)
 

@@ -29,8 +29,8 @@ from typing import Any
 
 from vidlight.errors import VidlightError
 from vidlight.io import Sink, Source
-from vidlight.io.live import Reconnected, classify, open_source, redact
-from vidlight.io.sinks import classify_sink, open_sink
+from vidlight.io.live import Reconnected, classify, redact, source_with
+from vidlight.io.sinks import classify_sink, sink_with
 from vidlight.pipeline.batching import StreamIntake, enhance_batch
 from vidlight.pipeline.enhancer import FrameEnhancer, load_engine_model, prepare_engine, single_threaded_torch
 from vidlight.pipeline.exposure import ExposureControl
@@ -539,21 +539,12 @@ def _start(spec: Stream, stop: threading.Event, started: queue.Queue) -> None:
     """Open a stream's source and sink (retrying a live source that is down, as its reconnect
     settings allow); hands ``(spec, (source, sink))`` or ``(spec, error)`` to ``started``."""
     live = classify(str(spec.source)) in ("url", "webcam")
-    src, enc = spec.settings.source, spec.settings.encoder
+    src = spec.settings.source
     attempts = 0
     delay, cap = START_RETRY_SECONDS
     while True:
         try:
-            source = open_source(
-                spec.source,
-                transport=src.transport,
-                open_timeout_seconds=src.open_timeout_seconds,
-                read_timeout_seconds=src.read_timeout_seconds,
-                reconnect=src.reconnect,
-                max_reconnects=src.max_reconnects,
-                fps=src.fps,
-                stop_event=stop,
-            )
+            source = source_with(spec.source, src, stop_event=stop)
             break
         except VidlightError as exc:
             retry = live and src.reconnect and (src.max_reconnects is None or attempts < src.max_reconnects)
@@ -570,17 +561,7 @@ def _start(spec: Stream, stop: threading.Event, started: queue.Queue) -> None:
             started.put((spec, exc))
             return
     try:
-        sink = open_sink(
-            spec.sink,
-            source.info,
-            copy_streams=source.copy_streams,
-            segment_seconds=enc.segment_seconds,
-            codec=enc.codec,
-            crf=enc.crf,
-            preset=enc.preset,
-            overwrite=spec.settings.run.overwrite,
-            transport=src.transport,
-        )
+        sink = sink_with(spec.sink, source.info, spec.settings, copy_streams=source.copy_streams)
     except BaseException as exc:
         source.close()
         started.put((spec, exc))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vidlight.errors import VidlightError
-from vidlight.io.files import FileSource, partial_path
+from vidlight.io.files import open_input, partial_path
 from vidlight.pipeline.folder import plan_folder, videos_in
 from vidlight.pipeline.report import RunStats
 from vidlight.settings import Settings
@@ -225,7 +225,7 @@ def enhance_folder_on_ray(
     if not todo:
         log.info("every video of %s is already in %s", input, output)
         return RunStats(0, 0.0, 0)
-    totals = [FileSource(video).info.frames for video, _ in todo]
+    totals = [_frame_count(video) for video, _ in todo]
     bar = tqdm(
         total=sum(totals) if all(totals) else None,
         unit="frame",
@@ -274,6 +274,13 @@ def run_parts_on_ray(input: Path, parts: list, settings: Settings, bar) -> None:
             f"{input.name}: {len(failed)} of {len(jobs)} parts failed ({failed[0].name}: "
             f"{failed[0].error}); the finished ones are kept: run again to retry"
         )
+
+
+def _frame_count(video: Path) -> int:
+    """The frame count the container declares (0 when it declares none): for the ETA only,
+    read from the header without decoding."""
+    with open_input(video) as container:
+        return container.streams.video[0].frames or 0
 
 
 def _log_table(results: list[FileResult]) -> None:
