@@ -72,6 +72,7 @@ SLOW_TESTS = {
     "test_declared_peak_memory_per_pixel_matches_a_measurement",
     "test_mbllen_flicker_lower_with_its_statistics_smoothed",
     "test_real_clip_end_to_end",
+    "test_mypy_finds_no_type_errors",
     "test_bundled_sci_lol_scores",
     "test_raw_and_postprocessed_outputs",
     "test_two_rtsp_cameras_in_one_process",

@@ -1,5 +1,6 @@
-"""The habits of a maintained project: ruff's lint and format checks pass (pyproject.toml's
-[tool.ruff]); the same checks run for contributors from .pre-commit-config.yaml."""
+"""The habits of a maintained project: ruff's lint and format checks and mypy's type check
+pass (pyproject.toml's [tool.ruff] and [tool.mypy]); the same checks run for contributors
+from .pre-commit-config.yaml."""
 
 from __future__ import annotations
 
@@ -28,7 +29,15 @@ def test_ruff_format_leaves_every_file_as_it_is() -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]
 
 
-@pytest.mark.parametrize("check", ["check", "format"])
-def test_pre_commit_runs_the_same_checks(check: str) -> None:
+def test_mypy_finds_no_type_errors() -> None:
+    # The package ships py.typed: its annotations are a promise to users' type checkers.
+    command = [shutil.which("mypy")] if shutil.which("mypy") else [sys.executable, "-m", "mypy"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]
+    assert "Success: no issues found" in result.stdout
+
+
+@pytest.mark.parametrize("hook", ["ruff-check", "ruff-format", "mypy"])
+def test_pre_commit_runs_the_same_checks(hook: str) -> None:
     config = (ROOT / ".pre-commit-config.yaml").read_text()
-    assert f"id: ruff-{check}" in config
+    assert f"id: {hook}" in config

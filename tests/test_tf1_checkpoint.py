@@ -125,3 +125,47 @@ def test_missing_checkpoint_raises(tmp_path: Path) -> None:
     _one_line_error(tmp_path / "nothing.ckpt")
     with pytest.raises(WeightsError):
         read_checkpoint(tmp_path / "nothing.ckpt.index")
+
+
+# A BundleEntryProto written by hand from tensorflow/core/protobuf/tensor_bundle.proto and
+# tensor_shape.proto: dtype = 1, shape = 2, size = 5; TensorShapeProto: dim = 2 (Dim.size = 1),
+# unknown_rank = 3.
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _number_field(number: int, value: int) -> bytes:
+    return _varint(number << 3) + _varint(value)
+
+
+def _message_field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _entry(unknown_rank: int | None) -> bytes:
+    shape = b"".join(_message_field(2, _number_field(1, d)) for d in (2, 3))
+    if unknown_rank is not None:
+        shape += _number_field(3, unknown_rank)
+    return _number_field(1, 1) + _message_field(2, shape) + _number_field(5, 24)
+
+
+@pytest.mark.parametrize(("written", "unknown"), [(None, False), (0, False), (1, True)])
+def test_entry_shape_and_its_unknown_rank_flag(written: int | None, unknown: bool) -> None:
+    from vidlight.tf1_checkpoint import _parse_entry
+
+    entry = _parse_entry(_entry(written))
+    assert (entry.dtype, entry.shape, entry.size, entry.unknown_rank) == (1, [2, 3], 24, unknown)
+
+
+def test_entry_field_of_the_wrong_wire_type_is_corrupt() -> None:
+    from vidlight.tf1_checkpoint import _Corrupt, _parse_entry
+
+    with pytest.raises(_Corrupt, match="number field"):
+        _parse_entry(_message_field(1, b"\x01"))  # dtype as bytes
+    with pytest.raises(_Corrupt, match="message field"):
+        _parse_entry(_number_field(2, 7))  # shape as a number

@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -70,7 +71,7 @@ def settings_options(*groups: str, defaults: dict | None = None):
     """Click options for the settings fields of ``groups``, named, explained and defaulted as
     :mod:`vidlight.settings` says (``defaults`` changes a default for this command)."""
 
-    def decorate(command):
+    def decorate(command: Callable) -> Callable:
         for f in reversed(list(fields(*groups))):
             default = (defaults or {}).get(f.name, f.default)
             help_text = f.meta["help"]

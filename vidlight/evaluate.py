@@ -96,9 +96,10 @@ def evaluate_videos(
         total = min(filter(None, (sources[0].info.frames, max_frames)), default=None)
         with tqdm(total=total, unit="frame", desc=paths[0].name, disable=not progress, dynamic_ncols=True) as bar:
             while max_frames is None or stats[0].frames < max_frames:
-                frames = [next(stream, None) for stream in streams]
-                if any(f is None for f in frames):
-                    _warn_unequal(paths, frames, stats[0].frames)
+                pictures = [next(stream, None) for stream in streams]
+                frames = [f for f in pictures if f is not None]
+                if len(frames) < len(pictures):
+                    _warn_unequal(paths, pictures, stats[0].frames)
                     break
                 warp = flow.update(frames[0]) if flow is not None else None
                 for meter, frame in zip(stats, frames):
@@ -215,8 +216,8 @@ def plot_luma(
     left, right, top, bottom = 70, 20, 50, 55
     x0, x1, y0, y1 = left, width - right, top, height - bottom  # plot area (y0 top)
 
-    values = np.concatenate([np.asarray(v, np.float64) for v in series.values() if len(v)])
-    lo, hi = float(values.min()), float(values.max())
+    every = np.concatenate([np.asarray(v, np.float64) for v in series.values() if len(v)])
+    lo, hi = float(every.min()), float(every.max())
     pad = max((hi - lo) * 0.08, 0.5)
     lo, hi = max(0.0, lo - pad), hi + pad
     frames = max(len(v) for v in series.values())

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import struct
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -206,31 +207,58 @@ def _sstable_entries(data: bytes) -> list[tuple[bytes, bytes]]:
 # --- bundle ------------------------------------------------------------------------------------
 
 
-def _parse_entry(value: bytes) -> dict:
-    entry = {"dtype": 0, "shape": [], "shard_id": 0, "offset": 0, "size": 0, "crc32c": None, "sliced": False}
+def _number(value: int | bytes) -> int:
+    if isinstance(value, bytes):
+        raise _Corrupt("a number field holds bytes")
+    return value
+
+
+def _message(value: int | bytes) -> bytes:
+    if not isinstance(value, bytes):
+        raise _Corrupt("a message field holds a number")
+    return value
+
+
+@dataclass
+class _Entry:
+    """A ``BundleEntryProto``: where one tensor's bytes lie and what they hold."""
+
+    dtype: int = 0
+    shape: list[int] = field(default_factory=list)
+    unknown_rank: bool = False
+    shard_id: int = 0
+    offset: int = 0
+    size: int = 0
+    crc32c: int | None = None
+    sliced: bool = False
+
+
+def _parse_entry(value: bytes) -> _Entry:
+    entry = _Entry()
     for number, _, v in _proto_fields(value):
         if number == 1:
-            entry["dtype"] = v
+            entry.dtype = _number(v)
         elif number == 2:
-            for dnum, _, dim in _proto_fields(v):  # type: ignore[arg-type]
+            for dnum, _, dim in _proto_fields(_message(v)):
                 if dnum == 2:
                     size = 0
-                    for snum, _, s in _proto_fields(dim):  # type: ignore[arg-type]
+                    for snum, _, s in _proto_fields(_message(dim)):
                         if snum == 1:
-                            size = s if s < 1 << 63 else s - (1 << 64)
-                    entry["shape"].append(size)
-                elif dnum == 3 and v:
-                    entry["unknown_rank"] = True
+                            size = _number(s)
+                            size = size if size < 1 << 63 else size - (1 << 64)
+                    entry.shape.append(size)
+                elif dnum == 3 and dim:
+                    entry.unknown_rank = True
         elif number == 3:
-            entry["shard_id"] = v
+            entry.shard_id = _number(v)
         elif number == 4:
-            entry["offset"] = v
+            entry.offset = _number(v)
         elif number == 5:
-            entry["size"] = v
+            entry.size = _number(v)
         elif number == 6:
-            entry["crc32c"] = v
+            entry.crc32c = _number(v)
         elif number == 7:
-            entry["sliced"] = True
+            entry.sliced = True
     return entry
 
 
@@ -278,13 +306,13 @@ def read_tf1_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise WeightsError(f"cannot read checkpoint index {index_path}: {err.strerror}") from None
 
     num_shards = 1
-    parsed: list[tuple[str, dict]] = []
+    parsed: list[tuple[str, _Entry]] = []
     try:
         for key, value in entries:
             if key == b"":
                 for number, _, v in _proto_fields(value):
                     if number == 1:
-                        num_shards = v  # type: ignore[assignment]
+                        num_shards = _number(v)
                     elif number == 2 and v == 1:
                         raise _Corrupt("big-endian checkpoints are not supported")
                 continue
@@ -296,22 +324,22 @@ def read_tf1_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     tensors: dict[str, np.ndarray] = {}
     for name, entry in parsed:
         where = f"tensor {name!r} in checkpoint {prefix}"
-        if entry["sliced"]:
+        if entry.sliced:
             raise WeightsError(f"{where} is a partitioned (sliced) variable, which is not supported")
-        if entry.get("unknown_rank"):
+        if entry.unknown_rank:
             raise WeightsError(f"{where} has an unknown shape")
-        code = entry["dtype"]
+        code = entry.dtype
         if code not in _DTYPES:
             label = _DTYPE_NAMES.get(code, f"enum {code}")
             raise WeightsError(f"{where} has unsupported dtype {label}")
         dtype = _DTYPES[code]
-        shape = tuple(entry["shape"])
+        shape = tuple(entry.shape)
         if any(d < 0 for d in shape):
             raise WeightsError(f"{where} has a negative dimension in shape {shape}")
         count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-        if count * dtype.itemsize != entry["size"]:
-            raise WeightsError(f"{where}: shape {shape} does not match its {entry['size']} stored bytes")
-        shard_id = entry["shard_id"]
+        if count * dtype.itemsize != entry.size:
+            raise WeightsError(f"{where}: shape {shape} does not match its {entry.size} stored bytes")
+        shard_id = entry.shard_id
         if shard_id >= num_shards:
             raise WeightsError(f"{where} names shard {shard_id} of only {num_shards}")
         if shard_id not in shards:
@@ -323,11 +351,11 @@ def read_tf1_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
             except OSError as err:
                 raise WeightsError(f"cannot read checkpoint data file {shard_path}: {err.strerror}") from None
         data = shards[shard_id]
-        start, size = entry["offset"], entry["size"]
+        start, size = entry.offset, entry.size
         if start + size > len(data):
             raise WeightsError(f"{where} extends past the end of its data file (truncated?)")
         raw = data[start : start + size]
-        if entry["crc32c"] is not None and size <= _CRC_CHECK_LIMIT and _crc32c(raw) != _unmask(entry["crc32c"]):
+        if entry.crc32c is not None and size <= _CRC_CHECK_LIMIT and _crc32c(raw) != _unmask(entry.crc32c):
             raise WeightsError(f"{where} fails its CRC-32C check (corrupt data file?)")
         tensors[name] = np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=True)
     return tensors

@@ -186,7 +186,7 @@ class InputFlow:
             raise ValueError(f"Invalid downscale ({downscale}). Supported values are integers >= 1, or None.")
         self.downscale = downscale
         self.size: tuple[int, int] | None = None  # (w, h) of the measuring grid, set by the first frame
-        self._dis = cv2.DISOpticalFlow_create(self.PRESETS[preset])
+        self._dis = cv2.DISOpticalFlow.create(self.PRESETS[preset])
         self._previous: np.ndarray | None = None
 
     def update(self, frame: np.ndarray) -> FrameWarp | None:
@@ -200,16 +200,20 @@ class InputFlow:
         previous, self._previous = self._previous, luma
         if previous is None:
             return None
-        flow = self._dis.calc(luma, previous, None)  # frame t -> t-1: luma(x) ~ previous(x + flow(x))
-        flow_back = self._dis.calc(previous, luma, None)
+        flow = self._flow(luma, previous)  # frame t -> t-1: luma(x) ~ previous(x + flow(x))
+        flow_back = self._flow(previous, luma)
         map_x, map_y = _sample_maps(flow)
         return FrameWarp(map_x, map_y, visibility_mask(flow, flow_back))
+
+    def _flow(self, frame: np.ndarray, onto: np.ndarray) -> np.ndarray:
+        # No initial flow (None): OpenCV's stubs declare an array, but DIS would start from one.
+        return self._dis.calc(frame, onto, None)  # type: ignore[call-overload]
 
 
 def _to_grid(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """RGB float32 in [0, 1], area-resized to ``size`` (w, h) when it differs."""
     frame = _check_rgb(frame)
-    out = frame.astype(np.float32) * np.float32(_unit_scale(frame))
+    out: np.ndarray = frame.astype(np.float32) * np.float32(_unit_scale(frame))
     if (out.shape[1], out.shape[0]) != size:
         out = cv2.resize(out, size, interpolation=cv2.INTER_AREA)
     return out
@@ -236,7 +240,7 @@ class WarpingError:
 
     def __init__(self, *, downscale: int | None = None, preset: str = "medium") -> None:
         self._flow: InputFlow | None = None
-        self._flow_options = {"downscale": downscale, "preset": preset}
+        self._downscale, self._preset = downscale, preset
         self._previous_raw: np.ndarray | None = None
         self._previous: np.ndarray | None = None
         self.errors: list[float] = []  # E_t per measured pair
@@ -244,7 +248,7 @@ class WarpingError:
     def update(self, input_frame: np.ndarray, output_frame: np.ndarray) -> None:
         """Take the next frame of the input and the matching frame of the output."""
         if self._flow is None:
-            self._flow = InputFlow(**self._flow_options)
+            self._flow = InputFlow(downscale=self._downscale, preset=self._preset)
         self.add(self._flow.update(input_frame), output_frame)
 
     def add(self, warp: FrameWarp | None, output_frame: np.ndarray) -> None:

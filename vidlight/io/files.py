@@ -239,10 +239,11 @@ class FileSink:
         preset: str | None = EncoderSettings.preset,
         options: dict[str, str] | None = None,
     ) -> None:
-        self.output = Path(output)
-        self.tmp = partial_path(self.output)
+        path = Path(output)
+        self.output: str | Path = path  # a subclass may name its output by a URL
+        self.tmp = partial_path(path)
         self.info = info
-        folder = self.output.parent
+        folder = path.parent
         if not folder.is_dir():
             raise MediaError(f"cannot write {self.output}: folder {folder} does not exist")
         if not os.access(folder, os.W_OK):
@@ -266,7 +267,7 @@ class FileSink:
                         s.type,
                         s.index,
                         s.codec_context.name,
-                        self.output.suffix,
+                        path.suffix,
                         exc,
                     )
         except BaseException:

@@ -160,7 +160,7 @@ class SegmentedFileSink:
         info: VideoInfo,
         *,
         segment_seconds: float | str,
-        copy_streams: list = (),
+        copy_streams: list | tuple = (),
         codec: str = EncoderSettings.codec,
         crf: int | None = EncoderSettings.crf,
         preset: str | None = EncoderSettings.preset,
@@ -171,7 +171,7 @@ class SegmentedFileSink:
         self.info = info
         self.segment_seconds = parse_duration(segment_seconds)
         self.copy_streams = list(copy_streams)
-        self._sink_options = dict(codec=codec, crf=crf, preset=preset, options=options)
+        self._codec, self._crf, self._preset, self._options = codec, crf, preset, options
         self.overwrite = overwrite
         self.timestamped = "%" in self.output
         path = Path(self.output)
@@ -204,41 +204,52 @@ class SegmentedFileSink:
             candidate = path.with_name(f"{path.stem}-{k}{path.suffix}")
         return candidate
 
-    def _start_segment(self, pts: int) -> None:
+    def _start_segment(self, pts: int) -> FileSink:
         path = self._next_path()
-        self._current = FileSink(path, self.info, copy_streams=self.copy_streams, **self._sink_options)
+        self._current = sink = FileSink(
+            path,
+            self.info,
+            copy_streams=self.copy_streams,
+            codec=self._codec,
+            crf=self._crf,
+            preset=self._preset,
+            options=self._options,
+        )
         self._current_path = path
         self._start_pts = pts
         self._index += 1
         log.info("recording segment %s", path)
+        return sink
 
     def _finish_segment(self) -> None:
         sink, self._current = self._current, None
         if sink is not None:
             sink.close(complete=True)
-            if sink.frames_written:
+            if sink.frames_written and self._current_path is not None:
                 self.segments.append(self._current_path)
 
     def write(self, rgb: np.ndarray, pts: int | None) -> None:
+        start = self._start_pts or 0
         if pts is None:
             # No timestamp: count frames at the nominal rate so segments still get cut.
             rate = self.info.average_rate or 25
             pts = (
-                (self._start_pts or 0) + round(self._current.frames_written / (rate * self.info.time_base))
+                start + round(self._current.frames_written / (rate * self.info.time_base))
                 if self._current is not None
                 else 0
             )
-        if self._current is not None and (pts - self._start_pts) * self.info.time_base >= self.segment_seconds:
+        if self._current is not None and (pts - start) * self.info.time_base >= self.segment_seconds:
             self._finish_segment()
-        if self._current is None:
-            self._start_segment(pts)
-        self._current.write(rgb, pts - self._start_pts)
+        current = self._current
+        if current is None:
+            current, start = self._start_segment(pts), pts
+        current.write(rgb, pts - start)
         self.frames_written += 1
 
     def mux_packet(self, packet: av.Packet) -> None:
         if self._current is None or packet.pts is None or packet.time_base is None:
             return
-        shift = round(self._start_pts * self.info.time_base / packet.time_base)
+        shift = round((self._start_pts or 0) * self.info.time_base / packet.time_base)
         if packet.dts is not None and packet.dts - shift < 0:
             return  # belongs before this segment's first picture
         packet.pts -= shift
@@ -273,6 +284,8 @@ class RtspSink(FileSink):
         MediaError: the server cannot be reached or refuses the stream (one line, no credentials).
     """
 
+    DEFAULT_CRF = 23
+
     def __init__(
         self,
         url: str,
@@ -281,7 +294,7 @@ class RtspSink(FileSink):
         transport: str = "tcp",
         codec: str = "libx264",
         preset: str = "veryfast",
-        crf: int | None = 23,
+        crf: int | None = DEFAULT_CRF,
         open_timeout_seconds: float = 10.0,
     ) -> None:
         if transport not in ("tcp", "udp"):
@@ -293,7 +306,6 @@ class RtspSink(FileSink):
         self._last_pts = None
         self._warned_resize = False
         self.stream_map = {}
-        self.tmp = None
         rate = info.average_rate or Fraction(25)
         options = (
             {"tune": "zerolatency", "bf": "0", "g": str(max(1, round(rate))), "sc_threshold": "0"}
@@ -326,10 +338,10 @@ class RtspSink(FileSink):
                 reason = "connection refused (is the RTSP server running and the URL right?)"
             elif elapsed >= 0.95 * open_timeout_seconds:
                 reason = f"no answer within {open_timeout_seconds:g} s (is the server reachable?)"
-            self.container = None  # dropping it frees FFmpeg's context; close() would try to finish
+            del self.container  # dropping it frees FFmpeg's context; close() would try to finish
             raise MediaError(f"cannot publish to {self.output}: {reason}") from None
         except BaseException:
-            self.container = None
+            del self.container
             raise
 
     def _add_video_stream(self, codec: str, crf: int | None, preset: str | None, options: dict[str, str]) -> None:
@@ -351,7 +363,7 @@ class RtspSink(FileSink):
 
     def close(self, *, complete: bool = True) -> None:
         """Flush the encoder and end the session (TEARDOWN)."""
-        container, self.container = self.container, None
+        container = self.__dict__.pop("container", None)  # closed once: a second close does nothing
         if container is None:
             return
         try:
@@ -391,7 +403,7 @@ def open_sink(
     spec: str | os.PathLike,
     info: VideoInfo,
     *,
-    copy_streams: list = (),
+    copy_streams: list | tuple = (),
     segment_seconds: float | str | None = None,
     codec: str = EncoderSettings.codec,
     crf: int | None = EncoderSettings.crf,
@@ -410,7 +422,7 @@ def open_sink(
     if kind == "null":
         return NullSink(info)
     if kind == "rtsp":
-        return RtspSink(text, info, transport=transport, codec=codec, **({"crf": crf} if crf is not None else {}))
+        return RtspSink(text, info, transport=transport, codec=codec, crf=RtspSink.DEFAULT_CRF if crf is None else crf)
     if kind == "pattern":
         path = Path(text)
         return ImageDirSink(path.parent, info, pattern=path.name)
@@ -432,7 +444,7 @@ def open_sink(
     return FileSink(text, info, copy_streams=copy_streams, codec=codec, crf=crf, preset=preset)
 
 
-def sink_with(spec: str | os.PathLike, info: VideoInfo, settings: Settings, *, copy_streams: list = ()):
+def sink_with(spec: str | os.PathLike, info: VideoInfo, settings: Settings, *, copy_streams: list | tuple = ()):
     """:func:`open_sink` with a run's settings (encoder, segments, transport, overwrite)."""
     encoder = settings.encoder
     return open_sink(

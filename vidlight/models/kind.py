@@ -130,6 +130,13 @@ class IlluminationStrength:
     as a global normalisation (prepare), the networks (``strength_tile_body``, per model, run
     on tiles) and the stretch put back (finish)."""
 
+    # Set by the video pipeline (vidlight.pipeline.temporal.StatisticsSmoother): the min-max
+    # normalisation's statistics are then averaged over time rather than taken per frame.
+    statistics_smoother = None
+
+    def strength_tile_body(self, innorm: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError  # each model's networks
+
     def strength_terms(self, x: torch.Tensor) -> torch.Tensor:
         innorm, factor = self.strength_tile_prepare(x)
         return self.strength_tile_finish(self.strength_tile_body(innorm), factor)
@@ -318,10 +325,6 @@ class KinD(IlluminationStrength, nn.Module):
         ``innorm``, ``decomR``, ``decomI``, ``restoredR``, ``adjI``, ``grayw``, ``denoised``,
         ``fusion4`` and ``out`` (named as the reference fixtures)."""
         return self.compose(normalise(x, self.statistics_smoother))
-
-    # Set by the video pipeline (vidlight.pipeline.temporal.StatisticsSmoother): the min-max
-    # normalisation's statistics are then averaged over time rather than taken per frame.
-    statistics_smoother = None
 
     def compose(self, innorm: torch.Tensor) -> dict[str, torch.Tensor]:
         """:meth:`stages` from the normalised frame on (all local: tiles may run it)."""

@@ -107,6 +107,9 @@ class _UpConv(nn.Module):
 class _BatchNorm(nn.Module):
     """``tf.layers.batch_normalization`` at inference: moving statistics, epsilon 1e-3."""
 
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(channels))  # gamma
@@ -235,10 +238,6 @@ class KinDPlus(IlluminationStrength, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.tile_body(normalise(x, self.statistics_smoother))
-
-    # Set by the video pipeline (vidlight.pipeline.temporal.StatisticsSmoother): the min-max
-    # normalisation's statistics are then averaged over time rather than taken per frame.
-    statistics_smoother = None
 
     # Tiled inference (vidlight.pipeline.tiling): the min-max normalisation is global.
     tile_multiple = 4  # the decomposition net pools twice, the MSIA branches by 2 and 4

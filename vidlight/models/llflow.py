@@ -37,6 +37,8 @@ Weights: the official ``.pth`` state dict (keys ``RRDB.conv_first.weight`` ...,
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -54,9 +56,22 @@ AFFINE_EPS = 1e-4
 LOGSCALE_FACTOR = 3.0
 
 PEAK_BYTES_PER_PIXEL = {"standard": 3900, "small": 2300}  # fp32 inference, measured by tests/test_tiling.py
+
+
+@dataclass(frozen=True)
+class Config:
+    """A variant's widths: encoder features ``nf``, RRDB blocks ``nb``, the blocks whose
+    features condition the flow, and flow steps ``k`` per level."""
+
+    nf: int
+    nb: int
+    blocks: tuple[int, ...]
+    k: int
+
+
 CONFIGS = {
-    "standard": {"nf": 64, "nb": 24, "blocks": (1, 3, 5, 7), "k": 12},
-    "small": {"nf": 32, "nb": 4, "blocks": (1,), "k": 4},
+    "standard": Config(nf=64, nb=24, blocks=(1, 3, 5, 7), k=12),
+    "small": Config(nf=32, nb=4, blocks=(1,), k=4),
 }
 
 
@@ -65,6 +80,8 @@ CONFIGS = {
 
 class _DenseBlock(nn.Module):
     """ResidualDenseBlock_5C: five 3x3 convolutions with dense connections."""
+
+    conv5: nn.Conv2d  # conv1 .. conv5, named as in the official checkpoints
 
     def __init__(self, nf: int, gc: int = 32) -> None:
         super().__init__()
@@ -203,8 +220,8 @@ class CondAffine(nn.Module):
 
     def __init__(self, channels: int, cond_channels: int) -> None:
         super().__init__()
-        self.half = channels // 2
-        self.fAffine = _subnet(self.half + cond_channels, 2 * (channels - self.half))
+        self.split = channels // 2
+        self.fAffine = _subnet(self.split + cond_channels, 2 * (channels - self.split))
         self.fFeatures = _subnet(cond_channels, 2 * channels)
 
     @staticmethod
@@ -212,11 +229,19 @@ class CondAffine(nn.Module):
         return torch.sigmoid(h[:, 1::2] + 2.0) + AFFINE_EPS, h[:, 0::2]
 
     def reverse(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        z1, z2 = z[:, : self.half], z[:, self.half :]
+        z1, z2 = z[:, : self.split], z[:, self.split :]
         scale, shift = self._scale_shift(self.fAffine(torch.cat([z1, cond], dim=1)))
         z = torch.cat([z1, z2 / scale - shift], dim=1)
         scale, shift = self._scale_shift(self.fFeatures(cond))
         return z / scale - shift
+
+
+class _InvConv(nn.Module):
+    """Holds the invertible 1x1 convolution's matrix (``invconv.weight``)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.eye(channels))
 
 
 class FlowStep(nn.Module):
@@ -225,8 +250,7 @@ class FlowStep(nn.Module):
     def __init__(self, channels: int, cond_channels: int | None) -> None:
         super().__init__()
         self.actnorm = ActNorm(channels)
-        self.invconv = nn.Module()
-        self.invconv.weight = nn.Parameter(torch.eye(channels))
+        self.invconv = _InvConv(channels)
         if cond_channels is not None:
             self.affine = CondAffine(channels, cond_channels)
 
@@ -285,7 +309,7 @@ class FlowUpsampler(nn.Module):
 
     def reverse(self, z: torch.Tensor, conds: Mapping[int, torch.Tensor]) -> torch.Tensor:
         for layer, level in zip(reversed(self.layers), reversed(self.level_of)):
-            z = layer.reverse(z, conds[level])
+            z = cast(FlowStep | _Squeeze, layer).reverse(z, conds[level])
         return z
 
 
@@ -334,9 +358,9 @@ class LLFlow(nn.Module):
             raise ValueError(f"variant must be one of {sorted(CONFIGS)}, got {variant!r}")
         cfg = CONFIGS[variant]
         self.variant = variant
-        cond_channels = cfg["nf"] * (len(cfg["blocks"]) + 1)
-        self.RRDB = ConEncoder(cfg["nf"], cfg["nb"], cfg["blocks"])
-        self.flowUpsamplerNet = FlowUpsampler(cfg["k"], cond_channels, 64 * (len(cfg["blocks"]) + 1))
+        cond_channels = cfg.nf * (len(cfg.blocks) + 1)
+        self.RRDB = ConEncoder(cfg.nf, cfg.nb, cfg.blocks)
+        self.flowUpsamplerNet = FlowUpsampler(cfg.k, cond_channels, 64 * (len(cfg.blocks) + 1))
 
     @staticmethod
     def preprocess(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int, int]]:

@@ -136,7 +136,8 @@ class MBLLENVideo(nn.Module):
         self.features = nn.ModuleList(
             _TimeSameConv3d(3 if k == 0 else features, features, 3, same=True) for k in range(stages)
         )
-        self.enhance = nn.ModuleList(EnhancementModule3d(features, tuple(em_widths)) for _ in range(stages))
+        narrow, middle, wide = em_widths  # options from a TOML file arrive as lists
+        self.enhance = nn.ModuleList(EnhancementModule3d(features, (narrow, middle, wide)) for _ in range(stages))
         self.fusion = nn.Conv3d(3 * stages, 3, 1)
 
     def forward_clip(self, x: torch.Tensor) -> torch.Tensor:

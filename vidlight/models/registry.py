@@ -183,7 +183,7 @@ def load_model(
 
     Returns:
         The model. ``model(x)`` maps an N x 3 x H x W float RGB batch in [0, 1] to the
-        enhanced batch of the same shape.
+        enhanced batch of the same shape; ``model.weights_name`` names the weights it holds.
     """
     from vidlight.weights import load_state  # weights imports the registry's users
 
@@ -201,5 +201,5 @@ def load_model(
         raise WeightsError(f"model {name!r} has no default weights; pass weights=<checkpoint path>")
     state, origin = load_state(source, model=name)
     load_state_into(model, state, spec.keymap, origin, spec.transform)
-    model.weights_name = source
+    setattr(model, "weights_name", source)  # noqa: B010  (a plain attribute: nn.Module's typing allows modules only)
     return model.eval().requires_grad_(False).to(device)

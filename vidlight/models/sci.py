@@ -26,6 +26,14 @@ class _ResidualConvBN(nn.Sequential):
             nn.ReLU(inplace=True),
         )
 
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The conv's weight and bias with the BatchNorm's running statistics folded in."""
+        conv, bn = self[0], self[1]
+        assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+        assert conv.bias is not None and bn.running_mean is not None and bn.running_var is not None
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        return conv.weight * scale.view(-1, 1, 1, 1), (conv.bias - bn.running_mean) * scale + bn.bias
+
 
 class IlluminationEstimator(nn.Module):
     """SCI's weight-shared illumination learning block (the official ``EnhanceNetwork``).
@@ -54,10 +62,7 @@ class IlluminationEstimator(nn.Module):
     def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
         """The same computation with BatchNorm folded into its conv and in-place activations:
         about 1.5x faster on a CPU, within 1e-6 of :meth:`forward`'s training-mode path."""
-        conv, bn = self.block[0], self.block[1]
-        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-        weight = conv.weight * scale.view(-1, 1, 1, 1)
-        bias = (conv.bias - bn.running_mean) * scale + bn.bias
+        weight, bias = self.block.folded()
         feat = F.conv2d(x, self.in_conv.weight, self.in_conv.bias, padding=1).relu_()
         for _ in range(self.layers):
             feat = feat.add_(F.conv2d(feat, weight, bias, padding=1).relu_())

@@ -25,6 +25,7 @@ A model without ``strength_terms`` is an end-to-end network: its terms are its o
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import nn
@@ -73,7 +74,7 @@ def strength_phases(model: nn.Module) -> Phases:
     if not hasattr(model, "strength_terms"):
         return phases(model)
     prepare = getattr(model, "strength_tile_prepare", None) or (lambda x: (x, None))
-    body = getattr(model, "strength_tile_body", None) or model.strength_terms
+    body = getattr(model, "strength_tile_body", None) or cast(Callable, model.strength_terms)
     finish = getattr(model, "strength_tile_finish", None) or (lambda y, ctx: y)
     return prepare, body, finish
 

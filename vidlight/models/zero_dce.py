@@ -8,6 +8,8 @@ depthwise-separable convolutions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -67,7 +69,7 @@ def scale_curves(curves: torch.Tensor, strength) -> torch.Tensor:
 class _CurveEstimator(nn.Module):
     """The 7-layer symmetric skip CNN shared by both methods (``DCE-Net``)."""
 
-    def __init__(self, conv: type[nn.Module], out_channels: int, width: int = 32) -> None:
+    def __init__(self, conv: Callable[[int, int], nn.Module], out_channels: int, width: int = 32) -> None:
         super().__init__()
         self.e_conv1 = conv(3, width)
         self.e_conv2 = conv(width, width)

@@ -335,7 +335,7 @@ class GainSmoother:
             blocks = block_means(source)
         i, o = self._cells(source, blocks), self._cells(output)
         a = self.alpha(time_seconds) if self._input is not None else 0.0
-        if self._input is not None and self.estimate_response:
+        if self._input is not None and self._output is not None and self.estimate_response:
             decay = a ** (1 / self.SLOPE_MEMORY)
             di = float((i - self._input).mean())
             do = float(np.mean(o)) - self._output
@@ -375,14 +375,17 @@ class GainSmoother:
         self._past.append(frame.source)
         self._pending.popleft()
         last, still = None, None
+        blocks, last_blocks = frame.blocks, self._last_blocks
         if (
             self.hysteresis > 0
             and self._last is not None
             and self._last.shape == frame.frame.shape
-            and self._last_blocks.shape == frame.blocks.shape
+            and blocks is not None
+            and last_blocks is not None
+            and last_blocks.shape == blocks.shape
         ):
             last = self._last
-            still = _still_samples(frame.blocks, self._last_blocks, frame.frame.shape)
+            still = _still_samples(blocks, last_blocks, frame.frame.shape)
         self._last = apply_gain(
             frame.frame, np.exp(self._state - frame.level), frame.dtype, last, self.hysteresis, self.denoiser, still
         )
@@ -398,16 +401,22 @@ def block_means(frame: np.ndarray) -> np.ndarray:
     return cv2.resize(frame, (max(1, w // STILL_BLOCK), max(1, h // STILL_BLOCK)), interpolation=cv2.INTER_AREA)
 
 
+def _compare(samples: np.ndarray, value: float, op: int) -> np.ndarray:
+    """``cv2.compare`` against a number: 255 where ``op`` holds, else 0 (OpenCV's type stubs
+    declare arrays only, though the binding takes a scalar)."""
+    return cv2.compare(samples, value, op)  # type: ignore[call-overload]
+
+
 def _still_samples(blocks: np.ndarray, last_blocks: np.ndarray, shape: tuple) -> np.ndarray:
     """255 for each sample of a frame of ``shape`` whose input block moved by less than
     STILL_LEVEL in every channel since the previous frame, else 0 (the frame's own shape)."""
     level = STILL_LEVEL * _max_value(blocks.dtype) / 255
-    moved = cv2.compare(cv2.absdiff(blocks, last_blocks).reshape(blocks.shape[0], -1), level, cv2.CMP_GE)
+    moved = _compare(cv2.absdiff(blocks, last_blocks).reshape(blocks.shape[0], -1), level, cv2.CMP_GE)
     if blocks.ndim == 3 and blocks.shape[2] > 1:
         # Any channel moved: a weighted sum of 0/255 samples is 0 only where all of them are.
         moved = moved.reshape(blocks.shape)
         moved = cv2.cvtColor(moved, cv2.COLOR_RGB2GRAY) if blocks.shape[2] == 3 else moved.max(axis=2)
-    calm = cv2.compare(moved.reshape(blocks.shape[:2]), 0, cv2.CMP_EQ)
+    calm = _compare(moved.reshape(blocks.shape[:2]), 0, cv2.CMP_EQ)
     if len(shape) == 3:
         calm = cv2.merge([calm] * shape[2]) if shape[2] > 1 else calm[..., None]
     return cv2.resize(calm, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST).reshape(shape)
@@ -455,7 +464,7 @@ def apply_gain(
         if still is not None:
             per_sample = cv2.merge([still] * exact.shape[2]) if still.ndim < exact.ndim else still
             per_sample = per_sample.reshape(rows)
-            near = cv2.bitwise_and(near, cv2.compare(per_sample, 0, cv2.CMP_GT))
+            near = cv2.bitwise_and(near, _compare(per_sample, 0, cv2.CMP_GT))
         cv2.copyTo(last.reshape(rows), near, rounded.reshape(rows))  # in place
     return rounded
 
@@ -477,7 +486,7 @@ def _scaled_to_8_bits(
         if still is not None:
             if still.ndim == 2 and output.ndim == 3:
                 still = cv2.merge([still] * output.shape[2])
-            near = cv2.bitwise_and(near, cv2.compare(still.reshape(rows), 0, cv2.CMP_GT))
+            near = cv2.bitwise_and(near, _compare(still.reshape(rows), 0, cv2.CMP_GT))
         cv2.copyTo(last.reshape(rows), near, rounded)  # in place
     return rounded.reshape(output.shape)
 
@@ -600,7 +609,7 @@ class TemporalSmoother:
         strength's preview)."""
         return [block_means(f) for f in inputs] if self.enabled else None
 
-    def scan(self, inputs: Sequence[np.ndarray], reduced: Sequence[np.ndarray] | None = None) -> list[int]:
+    def scan(self, inputs: Sequence[np.ndarray], reduced: Sequence[np.ndarray | None] | None = None) -> list[int]:
         """Run the cut detector on the next input frames (before the model sees them).
 
         Returns the positions in ``inputs`` where a new scene starts; :meth:`push` uses the
@@ -608,8 +617,9 @@ class TemporalSmoother:
         when these frames arrive.
         """
         if reduced is None:
-            reduced = self.reduce(inputs) or [None] * len(inputs)
-        scanned = [self._observe(frame, blocks) for frame, blocks in zip(inputs, reduced)]
+            reduced = self.reduce(inputs)
+        none: list[np.ndarray | None] = [None] * len(inputs)
+        scanned = [self._observe(frame, blocks) for frame, blocks in zip(inputs, reduced or none)]
         self._scanned.extend(scanned)
         return [n for n, (cut, _) in enumerate(scanned) if cut]
 
@@ -619,8 +629,8 @@ class TemporalSmoother:
         are wide enough, so the frame is read once."""
         if self.detector is None:
             return False, blocks
-        small = blocks is not None and blocks.shape[1] >= self.detector.width
-        return self.detector(blocks if small else frame), blocks
+        measured = blocks if blocks is not None and blocks.shape[1] >= self.detector.width else frame
+        return self.detector(measured), blocks
 
     def push(
         self,

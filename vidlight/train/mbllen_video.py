@@ -18,6 +18,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -28,6 +29,8 @@ from vidlight.models.mbllen_video import MBLLENVideo
 from vidlight.train.data import read_rgb, split_images
 from vidlight.train.losses import mbllen_loss
 from vidlight.train.video_data import ClipSynthesizer, clips_to_tensor, heldout_clips
+
+M = TypeVar("M", bound=nn.Module)
 
 
 @dataclass
@@ -74,12 +77,13 @@ def image_folder(data: str | Path) -> Path:
     return data / "high" if (data / "high").is_dir() else data
 
 
-def init_like_keras(model: nn.Module) -> nn.Module:
+def init_like_keras(model: M) -> M:
     """Glorot-uniform weights and zero biases (Keras defaults, as MBLLEN was trained)."""
     for module in model.modules():
         if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d, nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.xavier_uniform_(module.weight)
-            nn.init.zeros_(module.bias)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
     return model
 
 
