@@ -31,7 +31,7 @@ from vidlight.settings import EngineSettings
 
 log = logging.getLogger("vidlight")
 
-# Strip height is chosen so that one strip of the whole batch holds about this many pixels.
+# Strip height is chosen so that one strip (of one frame) holds about this many pixels.
 _STRIP_PIXELS = 160_000
 
 
@@ -234,7 +234,7 @@ class FrameEnhancer:
         if self.output_dtype(frames.dtype) == torch.uint8:
             return y.float().clamp_(0.0, 1.0).mul_(255.0).add_(0.5).to(torch.uint8).permute(0, 2, 3, 1)
         y = y.float().clamp_(0.0, 1.0).mul_(65535.0).add_(0.5)
-        return y.to(torch.int32).to(torch.uint16).permute(0, 2, 3, 1)
+        return y.to(torch.uint16).permute(0, 2, 3, 1)  # truncates: the 0.5 makes it round
 
     def _forward(self, x: torch.Tensor, tile: int | None, strength: torch.Tensor | None) -> torch.Tensor:
         if strength is None:
@@ -298,7 +298,6 @@ class FrameEnhancer:
 
     def _run_strips(self, frames: torch.Tensor, strength: torch.Tensor | None = None) -> torch.Tensor:
         n, h, w, _ = frames.shape
-        rows = max(8, _STRIP_PIXELS // (n * w))
         if self.clip_context:
             return self._run_clip(frames, strength)
         if self.halo is None and self._pool is not None:
@@ -306,27 +305,31 @@ class FrameEnhancer:
                 return self._run_frame_shares(frames, strength)
             with torch_threads(self.workers):  # one frame: torch's own threads, as many as the pool's
                 return self._run(frames, strength)
-        if self.halo is None or rows >= h:
+        rows = max(8, _STRIP_PIXELS // w)
+        if self.halo is None or (rows >= h and self._pool is None):
             return self._run(frames, strength)
         halo = self.halo
         out = torch.empty(frames.shape, dtype=self.output_dtype(frames.dtype))
 
-        def strip(y0: int) -> None:
+        # Strips of one frame each: a strip across the batch would recompute its halo rows
+        # for every frame of it, at the same cost in memory per strip.
+        def strip(i: int, y0: int) -> None:
             y1 = min(h, y0 + rows)
             a, b = max(0, y0 - halo), min(h, y1 + halo)
+            share = None if strength is None else strength[i : i + 1]
             with torch.inference_mode():
-                out[:, y0:y1] = self._run(frames[:, a:b], strength)[:, y0 - a : y1 - a]
+                out[i : i + 1, y0:y1] = self._run(frames[i : i + 1, a:b], share)[:, y0 - a : y1 - a]
 
-        def pooled_strip(y0: int) -> None:
+        def pooled_strip(job: tuple[int, int]) -> None:
             with timed(MODEL_WORKERS):  # the caller's thread waits meanwhile: its time is not this
-                strip(y0)
+                strip(*job)
 
+        jobs = [(i, y0) for i in range(n) for y0 in range(0, h, rows)]
         if self._pool is None:
-            for y0 in range(0, h, rows):
-                strip(y0)
+            for job in jobs:
+                strip(*job)
         else:
-            assert self._pool is not None
-            list(self._pool.map(pooled_strip, range(0, h, rows)))
+            list(self._pool.map(pooled_strip, jobs))
         return out
 
     def _run_frame_shares(self, frames: torch.Tensor, strength: torch.Tensor | None = None) -> torch.Tensor:
