@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import vidlight
-from vidlight.models.strength import apply_strength, enhance, strength_phases, terms_of
+from vidlight.models.strength import apply_strength, enhance, renders, strength_phases, terms_of
 from vidlight.pipeline.enhancer import FrameEnhancer
 from vidlight.pipeline.tiling import tiled_forward
 
@@ -57,6 +57,25 @@ def test_strength_one_is_the_official_output_and_zero_the_input(models, name):
         # Per frame: frame 0 at 1, frame 1 at 0.
         mixed = apply_strength(model, x, terms, torch.tensor([1.0, 0.0]))
         assert torch.equal(mixed[0], official[0]) and torch.equal(mixed[1].clamp(0, 1), x[1])
+
+
+@pytest.mark.parametrize("name", vidlight.list_models())
+def test_renders_at_every_grid_strength_are_apply_strength_at_each(models, name):
+    """The exposure preview's renders (one call for the whole grid) against one apply_strength
+    call per strength; the terms are left as they were."""
+    model = models[name]
+    x = _dark_batch(h=24, w=32)
+    grid = (0.0, 0.3, 0.75, 1.0)
+    with torch.inference_mode():
+        terms = terms_of(model, x)
+        kept = terms.clone()
+        got = renders(model, x, terms, grid)
+        assert got.shape == (len(grid), *apply_strength(model, x, terms, 1.0).shape)
+        for i, s in enumerate(grid):
+            one = apply_strength(model, x, terms, s)
+            assert (got[i].clamp(0, 1) - one.clamp(0, 1)).abs().max() < 1e-6, s
+        assert torch.equal(got[grid.index(1.0)].clamp(0, 1), model(x).clamp(0, 1))
+        assert torch.equal(terms, kept)
 
 
 def test_sci_strength_divides_by_the_illumination_to_the_power_s(models):

@@ -142,6 +142,15 @@ class SCI(nn.Module):
                 powered[i].copy_(illumination[i].float().log_().mul_(v).exp_())
         return self.apply_illumination(x, powered)
 
+    def strength_renders(self, x: torch.Tensor, illumination: torch.Tensor, grid) -> torch.Tensor:
+        """The output at every strength of ``grid`` (G x N x 3 x H x W, fp32), with the
+        illumination's log taken once for all of them."""
+        s = torch.tensor(list(grid), dtype=torch.float32, device=x.device).view(-1, 1, 1, 1, 1)
+        powered = torch.log(illumination.float()).unsqueeze(0).mul(s).exp_()
+        at_one = (s.flatten() == 1.0).nonzero().flatten()
+        powered[at_one] = illumination.float()  # as apply_strength: L itself at 1
+        return torch.div(x.float().unsqueeze(0), powered).clamp_(0.0, 1.0)
+
 
 # Official `enhance.*` names -> ours. The official state dict stores the shared block
 # twice (`conv.*` and `blocks.0.*`, identical tensors); we read `conv.*`.

@@ -24,7 +24,7 @@ A model without ``strength_terms`` is an end-to-end network: its terms are its o
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import torch
@@ -95,6 +95,21 @@ def apply_strength(
     if apply is not None:
         return apply(x, terms, strength)
     return blend(x, terms, strength)
+
+
+def renders(model: nn.Module, x: torch.Tensor, terms: torch.Tensor, grid: Sequence[float]) -> torch.Tensor:
+    """``model``'s output for ``x`` at every strength of ``grid``, G x N x C x H x W, from one set
+    of ``terms``: the model's ``strength_renders`` where it has one (a model whose strength has
+    a part common to every strength computes it once there), else :func:`apply_strength` on
+    the batch repeated once per grid strength (one call, not one per strength)."""
+    hook = getattr(model, "strength_renders", None)
+    if hook is not None:
+        return hook(x, terms, grid)
+    g, n = len(grid), x.shape[0]
+    strengths = torch.tensor(list(grid), dtype=x.dtype, device=x.device).repeat_interleave(n)
+    repeat = (g,) + (1,) * (x.ndim - 1)
+    out = apply_strength(model, x.repeat(repeat), terms.repeat(repeat), strengths)
+    return out.view(g, n, *out.shape[1:])
 
 
 def enhance(model: nn.Module, x: torch.Tensor, strength: float | torch.Tensor | None = None) -> torch.Tensor:
