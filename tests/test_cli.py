@@ -217,6 +217,14 @@ def test_unknown_output_format(tmp_path: Path, clip, identity_model) -> None:
     assert not out.exists() and no_partial(out)
 
 
+def test_an_encoder_that_cannot_start_fails_before_any_frame(tmp_path: Path, clip, identity_model) -> None:
+    """x264 refuses an unknown preset when it opens: one line naming the encoder, nothing written."""
+    out = tmp_path / "out.mp4"
+    line = assert_one_line_error(invoke("process", clip.path, out, "--preset", "no-such-preset", "--no-progress"))
+    assert line.startswith("vidlight: encoder libx264 could not start") and "--codec" in line, line
+    assert not out.exists() and no_partial(out)
+
+
 def test_unknown_model_is_a_usage_error(tmp_path: Path, clip) -> None:
     out = tmp_path / "out.mp4"
     result = invoke("process", clip.path, out, "--model", "no-such-model")

@@ -152,3 +152,18 @@ def test_bench_on_cuda(official_weights_dir):
 
     figures = run_bench(SAMPLE, weights="sci-medium", device=str(DEVICE), max_frames=20, repeat=1, log=lambda *a: None)
     assert figures and all(f.frames == 20 for f in figures.values())
+
+
+@pytest.mark.skipif(not ON_GPU, reason="NVENC needs the GPU itself")
+def test_process_with_nvenc(official_weights_dir, tmp_path):
+    """h264_nvenc at --crf 18 writes every frame, within a few levels of libx264's picture."""
+    from media import read_video
+
+    outputs = {}
+    for codec in ("libx264", "h264_nvenc"):
+        out = tmp_path / f"{codec}.mp4"
+        vidlight.enhance_video(SAMPLE, out, model="sci", weights="sci-medium", device=str(DEVICE), codec=codec)
+        outputs[codec] = read_video(out).frames
+    assert len(outputs["h264_nvenc"]) == len(outputs["libx264"]) == 90
+    diff = levels_apart(np.stack(outputs["h264_nvenc"]), np.stack(outputs["libx264"]))
+    assert diff.mean() < 2.0

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from vidlight.errors import MediaError, VidlightError
-from vidlight.io.files import FileSink, FileSource, VideoInfo
+from vidlight.io.files import FileSink, FileSource, VideoInfo, encoder_options, partial_path, pixel_format
 from vidlight.io.sinks import ImageDirSink, NullSink, RtspSink, SegmentedFileSink, open_sink, parse_duration
 
 from media import gradient, mean_abs_diff, read_video, simple_clip
@@ -95,6 +95,44 @@ def test_image_dir_sink_jpg_pattern_and_errors(tmp_path: Path) -> None:
 
 
 # --- segmented recording ----------------------------------------------------------------------------
+
+
+def test_encoder_options_carry_crf_and_preset() -> None:
+    assert encoder_options("libx264", 18, "veryfast") == {"crf": "18", "preset": "veryfast"}
+    assert encoder_options("libvpx-vp9", 30, "slow") == {"crf": "30"}  # vp9 has no x264 presets
+    assert encoder_options("mpeg4", 18, "medium") == {}
+    assert encoder_options("libx264", None, None) == {}
+    # NVENC: constant quality without a bitrate cap, x264's preset names as p1..p7.
+    assert encoder_options("h264_nvenc", 18, "medium") == {"rc": "vbr", "cq": "18", "b": "0", "preset": "p4"}
+    assert encoder_options("hevc_nvenc", 0, "veryfast")["cq"] == "1"  # NVENC's 0 would mean "automatic"
+    assert encoder_options("av1_nvenc", 63, "p7") == {"rc": "vbr", "cq": "51", "b": "0", "preset": "p7"}
+    assert encoder_options("h264_nvenc", None, "ultrafast") == {"preset": "p1"}
+
+
+def test_pixel_format_keeps_the_depth_where_the_encoder_can() -> None:
+    assert pixel_format(["yuv420p", "yuv420p10le"], 10) == "yuv420p10le"
+    assert pixel_format(["yuv420p", "nv12", "p010le"], 10) == "p010le"  # NVENC's 10-bit 4:2:0
+    assert pixel_format(["yuv420p", "nv12"], 10) == "yuv420p"
+    assert pixel_format(["yuv420p", "yuv420p10le"], 8) == "yuv420p"
+    assert pixel_format(["rgb24"], 8) == "rgb24"
+    assert pixel_format([], 10) == "yuv420p10le"
+
+
+def test_nvenc_opens_at_once_or_says_what_it_needs(tmp_path: Path) -> None:
+    """h264_nvenc is opened when the sink is made: without an NVIDIA GPU that is a one-line
+    error naming what it needs, with nothing left behind; with one, it writes a playable file."""
+    out = tmp_path / "out.mp4"
+    try:
+        sink = FileSink(out, make_info(), codec="h264_nvenc")
+    except MediaError as exc:
+        assert str(exc).startswith("encoder h264_nvenc could not start") and "NVIDIA GPU" in str(exc), exc
+        assert "--codec libx264" in str(exc)
+        assert not out.exists() and not partial_path(out).exists()
+        return
+    frames = _record(sink, 10)
+    sink.close()
+    got = read_video(out).frames
+    assert len(got) == 10 and mean_abs_diff(got[5], frames[5]) < 3
 
 
 def test_parse_duration() -> None:

@@ -285,7 +285,9 @@ class TemporalSettings:
 class EncoderSettings:
     """How the output is encoded and cut into files."""
 
-    codec: str = setting("libx264", kind=str, help="FFmpeg video encoder.")
+    codec: str = setting(
+        "libx264", kind=str, help="FFmpeg video encoder; h264_nvenc or hevc_nvenc encode on an NVIDIA GPU."
+    )
     crf: int | None = setting(
         18, kind=int, optional=True, minimum=0, maximum=63, help="Encoder quality (lower is better)."
     )

@@ -84,6 +84,58 @@ def output_color_range(tag: int) -> int:
 TO_RGB = Interpolation.POINT | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
 
 
+# Software encoders that take x264's --crf and --preset as they are.
+CRF_ENCODERS = ("libx264", "libx265", "libvpx-vp9", "libaom-av1", "libsvtav1")
+PRESET_ENCODERS = ("libx264", "libx265", "libsvtav1")
+# NVIDIA's hardware encoders, in PyAV's bundled FFmpeg: --crf becomes their constant-quality
+# level and --preset one of their seven speed presets (p1 fastest .. p7 best).
+NVENC = ("h264_nvenc", "hevc_nvenc", "av1_nvenc")
+_NVENC_PRESETS = {
+    "ultrafast": "p1",
+    "superfast": "p1",
+    "veryfast": "p2",
+    "faster": "p3",
+    "fast": "p3",
+    "medium": "p4",
+    "slow": "p5",
+    "slower": "p6",
+    "veryslow": "p7",
+    "placebo": "p7",
+}
+
+
+def encoder_options(codec: str, crf: int | None, preset: str | None) -> dict[str, str]:
+    """The FFmpeg options that carry ``--crf`` and ``--preset`` to ``codec`` (none for an
+    encoder that has no such settings).
+
+    NVENC: constant quality in VBR mode with no bitrate cap (``rc=vbr``, ``cq``, ``b=0``), its
+    level the crf clamped to 1..51 (NVENC's 0 means "choose for me", not lossless); x264's
+    preset names map to p1..p7, and p1..p7 pass through.
+    """
+    opts: dict[str, str] = {}
+    if codec in NVENC:
+        if crf is not None:
+            opts.update(rc="vbr", cq=str(min(max(crf, 1), 51)), b="0")
+        if preset is not None:
+            opts["preset"] = _NVENC_PRESETS.get(preset, preset)
+        return opts
+    if crf is not None and codec in CRF_ENCODERS:
+        opts["crf"] = str(crf)
+    if preset is not None and codec in PRESET_ENCODERS:
+        opts["preset"] = str(preset)
+    return opts
+
+
+def pixel_format(formats: list[str], bit_depth: int) -> str:
+    """The pixel format to encode in, from an encoder's ``formats`` (empty: any): 4:2:0 at the
+    source's depth (``yuv420p10le``, or ``p010le`` for the hardware encoders that take 10 bits
+    that way), else 8-bit 4:2:0, else the encoder's first format."""
+    wanted = ("yuv420p10le", "p010le", "yuv420p") if bit_depth > 8 else ("yuv420p",)
+    if not formats:
+        return wanted[0]
+    return next((f for f in wanted if f in formats), formats[0])
+
+
 def frame_to_rgb(frame: av.VideoFrame, info: VideoInfo) -> np.ndarray:
     """RGB samples of ``frame`` (uint8, or uint16 above 8 bits) with ``info``'s matrix and range:
     the one YUV -> RGB conversion of every source."""
@@ -281,13 +333,12 @@ class FileSink:
         except (av.error.FFmpegError, ValueError) as exc:
             raise MediaError(f"unknown or unavailable encoder {codec!r} ({exc})") from None
         formats = [f.name for f in (stream.codec_context.codec.video_formats or [])]
-        want = "yuv420p10le" if info.bit_depth > 8 else "yuv420p"
-        if formats and want not in formats:
-            fallback = "yuv420p" if "yuv420p" in formats else formats[0]
-            log.warning("%s cannot encode %s; writing %s", codec, want, fallback)
-            want = fallback
+        want = pixel_format(formats, info.bit_depth)
+        ideal = ("yuv420p10le", "p010le") if info.bit_depth > 8 else ("yuv420p",)
+        if want not in ideal:
+            log.warning("%s cannot encode %s; writing %s", codec, ideal[0], want)
         self.pix_fmt = want
-        self.subsampled = want.startswith(("yuv420", "nv12", "yuv422"))
+        self.subsampled = want.startswith(("yuv420", "nv12", "p010", "yuv422"))
         # 4:2:0 encoders need even sides: pad by one edge row/column rather than lose pixels.
         self.width = info.width + (info.width % 2 if self.subsampled else 0)
         self.height = info.height + (info.height % 2 if self.subsampled else 0)
@@ -307,14 +358,16 @@ class FileSink:
         cc = stream.codec_context
         cc.colorspace, cc.color_range = info.colorspace, info.color_range
         cc.color_primaries, cc.color_trc = info.color_primaries, info.color_trc
-        opts: dict[str, object] = dict(options)
-        if crf is not None and codec in ("libx264", "libx265", "libvpx-vp9", "libaom-av1", "libsvtav1"):
-            opts.setdefault("crf", str(crf))
-        if preset is not None and codec in ("libx264", "libx265", "libsvtav1"):
-            opts.setdefault("preset", str(preset))
-        stream.options = opts
+        stream.options = {**encoder_options(codec, crf, preset), **options}
         if info.rotation:
             stream.set_display_rotation(info.rotation)
+        try:  # now, not at the first frame: an encoder that cannot run fails before the model does
+            cc.open()
+        except av.error.FFmpegError as exc:
+            hint = "check --codec and its options"
+            if codec in NVENC:
+                hint = f"{codec} needs an NVIDIA GPU with NVENC and its driver; without one use --codec libx264"
+            raise MediaError(f"encoder {codec} could not start ({exc.strerror}): {hint}") from None
         self.stream = stream
 
     def write(self, rgb: np.ndarray, pts: int | None) -> None:

@@ -19,7 +19,7 @@ import av
 import numpy as np
 
 from vidlight.errors import MediaError, VidlightError
-from vidlight.io.files import FileSink, VideoInfo
+from vidlight.io.files import NVENC, FileSink, VideoInfo
 from vidlight.io.live import IMAGE_SUFFIXES, redact
 from vidlight.settings import EncoderSettings, Settings
 
@@ -307,11 +307,12 @@ class RtspSink(FileSink):
         self._warned_resize = False
         self.stream_map = {}
         rate = info.average_rate or Fraction(25)
-        options = (
-            {"tune": "zerolatency", "bf": "0", "g": str(max(1, round(rate))), "sc_threshold": "0"}
-            if codec == "libx264"
-            else {}
-        )
+        # Low latency: no B-frames (no reordering delay), a keyframe every second for viewers joining.
+        options: dict[str, str] = {}
+        if codec == "libx264":
+            options = {"tune": "zerolatency", "bf": "0", "g": str(max(1, round(rate))), "sc_threshold": "0"}
+        elif codec in NVENC:
+            options = {"tune": "ull", "zerolatency": "1", "bf": "0", "g": str(max(1, round(rate)))}
         try:
             self.container = av.open(
                 self.url,
