@@ -26,6 +26,7 @@ import torch
 import vidlight.io.files as vl_files
 import vidlight.io.sinks as vl_sinks
 from vidlight.io.files import partial_path
+from vidlight.pipeline.enhancer import FrameEnhancer
 from vidlight.pipeline.runner import enhance_video
 
 from live_checks import WriteClock, assert_finalised, assert_three_live_seconds
@@ -163,28 +164,38 @@ def test_first_two_live_frames_are_a_frame_interval_apart(dark_clip: Path, tmp_p
     assert gaps.min() > 0.5 / 30, f"frame gaps (s): {np.round(gaps, 5).tolist()}"
 
 
-class BatchRecorder(torch.nn.Module):
-    """Identity that records how many frames each call got, taking ``seconds`` per call."""
+class SlowIdentity(torch.nn.Module):
+    """Identity taking ``seconds`` per frame."""
 
-    receptive_halo = 0  # pointwise; the camera's frames are small enough for one strip: one call per batch
+    receptive_halo = 0  # pointwise
 
     def __init__(self, seconds: float = 0.0) -> None:
         super().__init__()
-        self.seconds, self.sizes = seconds, []
+        self.seconds = seconds
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.sizes.append(x.shape[0])
-        time.sleep(self.seconds)
+        time.sleep(self.seconds * x.shape[0])
         return x
 
 
-def test_live_frames_are_batched_only_as_far_as_the_model_is_behind(dark_clip: Path, tmp_path: Path) -> None:
+def test_live_frames_are_batched_only_as_far_as_the_model_is_behind(
+    dark_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A 30 fps camera: a model that keeps up gets each frame as it arrives (no frame waits for
-    the ones after it to fill a batch); one that takes 0.15 s a call gets the 4 or 5 frames that
+    the ones after it to fill a batch); one that takes 0.15 s a frame gets the frames that
     arrived meanwhile, up to the batch size."""
-    fast, slow = BatchRecorder(), BatchRecorder(seconds=0.15)
+    sizes: list[int] = []  # frames per call of the enhancement stage
+    enhance = FrameEnhancer.__call__
+
+    def recording(self, frames, *args, **kwargs):
+        sizes.append(len(frames))
+        return enhance(self, frames, *args, **kwargs)
+
+    monkeypatch.setattr(FrameEnhancer, "__call__", recording)
+    runs = {}
     with RtspServer(cameras={"/cam": dark_clip}) as server:
-        for model in (fast, slow):
+        for name, seconds in (("fast", 0.0), ("slow", 0.15)):
+            sizes.clear()
             enhance_video(
                 server.url("/cam"),
                 tmp_path / "out.mp4",
@@ -192,15 +203,17 @@ def test_live_frames_are_batched_only_as_far_as_the_model_is_behind(dark_clip: P
                 overwrite=True,
                 batch_size=4,
                 strength=1,
-                **{**RUN, "model": model},
+                **{**RUN, "model": SlowIdentity(seconds)},
             )
+            runs[name] = list(sizes)
+    fast, slow = runs["fast"], runs["slow"]
 
     def median(sizes: list[int]) -> int:
         return sorted(sizes)[len(sizes) // 2]
 
     # (The server sends its first frames in a burst; those fill batches either way.)
-    assert len(fast.sizes) >= 10 and median(fast.sizes) == 1, fast.sizes
-    assert max(slow.sizes) == 4 and median(slow.sizes[2:]) == 4, slow.sizes
+    assert len(fast) >= 10 and median(fast) == 1, fast
+    assert max(slow) == 4 and median(slow[2:]) == 4, slow
 
 
 def outage_script(writes: WriteClock, *, frames_before: int, down, up, seconds: float, marks_as: tuple[str, str]):
