@@ -26,6 +26,7 @@ from vidlight.errors import VidlightError
 from vidlight.io.files import FileSink, FileSource, partial_path
 from vidlight.pipeline.enhancer import FrameEnhancer, single_threaded_torch
 from vidlight.pipeline.runner import Interrupted, RunStats, enhance_video
+from vidlight.pipeline.temporal import TemporalSmoother
 
 from media import (
     Identity,
@@ -721,10 +722,90 @@ def test_memory_is_bounded_with_a_slow_writer(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(FileSink, "write", slow_write)
     stats = run(clip.path, tmp_path / "out.mkv", batch_size=batch)
     assert stats.frames == n == counts["written"]
-    # decoded queue (2 batches) + batch being built + encoded queue (2 batches) + batch being
-    # written + one item in flight: about 6 batches. Unbounded, the lead would approach n.
-    assert batch <= counts["lead"] <= 8 * batch, counts
+    # decoded queue (2 batches) + batch being built + the model's batch + smoothing queue (1) +
+    # batch being smoothed + encoded queue (2) + batch being written + the smoother's look-ahead:
+    # about 9 batches. Unbounded, the lead would approach n.
+    assert batch <= counts["lead"] <= 10 * batch, counts
     assert len(read_video(tmp_path / "out.mkv").frames) == n
+
+
+def test_the_smoothing_runs_beside_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The temporal stage smooths a batch on its own thread while the model takes the next: the
+    first batch's smoothing waits until the model has started the second, which a pipeline
+    running them one after the other would never do (it would wait out the timeout)."""
+    clip = simple_clip(tmp_path / "in.mp4", n=12)
+    second_batch = threading.Event()
+    calls: list[int] = []
+    waited: list[bool] = []
+    threads: set[str] = set()
+    enhance, push = FrameEnhancer.__call__, TemporalSmoother.push
+
+    def model_call(self, frames, *args, **kwargs):
+        calls.append(len(frames))
+        if len(calls) == 2:
+            second_batch.set()
+        return enhance(self, frames, *args, **kwargs)
+
+    def smoothing(self, *args, **kwargs):
+        threads.add(threading.current_thread().name)
+        if not waited:
+            waited.append(second_batch.wait(timeout=10))
+        return push(self, *args, **kwargs)
+
+    monkeypatch.setattr(FrameEnhancer, "__call__", model_call)
+    monkeypatch.setattr(TemporalSmoother, "push", smoothing)
+    stats = run(clip.path, tmp_path / "out.mp4", batch_size=4)
+    assert stats.frames == 12 and calls == [4, 4, 4]
+    assert waited == [True] and threads == {"vidlight-smooth"}
+
+
+def test_a_smoothing_reset_waits_for_the_batches_before_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reconnect restarts the smoother only after the old stream's frames are smoothed, and
+    the caller goes on (to scan the new stream's frames) only after that restart."""
+    import queue
+
+    from vidlight.pipeline.batching import SmoothingThread
+    from vidlight.pipeline.workers import END, FrameTiming
+
+    release, pushing = threading.Event(), threading.Event()
+    push = TemporalSmoother.push
+
+    def held_push(self, *args, **kwargs):
+        pushing.set()
+        assert release.wait(timeout=10)
+        return push(self, *args, **kwargs)
+
+    monkeypatch.setattr(TemporalSmoother, "push", held_push)
+    smoother, out, errors = TemporalSmoother(), queue.Queue(), []
+    smoothing = SmoothingThread(smoother, out, errors)
+    frames = [np.full((16, 16, 3), 40 + i, np.uint8) for i in range(4)]
+    smoother.scan(frames)
+    tags = [FrameTiming(i, None) for i in range(4)]
+    smoothing.put(frames, [f.astype(np.uint16) * 257 for f in frames], [i / 30 for i in range(4)], tags, [], end=True)
+    resetting = threading.Thread(target=smoothing.reset)
+    resetting.start()
+    assert pushing.wait(timeout=10)
+    resetting.join(timeout=0.3)
+    assert resetting.is_alive()  # the old stream's batch is still being smoothed
+    release.set()
+    resetting.join(timeout=10)
+    assert not resetting.is_alive() and not errors
+    smoothing.close()
+    written = [out.get() for _ in range(2)]
+    assert [len(written[0][0]), written[1]] == [4, END]
+
+
+def test_a_failure_in_the_smoothing_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clip = simple_clip(tmp_path / "in.mp4", n=12)
+
+    def broken(self, *args, **kwargs):
+        raise VidlightError("smoothing failed")
+
+    monkeypatch.setattr(TemporalSmoother, "push", broken)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(VidlightError, match="smoothing failed"):
+        run(clip.path, out, batch_size=4)
+    assert not out.exists() and no_partial(out)
 
 
 # --- 10. interruption and failure ------------------------------------------------------------------

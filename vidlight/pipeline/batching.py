@@ -9,6 +9,8 @@ two scenes.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable
 from typing import cast
@@ -33,33 +35,57 @@ def enhance_batch(
     *,
     end: bool = False,
 ) -> tuple[list[np.ndarray], list[FrameTiming]]:
-    """Enhance a batch and smooth it; returns the frames now final and their tags, in order.
+    """Enhance a batch and smooth it; returns the frames now final and their tags, in order:
+    :func:`run_model`, then :func:`smooth`.
 
     The smoother holds back its look-ahead, so what comes out may be frames of earlier batches;
-    ``end`` returns everything still held. A scene cut also restarts a clip model's context
-    (mbllen-video), so a clip never mixes two scenes.
+    ``end`` returns everything still held.
     """
+    return smooth(smoother, frames, run_model(enhancer, smoother, frames, seconds), seconds, tags, end=end)
+
+
+def run_model(
+    enhancer: FrameEnhancer, smoother: TemporalSmoother | None, frames: list[np.ndarray], seconds: list[float | None]
+) -> list[np.ndarray]:
+    """A batch through the model: the temporal stage's look at the inputs first (their block
+    means and scene cuts), then the enhancer, one call per scene. A cut also restarts a clip
+    model's context (mbllen-video) and the per-stream averages, so no call mixes two scenes."""
     out: list[np.ndarray] = []
-    if frames:
-        reduced, cuts = None, []
-        if smoother is not None:
-            with timed(TEMPORAL):
-                reduced = smoother.reduce(frames)
-                cuts = smoother.scan(frames, reduced)
-        start = 0
-        for cut in [*cuts, len(frames)]:
-            if cut > start:
-                with timed(MODEL):
-                    out += list(
-                        enhancer(
-                            frames[start:cut],
-                            seconds[start:cut],
-                            reduced=reduced[start:cut] if reduced is not None else None,
-                        )
+    if not frames:
+        return out
+    reduced, cuts = None, []
+    if smoother is not None:
+        with timed(TEMPORAL):
+            reduced = smoother.reduce(frames)
+            cuts = smoother.scan(frames, reduced)
+    start = 0
+    for cut in [*cuts, len(frames)]:
+        if cut > start:
+            with timed(MODEL):
+                out += list(
+                    enhancer(
+                        frames[start:cut],
+                        seconds[start:cut],
+                        reduced=reduced[start:cut] if reduced is not None else None,
                     )
-            if cut < len(frames):
-                enhancer.reset()
-            start = cut
+                )
+        if cut < len(frames):
+            enhancer.reset()
+        start = cut
+    return out
+
+
+def smooth(
+    smoother: TemporalSmoother | None,
+    frames: list[np.ndarray],
+    out: list[np.ndarray],
+    seconds: list[float | None],
+    tags: list[FrameTiming],
+    *,
+    end: bool = False,
+) -> tuple[list[np.ndarray], list[FrameTiming]]:
+    """The model's ``out`` for ``frames`` through the smoother (after :func:`run_model` scanned
+    them); the frames now final and their tags, in order (``end``: all that are held too)."""
     if smoother is None:
         return out, list(tags)
     with timed(TEMPORAL):
@@ -67,6 +93,72 @@ def enhance_batch(
         if end:
             done += smoother.flush()
     return [f for f, _ in done], [cast(FrameTiming, t) for _, t in done]
+
+
+class SmoothingThread:
+    """The smoothing on a thread of its own, between the model's thread and the writer's, so the
+    model goes on with the next batch meanwhile (on a CPU its strip workers would otherwise
+    wait; on a GPU, the device).
+
+    Work is done in the order it is given: a batch (:meth:`put`) or the smoother's held frames
+    finished (:meth:`flush`); each hands ``(frames, tags, packets)`` to ``out``, the writer's
+    queue. :meth:`reset` waits for the work before it. The first error is kept in
+    ``errors`` and later work is skipped; :meth:`close` hands :data:`END` to ``out`` once all
+    that came before is done.
+    """
+
+    def __init__(
+        self,
+        smoother: TemporalSmoother | None,
+        out: queue.Queue,
+        errors: list[BaseException],
+        name: str = "vidlight-smooth",
+    ) -> None:
+        self.smoother, self.out, self.errors = smoother, out, errors
+        self._queue: queue.Queue = queue.Queue(maxsize=1)  # the model runs at most one batch ahead
+        self._thread = threading.Thread(target=self._work, daemon=True, name=name)
+        self._thread.start()
+
+    def put(self, frames, outputs, seconds, tags, packets, *, end: bool = False) -> None:
+        self._queue.put(lambda: (*smooth(self.smoother, frames, outputs, seconds, tags, end=end), packets))
+
+    def reset(self) -> None:
+        """Restart the smoother once the work given before is done. It returns when it is, so
+        the caller's scan of the next stream's frames comes after it (the scan's state is the
+        smoother's too)."""
+        self.wait()
+        if self.smoother is not None and not self.errors:
+            done = self.smoother.reset()
+            if done:
+                self.out.put(([f for f, _ in done], [t for _, t in done], []))
+
+    def wait(self) -> None:
+        """Return once the work given before is done."""
+        barrier = threading.Event()
+        self._queue.put(barrier)
+        barrier.wait()
+
+    def flush(self) -> None:
+        self.put([], [], [], [], [], end=True)
+
+    def close(self) -> None:
+        self._queue.put(END)
+        self._thread.join()
+
+    def _work(self) -> None:
+        try:
+            while (job := self._queue.get()) is not END:
+                if isinstance(job, threading.Event):
+                    job.set()
+                    continue
+                if self.errors:
+                    continue  # drain after a failure so the model's thread never blocks
+                try:
+                    self.out.put(job())
+                except BaseException as exc:
+                    self.errors.append(exc)
+        finally:
+            self.out.put(END)
 
 
 class StreamIntake:

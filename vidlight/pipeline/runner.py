@@ -1,12 +1,12 @@
 """The streaming pipeline: decode -> batch -> enhance -> encode, in concurrent stages.
 
-Three threads joined by bounded queues, so memory does not grow with the video's length:
+Four threads joined by bounded queues, so memory does not grow with the video's length:
 the reader decodes (FFmpeg releases the GIL), the caller's thread batches and runs the
-model, the writer encodes and muxes. Packets of copied streams travel with the batch that
+model, the smoothing thread runs the temporal stage's smoothing, the writer encodes and muxes. Packets of copied streams travel with the batch that
 follows them, which keeps the output interleaved.
 
 The stages live beside this module: :mod:`~vidlight.pipeline.workers` (reader and writer
-threads), :mod:`~vidlight.pipeline.batching` (frames into model calls),
+threads), :mod:`~vidlight.pipeline.batching` (frames into model calls, the smoothing thread),
 :mod:`~vidlight.pipeline.enhancer` (the model on its device),
 :mod:`~vidlight.pipeline.temporal` (the temporal stage), :mod:`~vidlight.pipeline.report`
 (what a run reports); :mod:`~vidlight.pipeline.folder` runs a folder of videos and
@@ -31,12 +31,12 @@ from vidlight.io import Sink, Source
 from vidlight.io.files import VideoInfo
 from vidlight.io.live import Reconnected, classify, redact, source_with
 from vidlight.io.sinks import classify_sink, sink_with
-from vidlight.pipeline.batching import StreamIntake, enhance_batch
+from vidlight.pipeline.batching import SmoothingThread, StreamIntake, run_model
 from vidlight.pipeline.enhancer import FrameEnhancer, load_engine_model, prepare_engine, single_threaded_torch
 from vidlight.pipeline.queues import FrameQueue, LatestFrameQueue
 from vidlight.pipeline.report import Latencies, LiveReport, RunStats
 from vidlight.pipeline.temporal import TemporalSmoother
-from vidlight.pipeline.workers import END, read_source, write_sink
+from vidlight.pipeline.workers import read_source, write_sink
 from vidlight.settings import Settings
 
 log = logging.getLogger("vidlight")
@@ -239,17 +239,17 @@ def _run(
     failure: BaseException | None = None
     reporter = LiveReport(source, decoded, latencies) if live else None
 
+    smoothing = SmoothingThread(smoother, encoded, errors)
+
     def flush(*, end: bool = False) -> None:
         frames, seconds, tags = intake.take()
         packets = intake.take_packets()
         if frames or packets or end:
-            out, done = enhance_batch(enhancer, smoother, frames, seconds, tags, end=end)
-            encoded.put((out, done, packets))
+            smoothing.put(frames, run_model(enhancer, smoother, frames, seconds), seconds, tags, packets, end=end)
 
     def reconnected(item: Reconnected) -> None:
         flush(end=True)
-        if smoother is not None:
-            smoother.reset()
+        smoothing.reset()
         enhancer.reset()
         log.info(
             "%s: reconnected (#%d) after %.1f s, %dx%d",
@@ -297,10 +297,7 @@ def _run(
                 flush(end=True)
     except KeyboardInterrupt:
         interrupted = True
-        if smoother is not None:
-            # Frames the smoother still holds for its look-ahead are finished, not lost.
-            done = smoother.flush()
-            encoded.put(([f for f, _ in done], [t for _, t in done], []))
+        smoothing.flush()  # frames the smoother still holds for its look-ahead are finished, not lost
     except BaseException as exc:
         failure = exc
     finally:
@@ -309,7 +306,7 @@ def _run(
             if external is not None:
                 external.set()  # a live source's reconnect loop waits on it
             source.close()  # interrupts a pending read (LiveSource.close is thread-safe)
-        encoded.put(END)
+        smoothing.close()  # hands END on to the writer
         writer.join()
         reader.join(timeout=5)
         bar.close()

@@ -31,13 +31,13 @@ from vidlight.errors import VidlightError
 from vidlight.io import Sink, Source
 from vidlight.io.live import Reconnected, classify, redact, source_with
 from vidlight.io.sinks import classify_sink, sink_with
-from vidlight.pipeline.batching import StreamIntake, enhance_batch
+from vidlight.pipeline.batching import SmoothingThread, StreamIntake, run_model
 from vidlight.pipeline.enhancer import FrameEnhancer, load_engine_model, prepare_engine, single_threaded_torch
 from vidlight.pipeline.exposure import ExposureControl
 from vidlight.pipeline.queues import FrameQueue, LatestFrameQueue
 from vidlight.pipeline.report import Latencies, LiveReport, RunStats
 from vidlight.pipeline.temporal import StatisticsSmoother, TemporalSmoother
-from vidlight.pipeline.workers import END, read_source, write_sink
+from vidlight.pipeline.workers import read_source, write_sink
 from vidlight.settings import Settings, fields
 
 log = logging.getLogger("vidlight")
@@ -216,6 +216,7 @@ class _Live(StreamIntake):
         self.statistics = StatisticsSmoother(time_constant=smooth_time) if statistics and smooth else None
         self.exposure = ExposureControl() if exposure else None  # strength "auto": this stream's own
         self.enhancer = enhancer  # its own, for clip models only (their context is per stream)
+        self.smoothing = SmoothingThread(self.smoother, self.encoded, self.errors, f"vidlight-smooth-{spec.name}")
         self.start = time.perf_counter()
         self.started = time.monotonic()
         self.reporter = LiveReport(source, self.decoded, self.latencies)
@@ -249,8 +250,8 @@ class _Live(StreamIntake):
             self.take_item(item)
 
     def _reconnected(self, item: Reconnected) -> None:
-        self.hand_over([], end=True)
-        self.smoother.reset()
+        self.hand_over(end=True)
+        self.smoothing.reset()
         if self.statistics is not None:
             self.statistics.reset()
         if self.exposure is not None:
@@ -266,27 +267,24 @@ class _Live(StreamIntake):
             item.height,
         )
 
-    def hand_over(self, done: list, *, end: bool) -> None:
-        """Frames back from the smoother, to the writer with the packets waiting."""
-        if end:
-            done = done + self.smoother.flush()
-        if done or self.packets:
-            self.encoded.put(([f for f, _ in done], [t for _, t in done], self.take_packets()))
+    def hand_over(self, frames: list | None = None, out: list | None = None, seconds=(), tags=(), *, end: bool) -> None:
+        """The model's ``out`` for ``frames`` to the smoothing (on its thread), then to the writer
+        with the packets waiting; ``end``: the frames the smoother holds are finished too."""
+        self.smoothing.put(frames or [], out or [], list(seconds), list(tags), self.take_packets(), end=end)
 
     def enhance_alone(self) -> int:
         """A clip model's call: this stream's pending frames on its own enhancer; returns how many."""
         frames, seconds, tags = self.take()
         assert self.enhancer is not None, "a clip model's stream has its own enhancer"
-        out, done = enhance_batch(self.enhancer, self.smoother, frames, seconds, tags)
-        self.encoded.put((out, done, self.take_packets()))
+        self.hand_over(frames, run_model(self.enhancer, self.smoother, frames, seconds), seconds, tags, end=False)
         return len(frames)
 
     def finish(self, *, interrupted: bool = False) -> RunStats:
         """Stop the threads, finalise the sink; the stream's stats."""
         self.source.close()
         if interrupted:
-            self.hand_over([], end=True)  # frames the smoother holds are finished, not lost
-        self.encoded.put(END)
+            self.hand_over(end=True)  # frames the smoother holds are finished, not lost
+        self.smoothing.close()  # hands END on to the writer
         self.writer.join()
         self.reader.join(timeout=5)
         self.source.close()
@@ -473,7 +471,7 @@ def serve(
                 if live.frames and live.failure is None:
                     _run_model(enhancer, [live], clip_model, report)
                 if live.failure is None:
-                    live.hand_over([], end=True)
+                    live.hand_over(end=True)
                 _close(live, report)
                 running.remove(live)
             waiting = [live for live in running if live.frames]
@@ -604,4 +602,4 @@ def _run_model(enhancer: FrameEnhancer, waiting: list[_Live], clip_model: bool, 
         for s, frames, seconds, tags, *_ in parts:
             mine = list(out[start : start + len(frames)])
             start += len(frames)
-            s.hand_over(s.smoother.push(frames, mine, seconds, tags), end=False)
+            s.hand_over(frames, mine, seconds, tags, end=False)

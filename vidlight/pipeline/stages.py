@@ -1,7 +1,7 @@
 """Where a run's time goes: an optional clock per pipeline stage (``vidlight bench`` turns it on).
 
-The pipeline's stages run in several threads (reader, model, writer, the model's strip
-workers), so each is timed in the thread that does the work: its CPU time
+The pipeline's stages run in several threads (reader, model, smoothing, writer, the model's
+strip workers), so each is timed in the thread that does the work: its CPU time
 (``time.thread_time``) and its busy wall time. With no clock on (the default) the stages
 pay one global lookup each.
 
