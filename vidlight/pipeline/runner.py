@@ -2,8 +2,9 @@
 
 Four threads joined by bounded queues, so memory does not grow with the video's length:
 the reader decodes (FFmpeg releases the GIL), the caller's thread batches and runs the
-model, the smoothing thread runs the temporal stage's smoothing, the writer encodes and muxes. Packets of copied streams travel with the batch that
-follows them, which keeps the output interleaved.
+model, the smoothing thread runs the temporal stage's smoothing, the writer encodes and
+muxes. Packets of copied streams travel with the batch that follows them, which keeps the
+output interleaved.
 
 The stages live beside this module: :mod:`~vidlight.pipeline.workers` (reader and writer
 threads), :mod:`~vidlight.pipeline.batching` (frames into model calls, the smoothing thread),
