@@ -19,6 +19,10 @@ def test_bench_reports_all_figures():
     for name in ("I/O floor", "naive per-frame loop", "vidlight end to end", "model alone", "model forward"):
         assert name in result.output
     assert "vidlight / naive loop" in result.output and "128x72, 8 frames" in result.output
+    # Every figure of the rounds, the naive loop's included, is a median with its range.
+    for name in ("I/O floor", "naive per-frame loop", "vidlight end to end", "model alone"):
+        line = next(line for line in result.output.splitlines() if name in line)
+        assert ", range " in line, line
 
 
 def test_bench_times_the_pipeline_as_process_runs_it(monkeypatch):
