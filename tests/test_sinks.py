@@ -94,7 +94,7 @@ def test_image_dir_sink_jpg_pattern_and_errors(tmp_path: Path) -> None:
         ImageDirSink(tmp_path, make_info(), pattern="f{index}.gif")
 
 
-# --- segmented recording ----------------------------------------------------------------------------
+# --- encoders ----------------------------------------------------------------------------------------
 
 
 def test_encoder_options_carry_crf_and_preset() -> None:
@@ -133,6 +133,9 @@ def test_nvenc_opens_at_once_or_says_what_it_needs(tmp_path: Path) -> None:
     sink.close()
     got = read_video(out).frames
     assert len(got) == 10 and mean_abs_diff(got[5], frames[5]) < 3
+
+
+# --- segmented recording ----------------------------------------------------------------------------
 
 
 def test_parse_duration() -> None:
