@@ -126,11 +126,16 @@ def encoder_options(codec: str, crf: int | None, preset: str | None) -> dict[str
     return opts
 
 
+def full_depth_formats(bit_depth: int) -> tuple[str, ...]:
+    """4:2:0 at a source's depth: ``yuv420p10le``, or ``p010le`` for the hardware encoders that
+    take 10 bits that way; ``yuv420p`` for 8 bits."""
+    return ("yuv420p10le", "p010le") if bit_depth > 8 else ("yuv420p",)
+
+
 def pixel_format(formats: list[str], bit_depth: int) -> str:
-    """The pixel format to encode in, from an encoder's ``formats`` (empty: any): 4:2:0 at the
-    source's depth (``yuv420p10le``, or ``p010le`` for the hardware encoders that take 10 bits
-    that way), else 8-bit 4:2:0, else the encoder's first format."""
-    wanted = ("yuv420p10le", "p010le", "yuv420p") if bit_depth > 8 else ("yuv420p",)
+    """The pixel format to encode in, from an encoder's ``formats`` (empty: any): one of
+    :func:`full_depth_formats`, else 8-bit 4:2:0, else the encoder's first format."""
+    wanted = (*full_depth_formats(bit_depth), "yuv420p")
     if not formats:
         return wanted[0]
     return next((f for f in wanted if f in formats), formats[0])
@@ -334,9 +339,8 @@ class FileSink:
             raise MediaError(f"unknown or unavailable encoder {codec!r} ({exc})") from None
         formats = [f.name for f in (stream.codec_context.codec.video_formats or [])]
         want = pixel_format(formats, info.bit_depth)
-        ideal = ("yuv420p10le", "p010le") if info.bit_depth > 8 else ("yuv420p",)
-        if want not in ideal:
-            log.warning("%s cannot encode %s; writing %s", codec, ideal[0], want)
+        if want not in full_depth_formats(info.bit_depth):
+            log.warning("%s cannot encode %s; writing %s", codec, full_depth_formats(info.bit_depth)[0], want)
         self.pix_fmt = want
         self.subsampled = want.startswith(("yuv420", "nv12", "p010", "yuv422"))
         # 4:2:0 encoders need even sides: pad by one edge row/column rather than lose pixels.
@@ -358,7 +362,8 @@ class FileSink:
         cc = stream.codec_context
         cc.colorspace, cc.color_range = info.colorspace, info.color_range
         cc.color_primaries, cc.color_trc = info.color_primaries, info.color_trc
-        stream.options = {**encoder_options(codec, crf, preset), **options}
+        self.encoder_options = {**encoder_options(codec, crf, preset), **options}  # what the encoder is given
+        stream.options = dict(self.encoder_options)
         if info.rotation:
             stream.set_display_rotation(info.rotation)
         try:  # now, not at the first frame: an encoder that cannot run fails before the model does

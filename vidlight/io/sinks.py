@@ -327,7 +327,6 @@ class RtspSink(FileSink):
             raise MediaError(
                 f"cannot publish to {self.output}: {redact(str(getattr(exc, 'strerror', None) or exc))}"
             ) from None
-        self.encoder_options = {**options, **({"preset": preset} if preset else {})}
         try:
             self._add_video_stream(codec, crf, preset, options)
             start = time.monotonic()
