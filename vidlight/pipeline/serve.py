@@ -267,10 +267,10 @@ class _Live(StreamIntake):
             item.height,
         )
 
-    def hand_over(self, frames: list | None = None, out: list | None = None, seconds=(), tags=(), *, end: bool) -> None:
+    def hand_over(self, frames=(), out=(), seconds=(), tags=(), *, end: bool) -> None:
         """The model's ``out`` for ``frames`` to the smoothing (on its thread), then to the writer
         with the packets waiting; ``end``: the frames the smoother holds are finished too."""
-        self.smoothing.put(frames or [], out or [], list(seconds), list(tags), self.take_packets(), end=end)
+        self.smoothing.put(list(frames), list(out), list(seconds), list(tags), self.take_packets(), end=end)
 
     def enhance_alone(self) -> int:
         """A clip model's call: this stream's pending frames on its own enhancer; returns how many."""
