@@ -135,6 +135,16 @@ def test_nvenc_opens_at_once_or_says_what_it_needs(tmp_path: Path) -> None:
     assert len(got) == 10 and mean_abs_diff(got[5], frames[5]) < 3
 
 
+def test_an_encoder_opened_at_the_first_frame_fails_there_in_one_line(tmp_path: Path) -> None:
+    """For a live source the encoder opens at the first frame; one that cannot start says so then."""
+    out = tmp_path / "out.mp4"
+    sink = FileSink(out, make_info(), preset="no-such-preset", open_encoder=False)
+    with pytest.raises(MediaError, match=r"^encoder libx264 could not start .*check --codec"):
+        sink.write(gradient(64, 48, 0), 0)
+    sink.close(complete=False)
+    assert not out.exists() and not partial_path(out).exists()
+
+
 # --- segmented recording ----------------------------------------------------------------------------
 
 

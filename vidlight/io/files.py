@@ -283,6 +283,10 @@ class FileSink:
         info: the source's :class:`VideoInfo` (size, time base, colour tags, rotation).
         copy_streams: input streams whose packets will be passed to :meth:`mux_packet`.
         codec, crf, preset, options: encoder settings.
+        open_encoder: open the encoder now, so one that cannot run fails before any frame is
+            made; False opens it at the first frame (a live source's frames are arriving
+            already, and opening it meanwhile lengthens the backlog its first frames are
+            dropped from).
     """
 
     def __init__(
@@ -295,6 +299,7 @@ class FileSink:
         crf: int | None = EncoderSettings.crf,
         preset: str | None = EncoderSettings.preset,
         options: dict[str, str] | None = None,
+        open_encoder: bool = True,
     ) -> None:
         path = Path(output)
         self.output: str | Path = path  # a subclass may name its output by a URL
@@ -313,7 +318,7 @@ class FileSink:
         except (av.error.FFmpegError, ValueError, OSError) as exc:
             raise MediaError(f"cannot write {self.output}: {getattr(exc, 'strerror', None) or exc}") from None
         try:
-            self._add_video_stream(codec, crf, preset, options or {})
+            self._add_video_stream(codec, crf, preset, options or {}, open_encoder)
             self.stream_map = {}
             for s in copy_streams:
                 try:
@@ -331,7 +336,9 @@ class FileSink:
             self.close(complete=False)
             raise
 
-    def _add_video_stream(self, codec: str, crf: int | None, preset: str | None, options: dict[str, str]) -> None:
+    def _add_video_stream(
+        self, codec: str, crf: int | None, preset: str | None, options: dict[str, str], open_encoder: bool = True
+    ) -> None:
         info = self.info
         try:
             stream = cast(VideoStream, self.container.add_stream(codec, rate=info.average_rate))
@@ -366,14 +373,19 @@ class FileSink:
         stream.options = dict(self.encoder_options)
         if info.rotation:
             stream.set_display_rotation(info.rotation)
-        try:  # now, not at the first frame: an encoder that cannot run fails before the model does
-            cc.open()
+        self.stream = stream
+        if open_encoder:  # now, not at the first frame: an encoder that cannot run fails before the model does
+            self._open_encoder()
+
+    def _open_encoder(self) -> None:
+        codec = self.stream.codec_context.name
+        try:
+            self.stream.codec_context.open()
         except av.error.FFmpegError as exc:
             hint = "check --codec and its options"
             if codec in NVENC:
                 hint = f"{codec} needs an NVIDIA GPU with NVENC and its driver; without one use --codec libx264"
             raise MediaError(f"encoder {codec} could not start ({exc.strerror}): {hint}") from None
-        self.stream = stream
 
     def write(self, rgb: np.ndarray, pts: int | None) -> None:
         """Encode one RGB frame (uint8, or uint16 for >8-bit) at ``pts`` (input time base)."""
@@ -400,6 +412,8 @@ class FileSink:
             pts = 0 if self._last_pts is None else self._last_pts + 1  # encoders need increasing pts
         frame.pts, frame.time_base = pts, self.info.time_base
         self._last_pts = pts
+        if not self.stream.codec_context.is_open:
+            self._open_encoder()
         self.container.mux(self.stream.encode(frame))
         self.frames_written += 1
 

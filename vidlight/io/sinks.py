@@ -344,12 +344,14 @@ class RtspSink(FileSink):
             del self.container
             raise
 
-    def _add_video_stream(self, codec: str, crf: int | None, preset: str | None, options: dict[str, str]) -> None:
+    def _add_video_stream(
+        self, codec: str, crf: int | None, preset: str | None, options: dict[str, str], open_encoder: bool = True
+    ) -> None:
         # RTSP clients expect 8-bit 4:2:0, whatever the source depth.
         info = self.info
         self.info = VideoInfo(**{**info.__dict__, "bit_depth": 8})
         try:
-            super()._add_video_stream(codec, crf, preset, options)
+            super()._add_video_stream(codec, crf, preset, options, open_encoder)
         finally:
             self.info = info
 
@@ -410,12 +412,14 @@ def open_sink(
     preset: str | None = EncoderSettings.preset,
     overwrite: bool = False,
     transport: str = "tcp",
+    live_source: bool = False,
 ):
     """The sink for what the user typed.
 
     ``"null"`` → :class:`NullSink`; ``rtsp://``/``rtsps://`` → :class:`RtspSink`; an existing
     folder, a path ending with ``/`` or a pattern containing ``{index`` → :class:`ImageDirSink`;
-    with ``segment_seconds`` → :class:`SegmentedFileSink`; anything else → :class:`FileSink`.
+    with ``segment_seconds`` → :class:`SegmentedFileSink`; anything else → :class:`FileSink`
+    (whose encoder opens at the first frame for a ``live_source``: see its ``open_encoder``).
     """
     text = str(spec)
     kind = classify_sink(text)
@@ -441,10 +445,19 @@ def open_sink(
         )
     if Path(text).exists() and not overwrite:
         raise VidlightError(f"{text} already exists; pass -y/--overwrite to replace it")
-    return FileSink(text, info, copy_streams=copy_streams, codec=codec, crf=crf, preset=preset)
+    return FileSink(
+        text, info, copy_streams=copy_streams, codec=codec, crf=crf, preset=preset, open_encoder=not live_source
+    )
 
 
-def sink_with(spec: str | os.PathLike, info: VideoInfo, settings: Settings, *, copy_streams: list | tuple = ()):
+def sink_with(
+    spec: str | os.PathLike,
+    info: VideoInfo,
+    settings: Settings,
+    *,
+    copy_streams: list | tuple = (),
+    live_source: bool = False,
+):
     """:func:`open_sink` with a run's settings (encoder, segments, transport, overwrite)."""
     encoder = settings.encoder
     return open_sink(
@@ -457,4 +470,5 @@ def sink_with(spec: str | os.PathLike, info: VideoInfo, settings: Settings, *, c
         preset=encoder.preset,
         overwrite=settings.run.overwrite,
         transport=settings.source.transport,
+        live_source=live_source,
     )

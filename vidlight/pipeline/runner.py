@@ -128,7 +128,7 @@ def enhance_video(
         if isinstance(output, Sink):  # a sink object (e.g. vidlight.pipeline.iterate.FrameQueueSink)
             output.open(info)  # type: ignore[attr-defined]
             return output
-        return sink_with(output, info, settings, copy_streams=source.copy_streams)
+        return sink_with(output, info, settings, copy_streams=source.copy_streams, live_source=source.live)
 
     return run_source(source, make_sink, settings, stop_event=stop_event, on_frames=on_frames)
 

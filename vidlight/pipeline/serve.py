@@ -559,7 +559,9 @@ def _start(spec: Stream, stop: threading.Event, started: queue.Queue) -> None:
             started.put((spec, exc))
             return
     try:
-        sink = sink_with(spec.sink, source.info, spec.settings, copy_streams=source.copy_streams)
+        sink = sink_with(
+            spec.sink, source.info, spec.settings, copy_streams=source.copy_streams, live_source=source.live
+        )
     except BaseException as exc:
         source.close()
         started.put((spec, exc))
