@@ -86,6 +86,28 @@ def test_sci_from_explicit_path_and_npz(shared_dir: Path, tmp_path: Path) -> Non
     np.testing.assert_array_equal(outputs["path"], outputs["npz"])
 
 
+def test_sci_cpu_convolutions_as_planes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SCI's inference on a CPU runs its convolutions as OpenCV planes, in bands of rows: within
+    1e-6 of the same network in torch (the path autograd takes), for either memory layout, and
+    the same bit for bit however the frame is cut into bands."""
+    import vidlight.models.sci as sci
+
+    model = load_model("sci")
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 3, 61, 97, generator=g) * 0.5
+    with torch.enable_grad():
+        expected = model.estimate_illumination(x).detach()
+    with torch.inference_mode():
+        for layout in (torch.contiguous_format, torch.channels_last):
+            got = model.estimate_illumination(x.contiguous(memory_format=layout))
+            assert (got - expected).abs().max() < 1e-6, layout
+        monkeypatch.setattr(sci, "_BAND_PIXELS", 97 * 7)  # 9 bands of 7 rows, on a pool of threads
+        banded = model.estimate_illumination(x)
+        monkeypatch.setattr(sci, "_BAND_PIXELS", 1)  # one row each
+        assert torch.equal(model.estimate_illumination(x), banded)
+        assert torch.equal(banded, got)
+
+
 # --- Zero-DCE ----------------------------------------------------------------------
 
 
