@@ -217,8 +217,8 @@ def run_bench(
 
         naive_model = load_engine_model(engine, dev)[0].float()
         # Interleaved rounds: a slow spell of a shared machine hits every figure alike,
-        # and each figure is reported as the median of its rounds. The naive loop too: its
-        # OpenMP threads contend with x264's, and one round of it can be twice another.
+        # and each figure is reported as the median of its rounds. The naive loop too: a model
+        # on torch's OpenMP threads contends with x264's, and one round of it can be twice another.
         for _ in range(repeat):
             runs.setdefault(FLOOR, []).append(
                 _timed_run(clip, tmp / "io.mp4", _NoModel(), batch_size, codec, crf, preset)
