@@ -159,6 +159,9 @@ class _Recording:
     def reset(self) -> None:
         self.enhancer.reset()
 
+    def __getattr__(self, name: str):
+        return getattr(self.enhancer, name)  # last_strengths, last_previews, ...
+
 
 def _strengths(frames: list[np.ndarray], seconds: list[float], batch: int = 4) -> tuple[list[float], list[np.ndarray]]:
     """The pipeline's strength for each frame (auto, SCI, smoothing on, the runner's batch loop)

@@ -48,8 +48,9 @@ def run_model(
     enhancer: FrameEnhancer, smoother: TemporalSmoother | None, frames: list[np.ndarray], seconds: list[float | None]
 ) -> list[np.ndarray]:
     """A batch through the model: the temporal stage's look at the inputs first (their block
-    means and scene cuts), then the enhancer, one call per scene. A cut also restarts a clip
-    model's context (mbllen-video) and the per-stream averages, so no call mixes two scenes."""
+    means and scene cuts), then the enhancer, one call per scene, and the strengths it gave
+    back to the temporal stage. A cut also restarts a clip model's context (mbllen-video) and
+    the per-stream averages, so no call mixes two scenes."""
     out: list[np.ndarray] = []
     if not frames:
         return out
@@ -69,6 +70,8 @@ def run_model(
                         reduced=reduced[start:cut] if reduced is not None else None,
                     )
                 )
+            if smoother is not None:
+                smoother.note_strengths(enhancer.last_strengths, enhancer.last_previews)
         if cut < len(frames):
             enhancer.reset()
         start = cut

@@ -23,7 +23,7 @@ from vidlight.errors import VidlightError
 from vidlight.models import load_model
 from vidlight.models.hooks import hooks_of
 from vidlight.models.strength import apply_strength, strength_phases, terms_of
-from vidlight.pipeline.exposure import ExposureControl, preview_size, preview_stats
+from vidlight.pipeline.exposure import ExposureControl, PreviewStats, preview_size, preview_stats
 from vidlight.pipeline.stages import MODEL_WORKERS, timed
 from vidlight.pipeline.temporal import StatisticsSmoother
 from vidlight.pipeline.tiling import DEFAULT_OVERLAP, MIN_TILE, choose_tile, tiled_forward
@@ -165,6 +165,7 @@ class FrameEnhancer:
         if strength == "auto":
             self.exposure = ExposureControl(**({} if exposure_time is None else {"time_constant": exposure_time}))
         self.last_strengths: list[float] = []  # the strength each frame of the last call got
+        self.last_previews: list[PreviewStats | None] = []  # and what "auto" measured to choose it
         # CPU strips run on a pool of single-threaded workers (as many as torch's thread setting,
         # which OMP_NUM_THREADS controls) rather than on torch's OpenMP threads: an OpenMP
         # barrier stalls whenever the encoder holds a core, a pool does not. Models without a
@@ -390,11 +391,13 @@ class FrameEnhancer:
         self, frames: list[np.ndarray] | np.ndarray, exposure, reduced: Sequence[np.ndarray] | None = None
     ) -> torch.Tensor | None:
         """Each frame's strength (None: all 1, the official computation as it is)."""
+        previews: list[PreviewStats | None] = [None] * len(frames)
         if self.strength == "auto":
-            chosen = [exposure(n, stats) for n, stats in enumerate(self._preview(frames, reduced))]
+            previews = list(self._preview(frames, reduced))
+            chosen = [exposure(n, stats) for n, stats in enumerate(previews)]
         else:
             chosen = [self.strength] * len(frames)
-        self.last_strengths = chosen
+        self.last_strengths, self.last_previews = chosen, previews
         if all(s == 1.0 for s in chosen):
             return None
         return torch.tensor(chosen, dtype=torch.float32)

@@ -74,6 +74,10 @@ class PreviewStats:
     clipped: np.ndarray  # share of pixels at or above CLIP_LEVEL
     mean: np.ndarray
 
+    def mean_at(self, strength: float) -> float:
+        """The preview's mean luma at ``strength`` (linear between the grid's)."""
+        return float(np.interp(strength, self.grid, self.mean))
+
 
 def preview_size(height: int, width: int) -> tuple[int, int]:
     """(h, w) of the preview of a ``height`` x ``width`` frame (the frame's own when it is small)."""

@@ -602,6 +602,8 @@ def _run_model(enhancer: FrameEnhancer, waiting: list[_Live], clip_model: bool, 
         report.mixed_calls += len(parts) > 1
         start = 0
         for s, frames, seconds, tags, *_ in parts:
-            mine = list(out[start : start + len(frames)])
+            part = slice(start, start + len(frames))
+            mine = list(out[part])
+            s.smoother.note_strengths(enhancer.last_strengths[part], enhancer.last_previews[part])
             start += len(frames)
             s.hand_over(frames, mine, seconds, tags, end=False)

@@ -28,11 +28,15 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from .denoise import TemporalDenoiser
+
+if TYPE_CHECKING:
+    from .exposure import PreviewStats
 
 DEFAULT_TIME_CONSTANT = 0.5  # seconds
 DEFAULT_FOLLOW = 1.0
@@ -143,7 +147,7 @@ class SceneCutDetector:
 class _Pending:
     """A frame waiting for its look-ahead: its levels, the frame itself, its alpha and tag."""
 
-    __slots__ = ("source", "level", "frame", "alpha", "tag", "dtype", "blocks")
+    __slots__ = ("source", "level", "frame", "alpha", "tag", "dtype", "blocks", "step")
 
     def __init__(
         self,
@@ -154,10 +158,12 @@ class _Pending:
         tag: object,
         dtype: np.dtype,
         blocks: np.ndarray | None,
+        step: float,
     ) -> None:
         self.source, self.level, self.frame, self.alpha, self.tag = source, level, frame, alpha, tag
         self.dtype = dtype  # the input's: what the corrected frame is rounded to
         self.blocks = blocks  # the input's block means (where the scene is still)
+        self.step = step  # the change of log level the strength's change made
 
 
 class GainSmoother:
@@ -180,7 +186,16 @@ class GainSmoother:
       rest with an exponential moving average whose weight comes from the real time between
       frames (``alpha = exp(-dt / time_constant)``, so VFR input and dropped live frames behave):
 
-        ``s_t = alpha (s_{t-1} + follow * k (r_t - r_{t-1})) + (1 - alpha) (o_t - k (i_t - r_t))``;
+        ``s_t = alpha (s_{t-1} + follow * k (r_t - r_{t-1}) + e_t) + (1 - alpha) (o_t - k (i_t - r_t))``;
+
+      ``e_t`` follows the changes of ``o`` the method's strength makes on purpose (``--strength
+      auto``'s own average over time, see :mod:`vidlight.pipeline.exposure`). Each frame's
+      step is the log of its preview mean at its strength over that at the previous frame's;
+      ``e_t`` is the median of the steps between the frames of the trend's window. The
+      strength's drift is followed without lag, since averaging it again would only make it
+      late (when the strength eases off as lamps come into view, a lagging level stays too
+      bright for as long), while the median keeps out the frame-to-frame jitter the strength
+      picks up from flickering exposure, which the average is there to remove;
 
     * the enhanced frame is multiplied by ``exp(s_t - o_t)`` (bilinear upsampling of the grid;
       the same factor for R, G, B), clipped to the sample range, and rounded to the input's
@@ -268,6 +283,7 @@ class GainSmoother:
         """Start afresh; frames still waiting are dropped (call :meth:`drain` first to keep them)."""
         self._pending.clear()
         self._past: deque[np.ndarray] = deque(maxlen=max(1, self.lookahead))
+        self._past_steps: deque[float] = deque(maxlen=max(1, self.lookahead))  # their strength steps
         self._state: np.ndarray | None = None
         self._last: np.ndarray | None = None  # the previous output frame, for the hysteresis
         self._last_blocks: np.ndarray | None = None  # and its input's block means
@@ -279,6 +295,7 @@ class GainSmoother:
         self._last_seconds: float | None = None
         self._shape: tuple | None = None
         self._slope_sums = [self.SLOPE_PRIOR, self.SLOPE_PRIOR]  # sum di*do, sum di*di
+        self._strength: float | None = None  # the previous frame's
 
     @property
     def slope(self) -> float:
@@ -323,9 +340,11 @@ class GainSmoother:
         time_seconds: float | None,
         tag: object = None,
         blocks: np.ndarray | None = None,
+        strength: tuple[float, PreviewStats | None] | None = None,
     ) -> list[tuple[np.ndarray, object]]:
         """Queue an (input, enhanced) pair; returns the (corrected frame, tag) pairs now final, in
-        order. ``blocks``: the input's :func:`block_means`, if already made."""
+        order. ``blocks``: the input's :func:`block_means`, if already made; ``strength``: the
+        strength the frame was enhanced at and the preview it was chosen from, if known."""
         ready = []
         if self._shape is not None and output.shape != self._shape:
             # A resolution change is a new stream as far as brightness goes.
@@ -334,11 +353,12 @@ class GainSmoother:
         if blocks is None:
             blocks = block_means(source)
         i, o = self._cells(source, blocks), self._cells(output)
+        step = self._strength_step(strength)
         a = self.alpha(time_seconds) if self._input is not None else 0.0
         if self._input is not None and self._output is not None and self.estimate_response:
             decay = a ** (1 / self.SLOPE_MEMORY)
             di = float((i - self._input).mean())
-            do = float(np.mean(o)) - self._output
+            do = float(np.mean(o)) - self._output - step
             self._slope_sums[0] = decay * self._slope_sums[0] + di * do
             self._slope_sums[1] = decay * self._slope_sums[1] + di * di
         self._input, self._output, self._shape = i, float(np.mean(o)), output.shape
@@ -346,10 +366,24 @@ class GainSmoother:
             self._last_seconds = time_seconds
         elif self._last_seconds is not None:
             self._last_seconds += self.default_dt
-        self._pending.append(_Pending(i, o, output, a, tag, source.dtype, blocks if self.hysteresis > 0 else None))
+        self._pending.append(
+            _Pending(i, o, output, a, tag, source.dtype, blocks if self.hysteresis > 0 else None, step)
+        )
         while len(self._pending) > self.lookahead:
             ready.append(self._finish())
         return ready
+
+    def _strength_step(self, strength: tuple[float, PreviewStats | None] | None) -> float:
+        """``e_t``: the log of the frame's preview mean at its strength over that at the previous
+        frame's strength (0 for the first frame, or without a preview)."""
+        if strength is None:
+            self._strength = None
+            return 0.0
+        s, preview = strength
+        previous, self._strength = self._strength, s
+        if preview is None or previous is None or previous == s:
+            return 0.0
+        return math.log(preview.mean_at(s) + self.eps) - math.log(preview.mean_at(previous) + self.eps)
 
     def drain(self) -> list[tuple[np.ndarray, object]]:
         """Finish every frame still waiting for its look-ahead (their trend sees what there is)."""
@@ -360,8 +394,13 @@ class GainSmoother:
         # A symmetric window (as wide as both sides allow, at a stream's start and end too),
         # so a ramp's median is the ramp itself.
         m = min(self.lookahead, len(self._past), len(self._pending) - 1)
-        window = list(self._past)[len(self._past) - m :] + [p.source for p in list(self._pending)[: m + 1]]
+        ahead = list(self._pending)[: m + 1]
+        window = list(self._past)[len(self._past) - m :] + [p.source for p in ahead]
         trend = np.median(np.stack(window), axis=0)
+        # The strength's changes between the window's frames: 2m of them, centred on this frame
+        # (an even count, so a strength that alternates frame to frame has a median change of 0).
+        changes = (list(self._past_steps)[len(self._past_steps) - m :] + [p.step for p in ahead])[1:]
+        step = float(np.median(changes)) if changes else 0.0
         k = self.slope
         observed = frame.level - k * (frame.source - trend)
         if self._state is None:
@@ -369,10 +408,11 @@ class GainSmoother:
             self.last_alpha = 0.0
         else:
             a = frame.alpha
-            self._state = a * (self._state + self.follow * k * (trend - self._trend)) + (1 - a) * observed
+            self._state = a * (self._state + self.follow * k * (trend - self._trend) + step) + (1 - a) * observed
             self.last_alpha = a
         self._trend = trend
         self._past.append(frame.source)
+        self._past_steps.append(frame.step)
         self._pending.popleft()
         last, still = None, None
         blocks, last_blocks = frame.blocks, self._last_blocks
@@ -587,6 +627,7 @@ class TemporalSmoother:
         self.cuts: deque[int] = deque(maxlen=1024)
         self._index = 0
         self._scanned: deque[tuple[bool, np.ndarray | None]] = deque()  # (cut, block means) per scanned frame
+        self._strengths: deque[tuple[float, PreviewStats | None]] = deque()  # per enhanced frame, from note_strengths
 
     @property
     def delay_frames(self) -> int:
@@ -598,6 +639,7 @@ class TemporalSmoother:
         done = self.flush()
         self.smoother.reset()
         self._scanned.clear()
+        self._strengths.clear()
         if self.detector is not None:
             self.detector.reset()
         return done
@@ -622,6 +664,12 @@ class TemporalSmoother:
         scanned = [self._observe(frame, blocks) for frame, blocks in zip(inputs, reduced or none)]
         self._scanned.extend(scanned)
         return [n for n, (cut, _) in enumerate(scanned) if cut]
+
+    def note_strengths(self, strengths: Sequence[float], previews: Sequence[PreviewStats | None]) -> None:
+        """The strength the model gave each of the next frames (in order) and the exposure
+        preview it was chosen from (None for a fixed strength): :meth:`push` lets the output's
+        level follow the strength's changes (see :class:`GainSmoother`)."""
+        self._strengths.extend(zip(strengths, previews))
 
     def _observe(self, frame: np.ndarray, blocks: np.ndarray | None) -> tuple[bool, np.ndarray | None]:
         """Whether ``frame`` starts a new scene, and its block means (None when smoothing is
@@ -650,6 +698,8 @@ class TemporalSmoother:
         if not self.enabled:
             for _ in range(min(len(inputs), len(self._scanned))):
                 self._scanned.popleft()  # the cuts were for the model (clip context, strength)
+            for _ in range(min(len(inputs), len(self._strengths))):
+                self._strengths.popleft()
             one = np.array(1.0, dtype=np.float32)  # 16-bit outputs of 8-bit inputs still come back 8-bit
             return [(apply_gain(o, one, i.dtype), t) for i, o, t in zip(inputs, outputs, tags)]
         ready = []
@@ -658,11 +708,12 @@ class TemporalSmoother:
                 cut, blocks = self._scanned.popleft()
             else:
                 cut, blocks = self._observe(source, block_means(source))
+            strength = self._strengths.popleft() if self._strengths else None
             if cut:
                 ready += self.smoother.drain()
                 self.smoother.reset()
                 self.cuts.append(self._index)
-            ready += self.smoother.push(source, output, p, tag, blocks)
+            ready += self.smoother.push(source, output, p, tag, blocks, strength)
             self._index += 1
         return ready
 
