@@ -74,11 +74,17 @@ def patch_normaliser(frame: np.ndarray) -> np.ndarray:
     return to_uint8(x * 0.45 / level)
 
 
-def smoothed(inputs, outputs, pts=None, **options) -> tuple[list[np.ndarray], TemporalSmoother]:
+def smoothed(
+    inputs, outputs, pts=None, strengths=None, previews=None, **options
+) -> tuple[list[np.ndarray], TemporalSmoother]:
+    """``inputs`` and ``outputs`` through a smoother in batches of 4, state carried across; with
+    ``strengths`` and ``previews``, told each batch's as the model's thread tells them."""
     smoother = TemporalSmoother(**options)
     pts = [t / FPS for t in range(len(inputs))] if pts is None else pts
     out = []
-    for i in range(0, len(inputs), 4):  # batches of 4, state carried across
+    for i in range(0, len(inputs), 4):
+        if strengths is not None:
+            smoother.note_strengths(strengths[i : i + 4], previews[i : i + 4])
         out += smoother.push(inputs[i : i + 4], outputs[i : i + 4], pts[i : i + 4])
     out += smoother.flush()
     return [frame for frame, _ in out], smoother
@@ -242,12 +248,7 @@ def test_the_strengths_changes_are_followed_without_lag() -> None:
     averaged) changes instead of averaging them again; without them it lags the 3 % fall by
     about 1.5 % (alpha / (1 - alpha) frames of its slope)."""
     inputs, outputs, strengths, previews = strength_drift()
-    smoother = TemporalSmoother()
-    told = []
-    for i in range(0, len(inputs), 4):
-        smoother.note_strengths(strengths[i : i + 4], previews[i : i + 4])
-        told += smoother.push(inputs[i : i + 4], outputs[i : i + 4], [t / FPS for t in range(i, i + 4)])
-    told = [f for f, _ in told + smoother.flush()]
+    told, _ = smoothed(inputs, outputs, strengths=strengths, previews=previews)
     untold, _ = smoothed(inputs, outputs)
     told_ratio = [mean_luma(a) / mean_luma(b) for a, b in zip(told, outputs)]
     untold_ratio = [mean_luma(a) / mean_luma(b) for a, b in zip(untold, outputs)]
@@ -264,12 +265,7 @@ def test_the_strengths_jitter_is_not_passed_through() -> None:
     inputs, _, _, previews = strength_drift()
     strengths = [0.44 if t % 2 == 0 else 0.40 for t in range(len(inputs))]
     outputs = [to_uint8(f.astype(np.float64) / 255 * (1 + 2 * s)) for f, s in zip(inputs, strengths)]
-    smoother = TemporalSmoother()
-    told = []
-    for i in range(0, len(inputs), 4):
-        smoother.note_strengths(strengths[i : i + 4], previews[i : i + 4])
-        told += smoother.push(inputs[i : i + 4], outputs[i : i + 4], [t / FPS for t in range(i, i + 4)])
-    told = [f for f, _ in told + smoother.flush()]
+    told, _ = smoothed(inputs, outputs, strengths=strengths, previews=previews)
     untold, _ = smoothed(inputs, outputs)
     assert fi(outputs[8:]) > 0.02  # what there is to remove
     assert fi(told[8:]) < 1.1 * fi(untold[8:]) + 1e-4
