@@ -374,8 +374,9 @@ class GainSmoother:
         return ready
 
     def _strength_step(self, strength: tuple[float, PreviewStats | None] | None) -> float:
-        """``e_t``: the log of the frame's preview mean at its strength over that at the previous
-        frame's strength (0 for the first frame, or without a preview)."""
+        """The frame's strength step: the log of its preview mean at its strength over that at
+        the previous frame's strength (0 for the first frame, or without a preview); ``e_t`` is
+        the median of these steps (see :meth:`_finish`)."""
         if strength is None:
             self._strength = None
             return 0.0
