@@ -254,6 +254,10 @@ def test_the_strengths_changes_are_followed_without_lag() -> None:
     untold_ratio = [mean_luma(a) / mean_luma(b) for a, b in zip(untold, outputs)]
     assert max(abs(r - 1) for r in told_ratio) < 0.003
     assert max(untold_ratio[24:]) > 1.01  # what it mends
+    # follow=0 smooths whatever moved the level, the strength's drift too: it lags as untold.
+    held, _ = smoothed(inputs, outputs, strengths=strengths, previews=previews, follow=0.0)
+    held_ratio = [mean_luma(a) / mean_luma(b) for a, b in zip(held, outputs)]
+    assert max(held_ratio[24:]) > 1.01
 
 
 def test_the_strengths_jitter_is_not_passed_through() -> None:

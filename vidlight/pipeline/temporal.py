@@ -186,7 +186,7 @@ class GainSmoother:
       rest with an exponential moving average whose weight comes from the real time between
       frames (``alpha = exp(-dt / time_constant)``, so VFR input and dropped live frames behave):
 
-        ``s_t = alpha (s_{t-1} + follow * k (r_t - r_{t-1}) + e_t) + (1 - alpha) (o_t - k (i_t - r_t))``;
+        ``s_t = alpha (s_{t-1} + follow (k (r_t - r_{t-1}) + e_t)) + (1 - alpha) (o_t - k (i_t - r_t))``;
 
       ``e_t`` follows the changes of ``o`` the method's strength makes on purpose (``--strength
       auto``'s own average over time, see :mod:`vidlight.pipeline.exposure`). Each frame's
@@ -205,15 +205,16 @@ class GainSmoother:
 
     ``k`` is estimated online as the least-squares slope of ``o`` on ``i`` changes between
     consecutive frames over the last few time constants (clipped to 0..1, starting from 1).
-    ``follow`` below 1 also lags real changes of the scene (``0``: the output's brightness is
-    smoothed whatever moved it).
+    ``follow`` below 1 also lags real changes of the scene and of the strength (``0``: the
+    output's brightness is smoothed whatever moved it).
 
     Frames go in with :meth:`push` and come out, corrected and in order, ``lookahead`` frames
     later; :meth:`drain` finishes the frames still waiting (at the end, or before a reset).
 
     Args:
         time_constant: tau in seconds (0 turns smoothing off).
-        follow: share (0..1) of the model's expected response to the trend's change let through.
+        follow: share (0..1) of the model's expected response to the trend's change, and of the
+            strength's drift, let through.
         lookahead: frames after each frame that its trend may see (0: no delay, no median).
         estimate_response: estimate ``k`` (else ``k = 1``).
         field: smooth each cell of the grid rather than the global level (corrects local flicker,
@@ -409,7 +410,9 @@ class GainSmoother:
             self.last_alpha = 0.0
         else:
             a = frame.alpha
-            self._state = a * (self._state + self.follow * k * (trend - self._trend) + step) + (1 - a) * observed
+            self._state = (
+                a * (self._state + self.follow * k * (trend - self._trend) + self.follow * step) + (1 - a) * observed
+            )
             self.last_alpha = a
         self._trend = trend
         self._past.append(frame.source)
