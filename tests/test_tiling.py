@@ -120,7 +120,9 @@ def test_choose_tile_from_free_memory() -> None:
 
 # In a fresh process: warm up on a tiny frame, reset the kernel's peak-RSS mark (clear_refs 5),
 # run one 160 x 224 frame, and report the peak RSS growth per pixel. Repeated runs vary by
-# about 20 %: the declared figures sit about 1.5x above typical measurements.
+# about 20 %, and now and then one reads 1.7x the typical figure (MBLLEN: 830-1070 B/px, once
+# 1507): the declared figures sit about 1.5x above typical measurements, and the test takes
+# the median of three processes.
 _PEAK = """
 import re, sys, torch
 from vidlight.models import get_model_spec
@@ -141,8 +143,10 @@ print((rss("VmHWM") - base) / x[0, 0].numel())
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's peak-RSS reset")
 @pytest.mark.parametrize("name", TILED_MODELS)
 def test_declared_peak_memory_per_pixel_matches_a_measurement(name: str) -> None:
-    out = subprocess.run([sys.executable, "-c", _PEAK, name], capture_output=True, text=True, check=True)
-    measured = float(out.stdout.split()[-1])
+    runs = [subprocess.Popen([sys.executable, "-c", _PEAK, name], stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    outputs = [run.communicate()[0] for run in runs]
+    assert all(run.returncode == 0 for run in runs)
+    measured = float(np.median([float(out.split()[-1]) for out in outputs]))
     declared = get_model_spec(name).builder().peak_bytes_per_pixel
     assert measured <= declared <= 3 * measured, f"{name}: measured {measured:.0f} B/px, declared {declared}"
 
