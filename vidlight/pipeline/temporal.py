@@ -410,9 +410,7 @@ class GainSmoother:
             self.last_alpha = 0.0
         else:
             a = frame.alpha
-            self._state = (
-                a * (self._state + self.follow * k * (trend - self._trend) + self.follow * step) + (1 - a) * observed
-            )
+            self._state = a * (self._state + self.follow * (k * (trend - self._trend) + step)) + (1 - a) * observed
             self.last_alpha = a
         self._trend = trend
         self._past.append(frame.source)
