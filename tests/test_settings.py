@@ -27,7 +27,7 @@ def test_defaults_are_the_documented_ones():
     assert (s.encoder.codec, s.encoder.crf, s.encoder.preset, s.encoder.segment_seconds) == (
         "libx264",
         18,
-        "medium",
+        "veryfast",
         None,
     )
     assert (s.source.transport, s.source.open_timeout_seconds, s.source.read_timeout_seconds) == ("tcp", 10.0, 5.0)

@@ -167,7 +167,7 @@ def run_bench(
 
     Args:
         settings, options: the run's settings, as ``vidlight process`` takes them (the engine,
-            temporal and encoder groups are used; default preset ``veryfast`` from the CLI).
+            temporal and encoder groups are used).
         height: scale the clip to this many lines first (None: its own size).
         repeat: interleaved rounds; each figure is the median of its rounds.
     """

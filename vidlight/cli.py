@@ -490,7 +490,7 @@ def eval_command(input, outputs, labels, plot, max_frames, no_warp, downscale, n
     show_default=True,
     help="Interleaved rounds; each figure is the median.",
 )
-@settings_options("engine", "temporal", "encoder", defaults={"preset": "veryfast"})
+@settings_options("engine", "temporal", "encoder")
 def bench(video, height, frames, repeat, **options):
     """Measure fps of the I/O floor, a naive loop, vidlight as process runs it and the model alone, in one run."""
     from vidlight.bench import run_bench

@@ -291,7 +291,9 @@ class EncoderSettings:
     crf: int | None = setting(
         18, kind=int, optional=True, minimum=0, maximum=63, help="Encoder quality (lower is better)."
     )
-    preset: str | None = setting("medium", kind=str, optional=True, help="Encoder speed preset (e.g. veryfast, slow).")
+    preset: str | None = setting(
+        "veryfast", kind=str, optional=True, help="Encoder speed preset (e.g. veryfast, medium, slow)."
+    )
     segment_seconds: float | None = setting(
         None,
         parse=_parse_duration,
