@@ -426,8 +426,8 @@ def test_hysteresis_keeps_samples_within_a_step_of_the_exact_values() -> None:
 def test_gain_onto_8_bits_equals_the_textbook_rule() -> None:
     """apply_gain's integer path (one scalar gain, 8-bit output) against the rule written out in
     float64: keep the previous value where the exact one is within the hysteresis of it and the
-    scene is still, else round; with saturated samples, and a still mask of one value per pixel
-    or per sample."""
+    scene is still, else round; with saturated samples, and a still mask of one value per pixel,
+    per sample or per 2x2 block."""
     rng = np.random.default_rng(11)
     out16 = rng.integers(0, 65536, (40, 56, 3), dtype=np.uint16)
     out16[:4] = 65535  # saturated rows
@@ -435,11 +435,15 @@ def test_gain_onto_8_bits_equals_the_textbook_rule() -> None:
     exact = np.clip(out16.astype(np.float64) / 257 * gain, 0, 255)
     last = np.clip(np.rint(exact) + rng.integers(-2, 3, out16.shape), 0, 255).astype(np.uint8)
     still = np.where(rng.uniform(size=(40, 56)) < 0.7, 255, 0).astype(np.uint8)
-    for h, mask in [(0.9, None), (0.9, still), (0.6, np.repeat(still[..., None], 3, 2)), (0.0, None)]:
+    blocks = np.where(rng.uniform(size=(20, 28)) < 0.7, 255, 0).astype(np.uint8)  # one per 2x2 block
+    per_block = np.repeat(np.repeat(blocks, 2, axis=0), 2, axis=1)
+    cases = [(0.9, None, None), (0.9, still, still), (0.6, np.repeat(still[..., None], 3, 2), None)]
+    cases += [(0.9, blocks, per_block), (0.0, None, None)]
+    for h, mask, per_pixel in cases:
         got = apply_gain(out16, np.array(gain, dtype=np.float32), np.dtype(np.uint8), last, h, None, mask)
         keep = np.abs(exact - last) < h
         if mask is not None:
-            keep &= (mask if mask.ndim == 3 else mask[..., None]) > 0
+            keep &= (mask if mask.ndim == 3 else per_pixel[..., None]) > 0
         want = np.where(keep, last, np.rint(exact)).astype(np.uint8)
         # Only an exact value within float32 rounding of a boundary may go either way.
         edge = (h > 0) & np.isclose(np.abs(exact - last), h, atol=1e-4) | np.isclose(exact % 1, 0.5, atol=1e-4)

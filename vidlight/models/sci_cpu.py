@@ -14,25 +14,15 @@ import threading
 
 import cv2
 import numpy as np
-from numba import njit
+
+from vidlight.jit import compiled
 
 # Each band keeps three buffers of (3, rows + 2 * halo, width + 2) floats; the two extra
 # columns are the zero padding and are never written.
 _scratch = threading.local()
 
 
-def _compiled(function):
-    """``function`` compiled without the GIL, with numpy's error model (a division does not
-    check for zero, so it vectorises). The machine code is cached on disk, beside the package
-    or in the user's cache folder (``NUMBA_CACHE_DIR``), so only the first run compiles it
-    (a few seconds); where neither is writable every run compiles it."""
-    try:
-        return njit(nogil=True, error_model="numpy", cache=True)(function)
-    except RuntimeError:  # no cache location
-        return njit(nogil=True, error_model="numpy")(function)
-
-
-@_compiled
+@compiled
 def _conv3x3(src, rows, weight, bias, dst, first, last, mode):  # pragma: no cover - compiled
     """Rows ``first..last`` of ``dst`` = the 3x3 convolution (zero padding) of the first ``rows``
     rows of ``src`` (3 x R x (W + 2), zero columns at both ends). ``mode`` 0: as is; 1: ReLU;
@@ -66,7 +56,7 @@ def _conv3x3(src, rows, weight, bias, dst, first, last, mode):  # pragma: no cov
                     d[x] = v + src[c, y, x] if mode == 2 else v
 
 
-@_compiled
+@compiled
 def _band(frame, out, y0, y1, layers, w_in, b_in, w_mid, b_mid, w_out, b_out, p, q, r):  # pragma: no cover
     height, width = frame.shape[0], frame.shape[1]
     halo = 2 + layers
@@ -87,7 +77,7 @@ def _band(frame, out, y0, y1, layers, w_in, b_in, w_mid, b_mid, w_out, b_out, p,
                 out[y, x, c] = -p[c, y - a, x + 1]
 
 
-@_compiled
+@compiled
 def _finish(frame, out):  # pragma: no cover - compiled
     """``out = clamp(1 / (1 + out) + frame, 1e-4, 1)``, ``out`` holding exp(-logit) (flat arrays;
     numpy's error model lets the division vectorise)."""

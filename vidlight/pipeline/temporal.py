@@ -427,7 +427,7 @@ class GainSmoother:
             and last_blocks.shape == blocks.shape
         ):
             last = self._last
-            still = _still_samples(blocks, last_blocks, frame.frame.shape)
+            still = _calm_blocks(blocks, last_blocks)
         self._last = apply_gain(
             frame.frame, np.exp(self._state - frame.level), frame.dtype, last, self.hysteresis, self.denoiser, still
         )
@@ -449,19 +449,28 @@ def _compare(samples: np.ndarray, value: float, op: int) -> np.ndarray:
     return cv2.compare(samples, value, op)  # type: ignore[call-overload]
 
 
-def _still_samples(blocks: np.ndarray, last_blocks: np.ndarray, shape: tuple) -> np.ndarray:
-    """255 for each sample of a frame of ``shape`` whose input block moved by less than
-    STILL_LEVEL in every channel since the previous frame, else 0 (the frame's own shape)."""
+def _calm_blocks(blocks: np.ndarray, last_blocks: np.ndarray) -> np.ndarray:
+    """255 for each block of the input whose mean moved by less than STILL_LEVEL in every
+    channel since the previous frame, else 0 (a 2-D grid, one value per block)."""
     level = STILL_LEVEL * _max_value(blocks.dtype) / 255
     moved = _compare(cv2.absdiff(blocks, last_blocks).reshape(blocks.shape[0], -1), level, cv2.CMP_GE)
     if blocks.ndim == 3 and blocks.shape[2] > 1:
         # Any channel moved: a weighted sum of 0/255 samples is 0 only where all of them are.
         moved = moved.reshape(blocks.shape)
         moved = cv2.cvtColor(moved, cv2.COLOR_RGB2GRAY) if blocks.shape[2] == 3 else moved.max(axis=2)
-    calm = _compare(moved.reshape(blocks.shape[:2]), 0, cv2.CMP_EQ)
-    if len(shape) == 3:
-        calm = cv2.merge([calm] * shape[2]) if shape[2] > 1 else calm[..., None]
-    return cv2.resize(calm, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST).reshape(shape)
+    return _compare(moved.reshape(blocks.shape[:2]), 0, cv2.CMP_EQ)
+
+
+def _per_sample(still: np.ndarray, shape: tuple) -> np.ndarray:
+    """A still mask (a 2-D grid of any size, upsampled by nearest neighbour, or one value per
+    sample already) as one value per sample of a frame of ``shape``."""
+    if still.shape == tuple(shape):
+        return still
+    if still.shape[:2] != tuple(shape[:2]):
+        still = cv2.resize(still, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    if len(shape) == 3 and still.ndim == 2:
+        still = cv2.merge([still] * shape[2]) if shape[2] > 1 else still[..., None]
+    return still.reshape(shape)
 
 
 def apply_gain(
@@ -475,8 +484,9 @@ def apply_gain(
 ) -> np.ndarray:
     """``output`` times ``factor`` (a scalar, or the grid upsampled), through ``denoiser`` if
     given, rounded once to ``dtype``; a sample within ``hysteresis`` steps of ``last`` (the
-    previous output frame) keeps its value there, where ``still`` (H x W, or one value per
-    sample; nonzero: the scene did not move there; None: everywhere) allows it.
+    previous output frame) keeps its value there, where ``still`` allows it (nonzero: the scene
+    did not move there; None: everywhere): a 2-D grid over the frame (H x W, or coarser, e.g.
+    one value per block of the input, upsampled by nearest neighbour), or one value per sample.
 
     The enhancer hands over 8-bit sources' frames at 16 bits (``keep_precision``): the
     corrections smoothing makes on real footage are 0.1 .. 1 % per frame, less than half an
@@ -489,7 +499,11 @@ def apply_gain(
         if f == 1.0 and output.dtype == dtype and denoiser is None:
             return output  # integers already: nothing to round, nothing the hysteresis could keep
         if dtype == np.uint8 and denoiser is None:
-            return _scaled_to_8_bits(output, f, last, hysteresis, still)
+            from vidlight.pipeline.gain_cpu import gain_to_8_bits  # compiled: one pass, no float frame
+
+            return gain_to_8_bits(
+                output, f, last, hysteresis, None if still is None else _per_sample(still, output.shape)
+            )
         exact = np.multiply(output, np.float32(f), dtype=np.float32)
     else:
         h, w = output.shape[:2]
@@ -504,33 +518,10 @@ def apply_gain(
         step = cv2.subtract(exact.reshape(rows), last.reshape(rows), dtype=cv2.CV_32F)  # exact - last
         near = cv2.inRange(step, -hysteresis, hysteresis)
         if still is not None:
-            per_sample = cv2.merge([still] * exact.shape[2]) if still.ndim < exact.ndim else still
-            per_sample = per_sample.reshape(rows)
+            per_sample = _per_sample(still, exact.shape).reshape(rows)
             near = cv2.bitwise_and(near, _compare(per_sample, 0, cv2.CMP_GT))
         cv2.copyTo(last.reshape(rows), near, rounded.reshape(rows))  # in place
     return rounded
-
-
-def _scaled_to_8_bits(
-    output: np.ndarray, f: float, last: np.ndarray | None, hysteresis: float, still: np.ndarray | None
-) -> np.ndarray:
-    """:func:`apply_gain` for one scalar factor ``f`` onto 8 bits: the same result in a few
-    integer passes, without a float frame. ``round(x + 0.5 - h)`` and ``round(x + h - 0.5)`` of
-    the exact value ``x`` bound the integers within ``h`` (< 1) of it, so the previous output
-    is kept exactly where it lies between them."""
-    rows = (output.shape[0], -1)  # 2-D views: one channel for OpenCV's per-sample tests
-    src = output.reshape(rows)
-    rounded = cv2.convertScaleAbs(src, alpha=f)  # x >= 0, so the absolute value changes nothing
-    if last is not None and hysteresis > 0:
-        low = cv2.convertScaleAbs(src, alpha=f, beta=0.5 - hysteresis)
-        high = cv2.convertScaleAbs(src, alpha=f, beta=hysteresis - 0.5)
-        near = cv2.inRange(last.reshape(rows), low, high)
-        if still is not None:
-            if still.ndim == 2 and output.ndim == 3:
-                still = cv2.merge([still] * output.shape[2])
-            near = cv2.bitwise_and(near, _compare(still.reshape(rows), 0, cv2.CMP_GT))
-        cv2.copyTo(last.reshape(rows), near, rounded)  # in place
-    return rounded.reshape(output.shape)
 
 
 class StatisticsSmoother:

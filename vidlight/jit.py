@@ -1,0 +1,22 @@
+"""The compiled CPU kernels' decorator (Numba).
+
+A handful of per-pixel loops that numpy, OpenCV and torch would run as several passes over a
+frame run as one compiled loop instead: SCI's network (:mod:`vidlight.models.sci_cpu`) and the
+temporal stage's gain onto 8 bits (:mod:`vidlight.pipeline.gain_cpu`). Modules that hold
+kernels are imported where they are first needed, so a run that uses none does not load Numba.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+
+def compiled(function):
+    """``function`` compiled without the GIL, with numpy's error model (a division does not
+    check for zero, so it vectorises). The machine code is cached on disk, beside the package
+    or in the user's cache folder (``NUMBA_CACHE_DIR``), so only the first run compiles it (a
+    few seconds); where neither is writable every run compiles it."""
+    try:
+        return njit(nogil=True, error_model="numpy", cache=True)(function)
+    except RuntimeError:  # no cache location
+        return njit(nogil=True, error_model="numpy")(function)
