@@ -91,7 +91,10 @@ class IlluminationEstimator(nn.Module):
         ]
         n, _, h, w = x.shape
         out = torch.empty(x.shape, dtype=x.dtype, memory_format=torch.channels_last)
-        bands = -(-h * w // _BAND_PIXELS)
+        threads = torch.get_num_threads()
+        # Bands that fit the cache, and at least one per thread (a small frame alone would
+        # leave the other threads idle), of 16 rows or more.
+        bands = max(-(-h * w // _BAND_PIXELS), min(-(-threads // n), h // 16), 1)
         rows = -(-h // bands)
 
         def band(job: tuple[int, int]) -> None:
@@ -100,7 +103,7 @@ class IlluminationEstimator(nn.Module):
             illumination(frame, out[i].permute(1, 2, 0).numpy(), y0, min(h, y0 + rows), self.layers, params)
 
         jobs = [(i, y0) for i in range(n) for y0 in range(0, h, rows)]
-        threads = min(torch.get_num_threads(), len(jobs))
+        threads = min(threads, len(jobs))
         if threads > 1:
             with ThreadPoolExecutor(threads) as pool:
                 list(pool.map(band, jobs))
