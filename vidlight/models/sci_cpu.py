@@ -1,11 +1,12 @@
-"""SCI's illumination network on a CPU, compiled by Numba: the three convolutions of a band of
-rows in one call, on buffers that stay in the cache.
+"""SCI's illumination network on a CPU, compiled by Numba: the whole network of a band of rows
+in one call, streamed row by row through buffers that stay in the cache.
 
 With three channels a 3x3 convolution is 81 multiply-adds per pixel; oneDNN is made for many
 channels and OpenCV's 2-D filters take one pass over memory per input and output plane. Here
 each output row of all three channels is summed in place from the nine input rows it reads,
-so a band makes one pass per layer over buffers that stay in the cache. The sums are fp32,
-without fast-math reassociation: within 1e-6 of torch's convolutions.
+and each layer keeps only its last three rows: the input is read once, the output written
+once. The sums are fp32, without fast-math reassociation: within 1e-6 of torch's
+convolutions.
 """
 
 from __future__ import annotations
@@ -17,64 +18,85 @@ import numpy as np
 
 from vidlight.jit import compiled
 
-# Each band keeps three buffers of (3, rows + 2 * halo, width + 2) floats; the two extra
-# columns are the zero padding and are never written.
+# Each thread keeps its ring of rows: three rows of each layer but the last, and a row of the
+# last (a few hundred kB at 1080p, so they stay in the cache).
 _scratch = threading.local()
 
 
 @compiled
-def _conv3x3(src, rows, weight, bias, dst, first, last, mode):  # pragma: no cover - compiled
-    """Rows ``first..last`` of ``dst`` = the 3x3 convolution (zero padding) of the first ``rows``
-    rows of ``src`` (3 x R x (W + 2), zero columns at both ends). ``mode`` 0: as is; 1: ReLU;
-    2: ``src + ReLU(...)`` (the residual block)."""
-    width = src.shape[2] - 2
-    for y in range(first, last):
-        d0, d1, d2 = dst[0, y], dst[1, y], dst[2, y]
-        for x in range(1, width + 1):
-            d0[x] = bias[0]
-            d1[x] = bias[1]
-            d2[x] = bias[2]
-        for i in range(3):
-            for ky in range(3):
-                yy = y + ky - 1
-                if yy < 0 or yy >= rows:
+def _conv_row(above, row, below, has_above, has_below, weight, bias, dst, mode):  # pragma: no cover - compiled
+    """One output row (3 x (W + 2), zero columns at both ends) of a 3x3 convolution with zero
+    padding, from the three input rows around it (``has_above``/``has_below`` False: that row
+    is outside the frame, i.e. zero). ``mode`` 0: as is; 1: ReLU; 2: ``row + ReLU(...)`` (the
+    residual block)."""
+    width = dst.shape[1] - 2
+    d0, d1, d2 = dst[0], dst[1], dst[2]
+    for x in range(1, width + 1):
+        d0[x] = bias[0]
+        d1[x] = bias[1]
+        d2[x] = bias[2]
+    for i in range(3):
+        for ky in range(3):
+            if ky == 0:
+                if not has_above:
                     continue
-                s = src[i, yy]
-                a0, a1, a2 = weight[0, i, ky, 0], weight[0, i, ky, 1], weight[0, i, ky, 2]
-                b0, b1, b2 = weight[1, i, ky, 0], weight[1, i, ky, 1], weight[1, i, ky, 2]
-                c0, c1, c2 = weight[2, i, ky, 0], weight[2, i, ky, 1], weight[2, i, ky, 2]
-                for x in range(1, width + 1):
-                    left, mid, right = s[x - 1], s[x], s[x + 1]
-                    d0[x] += a0 * left + a1 * mid + a2 * right
-                    d1[x] += b0 * left + b1 * mid + b2 * right
-                    d2[x] += c0 * left + c1 * mid + c2 * right
-        if mode != 0:
-            for c in range(3):
-                d = dst[c, y]
-                for x in range(1, width + 1):
-                    v = max(d[x], np.float32(0.0))
-                    d[x] = v + src[c, y, x] if mode == 2 else v
+                s = above[i]
+            elif ky == 1:
+                s = row[i]
+            else:
+                if not has_below:
+                    continue
+                s = below[i]
+            a0, a1, a2 = weight[0, i, ky, 0], weight[0, i, ky, 1], weight[0, i, ky, 2]
+            b0, b1, b2 = weight[1, i, ky, 0], weight[1, i, ky, 1], weight[1, i, ky, 2]
+            c0, c1, c2 = weight[2, i, ky, 0], weight[2, i, ky, 1], weight[2, i, ky, 2]
+            for x in range(1, width + 1):
+                left, mid, right = s[x - 1], s[x], s[x + 1]
+                d0[x] += a0 * left + a1 * mid + a2 * right
+                d1[x] += b0 * left + b1 * mid + b2 * right
+                d2[x] += c0 * left + c1 * mid + c2 * right
+    if mode != 0:
+        for c in range(3):
+            d, skip = dst[c], row[c]
+            for x in range(1, width + 1):
+                v = max(d[x], np.float32(0.0))
+                d[x] = v + skip[x] if mode == 2 else v
 
 
 @compiled
-def _band(frame, out, y0, y1, layers, w_in, b_in, w_mid, b_mid, w_out, b_out, p, q, r):  # pragma: no cover
+def _band(frame, out, y0, y1, layers, w_in, b_in, w_mid, b_mid, w_out, b_out, ring, last):  # pragma: no cover
+    """Rows ``y0..y1`` of ``out`` = minus the network's output convolution, streamed row by row:
+    ``ring[k]`` holds the last three rows of layer k (layer 0: the input as planes), so each
+    input row is read once and every layer's rows stay in the cache. A row of layer k is made
+    as soon as the row below it in layer k - 1 exists, and only where the output rows need it;
+    rows beyond the band's context are zero, so the result does not depend on the banding."""
     height, width = frame.shape[0], frame.shape[1]
-    halo = 2 + layers
-    a, b = max(0, y0 - halo), min(height, y1 + halo)
+    depth = 2 + layers  # convolutions
+    a, b = max(0, y0 - depth), min(height, y1 + depth)
     rows = b - a
-    for yy in range(rows):  # the band's rows, as planes, between the zero columns
-        for x in range(width):
-            for c in range(3):
-                p[c, yy, x + 1] = frame[a + yy, x, c]
-    _conv3x3(p, rows, w_in, b_in, q, 0, rows, 1)
-    for _ in range(layers):
-        _conv3x3(q, rows, w_mid, b_mid, r, 0, rows, 2)
-        q, r = r, q
-    _conv3x3(q, rows, w_out, b_out, p, y0 - a, y1 - a, 0)
-    for y in range(y0, y1):
-        for x in range(width):
-            for c in range(3):
-                out[y, x, c] = -p[c, y - a, x + 1]
+    for t in range(rows + depth):
+        if t < rows:  # the next input row, as planes between the zero columns
+            slot = ring[0, t % 3]
+            for x in range(width):
+                for c in range(3):
+                    slot[c, x + 1] = frame[a + t, x, c]
+        for k in range(1, depth + 1):
+            r = t - k  # the row of layer k whose rows below now exist in layer k - 1
+            if r < max(0, y0 - a - (depth - k)) or r >= min(rows, y1 - a + (depth - k)):
+                continue
+            src = ring[k - 1]
+            has_above, has_below = r >= 1, r + 1 < rows
+            above = src[(r - 1) % 3] if has_above else src[r % 3]
+            below = src[(r + 1) % 3] if has_below else src[r % 3]
+            if k == 1:
+                _conv_row(above, src[r % 3], below, has_above, has_below, w_in, b_in, ring[1, r % 3], 1)
+            elif k < depth:
+                _conv_row(above, src[r % 3], below, has_above, has_below, w_mid, b_mid, ring[k, r % 3], 2)
+            else:
+                _conv_row(above, src[r % 3], below, has_above, has_below, w_out, b_out, last, 0)
+                for x in range(width):
+                    for c in range(3):
+                        out[a + r, x, c] = -last[c, x + 1]
 
 
 @compiled
@@ -92,11 +114,11 @@ def illumination(frame: np.ndarray, out: np.ndarray, y0: int, y1: int, layers: i
     ``params``: the input conv's weight and bias, the residual block's (BatchNorm folded in),
     the output conv's. Reads ``2 + layers`` rows of context above and below; releases the GIL.
     The sigmoid's exp is OpenCV's (vectorised; Numba's would be a scalar call per value)."""
-    halo = 2 + layers
-    shape = (3, y1 - y0 + 2 * halo, frame.shape[1] + 2)
+    depth, width = 2 + layers, frame.shape[1]
     buffers = getattr(_scratch, "buffers", None)
-    if buffers is None or buffers[0].shape[1] < shape[1] or buffers[0].shape[2] != shape[2]:
-        buffers = [np.zeros(shape, np.float32) for _ in range(3)]
+    if buffers is None or buffers[0].shape[0] != depth or buffers[0].shape[-1] != width + 2:
+        # Zeros: the columns at both ends are the padding and are never written.
+        buffers = (np.zeros((depth, 3, 3, width + 2), np.float32), np.zeros((3, width + 2), np.float32))
         _scratch.buffers = buffers
     _band(frame, out, y0, y1, layers, *params, *buffers)
     rows = out[y0:y1]
