@@ -216,12 +216,20 @@ class FrameEnhancer:
             self.exposure.reset()
 
     def _run(
-        self, frames: torch.Tensor, strength: torch.Tensor | None = None, batch_shape: torch.Size | None = None
+        self,
+        frames: torch.Tensor,
+        strength: torch.Tensor | None = None,
+        batch_shape: torch.Size | None = None,
+        *,
+        rows: tuple[int, int] | None = None,
+        into: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """uint8/uint16 N x H x W x 3 on the device -> enhanced, in :meth:`output_dtype`, at
         ``strength`` (one per frame; None: the official computation). ``batch_shape``: the
         model-input shape the tile is chosen for, when these frames are a share of a batch
-        whose shares run at the same time."""
+        whose shares run at the same time. ``rows``: only these rows of the result (a strip
+        without its halo); ``into``: written there (N x rows x W x 3) rather than to a new
+        tensor."""
         x = to_model_input(frames, self.dtype)
         while True:
             tile = self._tile_for(batch_shape or x.shape)
@@ -232,10 +240,13 @@ class FrameEnhancer:
                 self._smaller_tiles(batch_shape or x.shape, tile)
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()  # out of the handler: the failed forward's tensors are gone
-        if self.output_dtype(frames.dtype) == torch.uint8:
-            return y.float().clamp_(0.0, 1.0).mul_(255.0).add_(0.5).to(torch.uint8).permute(0, 2, 3, 1)
-        y = y.float().clamp_(0.0, 1.0).mul_(65535.0).add_(0.5)
-        return y.to(torch.uint16).permute(0, 2, 3, 1)  # truncates: the 0.5 makes it round
+        if rows is not None:
+            y = y[:, :, rows[0] : rows[1]]
+        dtype = self.output_dtype(frames.dtype)
+        y = y.float().clamp_(0.0, 1.0).mul_(255.0 if dtype == torch.uint8 else 65535.0).add_(0.5)
+        if into is None:
+            return y.to(dtype).permute(0, 2, 3, 1)  # truncates: the 0.5 makes it round
+        return into.copy_(y.permute(0, 2, 3, 1))  # the same conversion, without a tensor between
 
     def _forward(self, x: torch.Tensor, tile: int | None, strength: torch.Tensor | None) -> torch.Tensor:
         if strength is None:
@@ -319,7 +330,7 @@ class FrameEnhancer:
             a, b = max(0, y0 - halo), min(h, y1 + halo)
             share = None if strength is None else strength[i : i + 1]
             with torch.inference_mode():
-                out[i : i + 1, y0:y1] = self._run(frames[i : i + 1, a:b], share)[:, y0 - a : y1 - a]
+                self._run(frames[i : i + 1, a:b], share, rows=(y0 - a, y1 - a), into=out[i : i + 1, y0:y1])
 
         def pooled_strip(job: tuple[int, int]) -> None:
             with timed(MODEL_WORKERS):  # the caller's thread waits meanwhile: its time is not this
