@@ -137,6 +137,23 @@ def test_sci_cpu_compiled_bands_deeper(layers: int, monkeypatch: pytest.MonkeyPa
     assert torch.equal(banded, got)
 
 
+@pytest.mark.parametrize("channels", [2, 4])
+def test_sci_other_feature_widths_take_torch(channels: int) -> None:
+    """The compiled bands are written for SCI's 3 features; an estimator of another width (a
+    constructor argument) runs torch's convolutions instead, within 1e-6 of the training-mode
+    path, and an empty batch gives an empty result."""
+    import vidlight.models.sci as sci
+
+    torch.manual_seed(channels)
+    net = sci.IlluminationEstimator(channels=channels).eval()
+    x = torch.rand(2, 3, 19, 23, generator=torch.Generator().manual_seed(channels))
+    with torch.enable_grad():
+        expected = net(x).detach()
+    with torch.inference_mode():
+        assert (net(x) - expected).abs().max() < 1e-6
+        assert net(x[:0]).shape == (0, 3, 19, 23)
+
+
 # --- Zero-DCE ----------------------------------------------------------------------
 
 

@@ -451,6 +451,19 @@ def test_gain_onto_8_bits_equals_the_textbook_rule() -> None:
         assert edge.mean() < 0.01
 
 
+def test_gain_onto_8_bits_refuses_a_previous_frame_of_another_shape() -> None:
+    """The one-pass gain reads the previous output and the still mask sample by sample: one of
+    another shape than the frame is an error, not a read past its end."""
+    out16 = np.zeros((20, 30, 3), np.uint16)
+    gain = np.array(1.0, dtype=np.float32)
+    with pytest.raises(ValueError, match="last has shape"):
+        apply_gain(out16, gain, np.dtype(np.uint8), np.zeros((10, 30, 3), np.uint8), 0.9)
+    from vidlight.pipeline.gain_cpu import gain_to_8_bits
+
+    with pytest.raises(ValueError, match="still has shape"):
+        gain_to_8_bits(out16, 1.0, np.zeros((20, 30, 3), np.uint8), 0.9, np.zeros((20, 30), np.uint8))
+
+
 def test_a_brightening_scene_is_followed_through_the_hysteresis() -> None:
     """A scene brightening by 0.2 % per frame, a fixed-gain model: the smoothed output's mean
     rises every frame after the first and ends less than the hysteresis (0.9 step) short of where the ramp

@@ -13,9 +13,13 @@ from numba import njit
 
 def compiled(function):
     """``function`` compiled without the GIL, with numpy's error model (a division does not
-    check for zero, so it vectorises). The machine code is cached on disk, beside the package
-    or in the user's cache folder (``NUMBA_CACHE_DIR``), so only the first run compiles it (a
-    few seconds); where neither is writable every run compiles it."""
+    check for zero, so it vectorises). The machine code is cached on disk (in
+    ``NUMBA_CACHE_DIR`` when set, else beside the package, else in the user's cache folder),
+    so only the first run compiles it (a few seconds); where none is writable, every run
+    compiles it.
+
+    Numba's cache is keyed by the kernel's own source file, not by these options: after
+    changing them here, clear the ``__pycache__`` folders of the kernels' modules."""
     try:
         return njit(nogil=True, error_model="numpy", cache=True)(function)
     except RuntimeError:  # no cache location

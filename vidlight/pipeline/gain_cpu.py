@@ -17,17 +17,24 @@ from vidlight.jit import compiled
 def _gain_to_8_bits(src, gain, last, hysteresis, still, out):  # pragma: no cover - compiled
     """``out`` = ``src x gain`` rounded to 8 bits (half to even, saturated), except that a sample
     whose exact value lies within ``hysteresis`` of ``last`` keeps ``last`` where ``still`` is
-    nonzero (flat arrays; an empty ``last``: no previous frame)."""
+    nonzero (flat arrays; an empty ``last``: no previous frame; an empty ``still``: still
+    everywhere). Branch-free inside each loop, so it vectorises."""
     top = np.float32(255.0)
     if last.size == 0:
         for j in range(src.size):
             out[j] = np.uint8(min(np.rint(np.float32(src[j]) * gain), top))
-        return
-    for j in range(src.size):
-        exact = np.float32(src[j]) * gain
-        previous = np.float32(last[j])
-        keep = (abs(exact - previous) <= hysteresis) & (still[j] != 0)
-        out[j] = np.uint8(previous if keep else min(np.rint(exact), top))
+    elif still.size == 0:
+        for j in range(src.size):
+            exact = np.float32(src[j]) * gain
+            previous = np.float32(last[j])
+            keep = abs(exact - previous) <= hysteresis
+            out[j] = np.uint8(previous if keep else min(np.rint(exact), top))
+    else:
+        for j in range(src.size):
+            exact = np.float32(src[j]) * gain
+            previous = np.float32(last[j])
+            keep = (abs(exact - previous) <= hysteresis) & (still[j] != 0)
+            out[j] = np.uint8(previous if keep else min(np.rint(exact), top))
 
 
 _NOTHING = np.zeros(0, np.uint8)
@@ -39,9 +46,12 @@ def gain_to_8_bits(
     """``output`` (integers) times ``gain`` onto 8 bits in one pass, keeping ``last``'s value
     (the previous 8-bit output, same shape) for samples within ``hysteresis`` of the exact value
     where ``still`` (one value per sample; None: everywhere) is nonzero."""
-    out = np.empty(output.shape, np.uint8)
     keep = last is not None and hysteresis > 0
+    for name, other in (("last", last if keep else None), ("still", still if keep else None)):
+        if other is not None and other.shape != output.shape:
+            raise ValueError(f"{name} has shape {other.shape}, the frame {output.shape}")
+    out = np.empty(output.shape, np.uint8)
     previous = last.reshape(-1) if keep and last is not None else _NOTHING
-    mask = _NOTHING if not keep else np.full(output.size, 255, np.uint8) if still is None else still.reshape(-1)
+    mask = still.reshape(-1) if keep and still is not None else _NOTHING
     _gain_to_8_bits(output.reshape(-1), np.float32(gain), previous, np.float32(hysteresis), mask, out.reshape(-1))
     return out

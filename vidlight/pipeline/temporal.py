@@ -501,9 +501,10 @@ def apply_gain(
         if dtype == np.uint8 and denoiser is None:
             from vidlight.pipeline.gain_cpu import gain_to_8_bits  # compiled: one pass, no float frame
 
-            return gain_to_8_bits(
-                output, f, last, hysteresis, None if still is None else _per_sample(still, output.shape)
-            )
+            mask = None  # upsampled only where it is read
+            if last is not None and hysteresis > 0 and still is not None:
+                mask = _per_sample(still, output.shape)
+            return gain_to_8_bits(output, f, last, hysteresis, mask)
         exact = np.multiply(output, np.float32(f), dtype=np.float32)
     else:
         h, w = output.shape[:2]
