@@ -216,6 +216,10 @@ def run_bench(
                 return Figure("", len(frames), time.perf_counter() - start, time.process_time() - cpu)
 
         naive_model = load_engine_model(engine, dev)[0].float()
+        # Kernels compiled on first use (SCI's on a CPU, a few seconds when their disk cache is
+        # cold) are compiled here, before any clock runs.
+        with single_threaded_torch() if enhancer.workers > 1 else contextlib.nullcontext():
+            enhancer(frames[:batch_size])
         # Interleaved rounds: a slow spell of a shared machine hits every figure alike,
         # and each figure is reported as the median of its rounds. The naive loop too: a model
         # on torch's OpenMP threads contends with x264's, and one round of it can be twice another.
