@@ -46,12 +46,13 @@ def gain_to_8_bits(
     """``output`` (integers) times ``gain`` onto 8 bits in one pass, keeping ``last``'s value
     (the previous 8-bit output, same shape) for samples within ``hysteresis`` of the exact value
     where ``still`` (one value per sample; None: everywhere) is nonzero."""
-    keep = last is not None and hysteresis > 0
-    for name, other in (("last", last if keep else None), ("still", still if keep else None)):
-        if other is not None and other.shape != output.shape:
-            raise ValueError(f"{name} has shape {other.shape}, the frame {output.shape}")
+    previous, mask = _NOTHING, _NOTHING  # none: no previous frame; still everywhere
+    if last is not None and hysteresis > 0:
+        for name, other in (("last", last), ("still", still)):
+            if other is not None and other.shape != output.shape:
+                raise ValueError(f"{name} has shape {other.shape}, the frame {output.shape}")
+        previous = last.reshape(-1)
+        mask = _NOTHING if still is None else still.reshape(-1)
     out = np.empty(output.shape, np.uint8)
-    previous = last.reshape(-1) if keep and last is not None else _NOTHING
-    mask = still.reshape(-1) if keep and still is not None else _NOTHING
     _gain_to_8_bits(output.reshape(-1), np.float32(gain), previous, np.float32(hysteresis), mask, out.reshape(-1))
     return out

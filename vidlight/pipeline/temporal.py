@@ -283,8 +283,8 @@ class GainSmoother:
     def reset(self) -> None:
         """Start afresh; frames still waiting are dropped (call :meth:`drain` first to keep them)."""
         self._pending.clear()
-        self._past: deque[np.ndarray] = deque(maxlen=max(1, self.lookahead))
-        self._past_steps: deque[float] = deque(maxlen=max(1, self.lookahead))  # their strength steps
+        # The last frames finished: their input levels and strength steps, for the trend's window.
+        self._past: deque[tuple[np.ndarray, float]] = deque(maxlen=max(1, self.lookahead))
         self._state: np.ndarray | None = None
         self._last: np.ndarray | None = None  # the previous output frame, for the hysteresis
         self._last_blocks: np.ndarray | None = None  # and its input's block means
@@ -397,11 +397,12 @@ class GainSmoother:
         # so a ramp's median is the ramp itself.
         m = min(self.lookahead, len(self._past), len(self._pending) - 1)
         ahead = list(self._pending)[: m + 1]
-        window = list(self._past)[len(self._past) - m :] + [p.source for p in ahead]
+        behind = list(self._past)[len(self._past) - m :]
+        window = [source for source, _ in behind] + [p.source for p in ahead]
         trend = np.median(np.stack(window), axis=0)
         # The strength's changes between the window's frames: 2m of them, centred on this frame
         # (an even count, so a strength that alternates frame to frame has a median change of 0).
-        changes = (list(self._past_steps)[len(self._past_steps) - m :] + [p.step for p in ahead])[1:]
+        changes = ([step for _, step in behind] + [p.step for p in ahead])[1:]
         step = float(np.median(changes)) if changes else 0.0
         k = self.slope
         observed = frame.level - k * (frame.source - trend)
@@ -413,8 +414,7 @@ class GainSmoother:
             self._state = a * (self._state + self.follow * (k * (trend - self._trend) + step)) + (1 - a) * observed
             self.last_alpha = a
         self._trend = trend
-        self._past.append(frame.source)
-        self._past_steps.append(frame.step)
+        self._past.append((frame.source, frame.step))
         self._pending.popleft()
         last, still = None, None
         blocks, last_blocks = frame.blocks, self._last_blocks
