@@ -154,3 +154,49 @@ def test_enhancer_at_strength_zero_returns_the_input_and_at_one_the_official_fra
         x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
         direct = (model(x).clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     assert np.array_equal(official, direct)
+
+
+@pytest.mark.parametrize("peak", [255, 65535])
+def test_sci_cpu_strips_in_one_pass_give_the_generic_paths_levels(peak: int, monkeypatch: pytest.MonkeyPatch):
+    """On a CPU the enhancer runs SCI's strips from the frame's samples to the output's levels in
+    one compiled pass: the same levels, bit for bit, as the generic path (the model's terms and
+    strength in torch, then quantised), at the official strength and below it, for 8- and 16-bit
+    frames cut into several strips; and within a level of x / L ** s computed by torch's own
+    network (the path autograd takes)."""
+    from vidlight.models.sci import SCI, IlluminationEstimator
+
+    model = vidlight.load_model("sci")
+    g = np.random.default_rng(peak)
+    dtype = np.uint8 if peak == 255 else np.uint16
+    frames = [(g.random((330, 640, 3)) ** 2 * 0.35 * peak).astype(dtype) for _ in range(2)]
+    assert 160_000 // 640 < 330  # two strips per frame
+    calls = []
+    fused = SCI.quantised_rows
+
+    def counted(self, *args):
+        calls.append(args[1:3])
+        return fused(self, *args)
+
+    for strength in (1.0, 0.7, 0.0):
+        for keep in (False, True):
+            monkeypatch.setattr(SCI, "quantised_rows", counted)
+            got = FrameEnhancer(model, device=CPU, strength=strength, keep_precision=keep)(frames)
+            assert calls and calls[-1] == (250, 330)
+            monkeypatch.setattr(SCI, "quantised_rows", lambda self, *args: False)
+            generic = FrameEnhancer(model, device=CPU, strength=strength, keep_precision=keep)(frames)
+            assert got.dtype == generic.dtype and np.array_equal(got, generic), (strength, keep)
+        out_peak = 65535 if got.dtype == np.uint16 else 255
+        with torch.enable_grad():
+            x = torch.from_numpy(np.stack(frames).astype(np.float32) / peak).permute(0, 3, 1, 2)
+            illumination = model.estimate_illumination(x).detach()
+        expected = (x / illumination**strength).clamp(0, 1) * out_peak
+        levels = (torch.from_numpy(got.astype(np.float32)).permute(0, 3, 1, 2) - expected).abs()
+        assert levels.max() <= 0.5 + 1e-3 * out_peak / 255, strength
+    if peak == 255:
+        assert np.array_equal(got, np.stack(frames).astype(np.uint16) * 257)  # strength 0: the input
+    # An estimator the kernel is not written for (4 features) takes the generic path.
+    monkeypatch.setattr(SCI, "quantised_rows", fused)
+    wide = SCI()
+    wide.illumination = IlluminationEstimator(channels=4).eval()
+    assert wide.quantised_rows(frames[0], 0, 8, 1.0, np.empty((8, 640, 3), dtype)) is False
+    assert FrameEnhancer(wide, device=CPU)(frames).shape == (2, 330, 640, 3)

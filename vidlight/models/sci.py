@@ -86,10 +86,7 @@ class IlluminationEstimator(nn.Module):
         Within 1e-6 of the network in torch."""
         from vidlight.models.sci_cpu import illumination  # Numba compiles on first use
 
-        params = [
-            _numpy(t)
-            for t in (self.in_conv.weight, self.in_conv.bias, weight, bias, self.out_conv.weight, self.out_conv.bias)
-        ]
+        params = self.kernel_params(weight, bias)
         n, _, h, w = x.shape
         out = torch.empty(x.shape, dtype=x.dtype, memory_format=torch.channels_last)
         bands = -(-h * w // _BAND_PIXELS)
@@ -98,7 +95,8 @@ class IlluminationEstimator(nn.Module):
         def band(job: tuple[int, int]) -> None:
             i, y0 = job
             frame = x[i].permute(1, 2, 0).numpy()
-            illumination(frame, out[i].permute(1, 2, 0).numpy(), y0, min(h, y0 + rows), self.layers, params)
+            y1 = min(h, y0 + rows)
+            illumination(frame, out[i].permute(1, 2, 0).numpy()[y0:y1], y0, y1, self.layers, params)
 
         jobs = [(i, y0) for i in range(n) for y0 in range(0, h, rows)]
         threads = min(torch.get_num_threads(), len(jobs))
@@ -109,6 +107,14 @@ class IlluminationEstimator(nn.Module):
             for job in jobs:
                 band(job)
         return out
+
+    def kernel_params(self, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> list[np.ndarray]:
+        """The compiled kernel's parameters (:func:`vidlight.models.sci_cpu.illumination`); the
+        residual block's with its BatchNorm folded in, unless given."""
+        if weight is None or bias is None:
+            weight, bias = self.block.folded()
+        convs = (self.in_conv.weight, self.in_conv.bias, weight, bias, self.out_conv.weight, self.out_conv.bias)
+        return [_numpy(t) for t in convs]
 
 
 def _power(illumination: torch.Tensor, s: float, out: torch.Tensor) -> None:
@@ -201,6 +207,23 @@ class SCI(nn.Module):
             else:
                 _power(illumination[i], v, powered[i])
         return self.apply_illumination(x, powered)
+
+    def quantised_rows(self, frame: np.ndarray, y0: int, y1: int, strength: float, out: np.ndarray) -> bool:
+        """Rows ``y0..y1`` of the output at ``strength`` for one H x W x 3 uint8/uint16 frame on
+        a CPU, rounded into ``out`` ((y1 - y0) x W x 3, uint8 or uint16): the pipeline's CPU
+        strips in one compiled pass (:func:`vidlight.models.sci_cpu.enhance_rows`), with the
+        levels of :meth:`apply_strength` on the forward's float frames, quantised. False (and
+        nothing written) where that kernel does not apply: an estimator of another feature
+        width than 3, or one being trained."""
+        estimator = self.illumination
+        if estimator.training or estimator.in_conv.out_channels != 3 or estimator.in_conv.weight.dtype != torch.float32:
+            return False
+        from vidlight.models.sci_cpu import enhance_rows  # Numba compiles on first use
+
+        with torch.no_grad():
+            params = estimator.kernel_params()
+        enhance_rows(frame, out, y0, y1, estimator.layers, params, float(strength))
+        return True
 
     def strength_renders(self, x: torch.Tensor, illumination: torch.Tensor, grid) -> torch.Tensor:
         """The output at every strength of ``grid`` (G x N x 3 x H x W, fp32), with the

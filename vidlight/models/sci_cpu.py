@@ -64,8 +64,10 @@ def _conv_row(above, row, below, has_above, has_below, weight, bias, dst, mode):
 
 
 @compiled
-def _band(frame, out, y0, y1, layers, w_in, b_in, w_mid, b_mid, w_out, b_out, ring, last):  # pragma: no cover
-    """Rows ``y0..y1`` of ``out`` = minus the network's output convolution, streamed row by row:
+def _band(frame, scale, out, y0, y1, layers, w_in, b_in, w_mid, b_mid, w_out, b_out, ring, last):  # pragma: no cover
+    """``out`` (rows ``y0..y1``) = minus the network's output convolution for the input
+    ``frame * scale`` (``frame`` of any dtype: 8/16-bit samples are scaled as they are read),
+    streamed row by row:
     ``ring[k]`` holds the last three rows of layer k (layer 0: the input as planes), so each
     input row is read once and every layer's rows stay in the cache. A row of layer k is made
     as soon as the row below it in layer k - 1 exists, and only where the output rows need it;
@@ -79,7 +81,7 @@ def _band(frame, out, y0, y1, layers, w_in, b_in, w_mid, b_mid, w_out, b_out, ri
             slot = ring[0, t % 3]
             for x in range(width):
                 for c in range(3):
-                    slot[c, x + 1] = frame[a + t, x, c]
+                    slot[c, x + 1] = np.float32(frame[a + t, x, c]) * scale
         for k in range(1, depth + 1):
             r = t - k  # the row of layer k whose rows below now exist in layer k - 1
             if r < max(0, y0 - a - (depth - k)) or r >= min(rows, y1 - a + (depth - k)):
@@ -96,31 +98,77 @@ def _band(frame, out, y0, y1, layers, w_in, b_in, w_mid, b_mid, w_out, b_out, ri
                 _conv_row(above, src[r % 3], below, has_above, has_below, w_out, b_out, last, 0)
                 for x in range(width):
                     for c in range(3):
-                        out[a + r, x, c] = -last[c, x + 1]
+                        out[a + r - y0, x, c] = -last[c, x + 1]
 
 
 @compiled
-def _finish(frame, out):  # pragma: no cover - compiled
-    """``out = clamp(1 / (1 + out) + frame, 1e-4, 1)``, ``out`` holding exp(-logit) (flat arrays;
-    numpy's error model lets the division vectorise)."""
+def _finish(frame, scale, out):  # pragma: no cover - compiled
+    """``out = clamp(1 / (1 + out) + frame * scale, 1e-4, 1)``, ``out`` holding exp(-logit) (flat
+    arrays; numpy's error model lets the division vectorise)."""
     lo, hi = np.float32(1e-4), np.float32(1.0)
     for j in range(out.size):
-        out[j] = min(max(hi / (hi + out[j]) + frame[j], lo), hi)
+        out[j] = min(max(hi / (hi + out[j]) + np.float32(frame[j]) * scale, lo), hi)
 
 
-def illumination(frame: np.ndarray, out: np.ndarray, y0: int, y1: int, layers: int, params: list[np.ndarray]) -> None:
-    """Rows ``y0..y1`` of ``out`` (H x W x 3 fp32, C-contiguous) = SCI's illumination,
-    ``clamp(sigmoid(conv(...)) + frame, 1e-4, 1)``, for ``frame`` (H x W x 3 fp32, any strides).
-    ``params``: the input conv's weight and bias, the residual block's (BatchNorm folded in),
-    the output conv's. Reads ``2 + layers`` rows of context above and below; releases the GIL.
-    The sigmoid's exp is OpenCV's (vectorised; Numba's would be a scalar call per value)."""
-    depth, width = 2 + layers, frame.shape[1]
+@compiled
+def _quantise(frame, scale, divisor, out):  # pragma: no cover - compiled
+    """``out = clamp(frame * scale / divisor, 0, 1)`` in ``out``'s integer levels, rounded (flat
+    arrays): the pipeline's division and quantisation in one pass, in the order and precision
+    of the torch operations they replace (fp32 ``div``, ``clamp``, ``mul``, ``add`` 0.5, a
+    truncating cast), so the levels are theirs."""
+    peak = np.float32(np.iinfo(out.dtype).max)
+    zero, one, half = np.float32(0.0), np.float32(1.0), np.float32(0.5)
+    for j in range(out.size):
+        v = min(max((np.float32(frame[j]) * scale) / divisor[j], zero), one)
+        out[j] = v * peak + half
+
+
+def _buffers(depth: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """This thread's ring of rows for a network of ``depth`` convolutions on rows ``width`` wide."""
     buffers = getattr(_scratch, "buffers", None)
     if buffers is None or buffers[0].shape[0] != depth or buffers[0].shape[-1] != width + 2:
         # Zeros: the columns at both ends are the padding and are never written.
         buffers = (np.zeros((depth, 3, 3, width + 2), np.float32), np.zeros((3, width + 2), np.float32))
         _scratch.buffers = buffers
-    _band(frame, out, y0, y1, layers, *params, *buffers)
-    rows = out[y0:y1]
-    cv2.exp(rows, dst=rows)
-    _finish(np.ascontiguousarray(frame[y0:y1]).reshape(-1), rows.reshape(-1))
+    return buffers
+
+
+def _rows_of(frame: np.ndarray, y0: int, y1: int) -> np.ndarray:
+    return np.ascontiguousarray(frame[y0:y1]).reshape(-1)
+
+
+def illumination(
+    frame: np.ndarray, out: np.ndarray, y0: int, y1: int, layers: int, params: list[np.ndarray], scale: float = 1.0
+) -> None:
+    """``out`` (rows ``y0..y1``: (y1 - y0) x W x 3 fp32, C-contiguous) = SCI's illumination,
+    ``clamp(sigmoid(conv(...)) + x, 1e-4, 1)``, for the input ``x = frame * scale`` (``frame``
+    H x W x 3, fp32 or 8/16-bit samples, any strides). ``params``: the input conv's weight and
+    bias, the residual block's (BatchNorm folded in), the output conv's. Reads ``2 + layers``
+    rows of context above and below; releases the GIL. The sigmoid's exp is OpenCV's
+    (vectorised; Numba's would be a scalar call per value)."""
+    factor = np.float32(scale)
+    _band(frame, factor, out, y0, y1, layers, *params, *_buffers(2 + layers, frame.shape[1]))
+    cv2.exp(out, dst=out)
+    _finish(_rows_of(frame, y0, y1), factor, out.reshape(-1))
+
+
+def enhance_rows(
+    frame: np.ndarray, out: np.ndarray, y0: int, y1: int, layers: int, params: list[np.ndarray], strength: float
+) -> None:
+    """Rows ``y0..y1`` of SCI's output at ``strength`` for one 8/16-bit H x W x 3 frame, rounded
+    into ``out`` ((y1 - y0) x W x 3, uint8 or uint16, C-contiguous): ``x / L ** s`` clamped to
+    [0, 1], with ``L ** s`` as ``exp(s log L)`` in fp32 (OpenCV's log and exp). The levels of the
+    model's forward in torch followed by the pipeline's quantisation, without the float frames
+    between them."""
+    scale = 1.0 / np.iinfo(frame.dtype).max
+    shape = (y1 - y0, frame.shape[1], 3)
+    held = getattr(_scratch, "rows", None)
+    if held is None or held.size < np.prod(shape):
+        held = _scratch.rows = np.empty(shape, np.float32)
+    rows = held.reshape(-1)[: np.prod(shape)].reshape(shape)
+    illumination(frame, rows, y0, y1, layers, params, scale)
+    if strength != 1.0:
+        cv2.log(rows, dst=rows)
+        np.multiply(rows, np.float32(strength), out=rows)
+        cv2.exp(rows, dst=rows)
+    _quantise(_rows_of(frame, y0, y1), np.float32(scale), rows.reshape(-1), out.reshape(-1))

@@ -322,11 +322,19 @@ class FrameEnhancer:
             return self._run(frames, strength)
         halo = self.halo
         out = torch.empty(frames.shape, dtype=self.output_dtype(frames.dtype))
+        # A model may run a strip from the frame's samples to the output's levels in one
+        # compiled pass (SCI), where no tiles are asked for.
+        quantised = getattr(self.model, "quantised_rows", None)
+        if quantised is not None and self._tile_for(torch.Size((1, 3, h, w))) is not None:
+            quantised = None
 
         # Strips of one frame each: a strip across the batch would recompute its halo rows
         # for every frame of it, at the same cost in memory per strip.
         def strip(i: int, y0: int) -> None:
             y1 = min(h, y0 + rows)
+            s = 1.0 if strength is None else float(strength[i])
+            if quantised is not None and quantised(frames[i].numpy(), y0, y1, s, out[i, y0:y1].numpy()):
+                return
             a, b = max(0, y0 - halo), min(h, y1 + halo)
             share = None if strength is None else strength[i : i + 1]
             with torch.inference_mode():
