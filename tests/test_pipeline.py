@@ -24,7 +24,7 @@ from torch import nn
 import vidlight.pipeline.enhancer as enhancer_module
 from vidlight.errors import VidlightError
 from vidlight.io.files import FileSink, FileSource, partial_path
-from vidlight.pipeline.enhancer import FrameEnhancer, single_threaded_torch
+from vidlight.pipeline.enhancer import FrameEnhancer, single_threaded_ops
 from vidlight.pipeline.runner import Interrupted, RunStats, enhance_video
 from vidlight.pipeline.temporal import TemporalSmoother
 
@@ -665,12 +665,27 @@ def test_a_single_frame_of_a_global_model_gets_torchs_threads() -> None:
     torch.set_num_threads(2)
     try:
         enhancer = FrameEnhancer(model, device=torch.device("cpu"))
-        with single_threaded_torch():  # as the runner runs it
+        with single_threaded_ops():  # as the runner runs it
             enhancer([np.zeros((8, 8, 3), np.uint8)])
             assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads_before)
     assert model.seen == [2]
+
+
+def test_the_runners_block_runs_opencv_on_the_calling_thread_and_restores_it() -> None:
+    """Inside the runner's block OpenCV runs each call on its caller's thread (the stages and the
+    strip pool are the parallelism); afterwards the process's setting is back."""
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        with single_threaded_ops():
+            assert cv2.getNumThreads() == 1 and torch.get_num_threads() == 1
+        assert cv2.getNumThreads() == 2
+    finally:
+        cv2.setNumThreads(before)
 
 
 def test_strip_model_through_the_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

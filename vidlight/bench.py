@@ -30,7 +30,7 @@ from vidlight.pipeline.enhancer import (
     load_engine_model,
     prepare_engine,
     resolve_device,
-    single_threaded_torch,
+    single_threaded_ops,
 )
 from vidlight.pipeline.stages import StageTime, measuring
 from vidlight.settings import Settings
@@ -208,7 +208,7 @@ def run_bench(
         runs: dict[str, list[Figure]] = {}
 
         def measure_model_alone() -> Figure:
-            with single_threaded_torch() if enhancer.workers > 1 else contextlib.nullcontext():
+            with single_threaded_ops() if enhancer.workers > 1 else contextlib.nullcontext():
                 enhancer(frames[:batch_size])  # warm-up
                 start, cpu = time.perf_counter(), time.process_time()
                 for i in range(0, len(frames), batch_size):
@@ -218,7 +218,7 @@ def run_bench(
         naive_model = load_engine_model(engine, dev)[0].float()
         # Kernels compiled on first use (SCI's on a CPU, a few seconds when their disk cache is
         # cold) are compiled here, before any clock runs.
-        with single_threaded_torch() if enhancer.workers > 1 else contextlib.nullcontext():
+        with single_threaded_ops() if enhancer.workers > 1 else contextlib.nullcontext():
             enhancer(frames[:batch_size])
         # Interleaved rounds: a slow spell of a shared machine hits every figure alike,
         # and each figure is reported as the median of its rounds. The naive loop too: a model

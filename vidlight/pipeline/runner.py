@@ -33,7 +33,7 @@ from vidlight.io.files import VideoInfo
 from vidlight.io.live import Reconnected, classify, redact, source_with
 from vidlight.io.sinks import classify_sink, sink_with
 from vidlight.pipeline.batching import SmoothingThread, StreamIntake, run_model
-from vidlight.pipeline.enhancer import FrameEnhancer, load_engine_model, prepare_engine, single_threaded_torch
+from vidlight.pipeline.enhancer import FrameEnhancer, load_engine_model, prepare_engine, single_threaded_ops
 from vidlight.pipeline.queues import FrameQueue, LatestFrameQueue
 from vidlight.pipeline.report import Latencies, LiveReport, RunStats
 from vidlight.pipeline.temporal import TemporalSmoother
@@ -231,8 +231,8 @@ def _run(
     writer = threading.Thread(
         target=write_sink, args=(sink, encoded, errors, bar, latencies), daemon=True, name="vidlight-write"
     )
-    # The strip pool does the CPU parallelism; torch's own threads would only contend with it.
-    threads = single_threaded_torch() if enhancer.workers > 1 else contextlib.nullcontext()
+    # The strip pool does the CPU parallelism; torch's and OpenCV's own threads would only contend with it.
+    threads = single_threaded_ops() if enhancer.workers > 1 else contextlib.nullcontext()
     start = time.perf_counter()
     reader.start()
     writer.start()

@@ -32,7 +32,7 @@ from vidlight.io import Sink, Source
 from vidlight.io.live import Reconnected, classify, redact, source_with
 from vidlight.io.sinks import classify_sink, sink_with
 from vidlight.pipeline.batching import SmoothingThread, StreamIntake, run_model
-from vidlight.pipeline.enhancer import FrameEnhancer, load_engine_model, prepare_engine, single_threaded_torch
+from vidlight.pipeline.enhancer import FrameEnhancer, load_engine_model, prepare_engine, single_threaded_ops
 from vidlight.pipeline.exposure import ExposureControl
 from vidlight.pipeline.queues import FrameQueue, LatestFrameQueue
 from vidlight.pipeline.report import Latencies, LiveReport, RunStats
@@ -407,8 +407,8 @@ def serve(
         )
         clip_model = bool(enhancer.clip_context)
         if enhancer.workers > 1:
-            # The CPU pool does the parallelism; torch's own threads would only contend with it.
-            threads.enter_context(single_threaded_torch())
+            # The CPU pool does the parallelism; torch's and OpenCV's own threads would only contend with it.
+            threads.enter_context(single_threaded_ops())
         while pending_starts or running:
             if stop.is_set():
                 report.interrupted = True
