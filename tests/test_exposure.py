@@ -105,16 +105,23 @@ def test_parse_strength_rejects(text):
         parse_strength(text)
 
 
-def test_preview_statistics_match_numpy():
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("compiled", [True, False])
+def test_preview_statistics_match_numpy(compiled, layout, monkeypatch):
     """The preview's luma statistics at every grid strength, against numpy on the same renders
-    (an end-to-end stand-in that halves the frame, so strength s gives x * (1 - s / 2))."""
+    (an end-to-end stand-in that halves the frame, so strength s gives x * (1 - s / 2)): the
+    compiled pass a CPU takes, and the torch operations other devices take, on renders of
+    either memory layout."""
+    import vidlight.pipeline.exposure as exposure
 
     class Half(torch.nn.Module):
         def forward(self, x):
             return x * 0.5
 
+    if not compiled:
+        monkeypatch.setattr(exposure, "_luma_statistics", exposure._luma_statistics_torch)
     rng = np.random.default_rng(3)
-    x = torch.from_numpy(rng.random((2, 3, 40, 60), dtype=np.float32))
+    x = torch.from_numpy(rng.random((2, 3, 40, 60), dtype=np.float32)).contiguous(memory_format=layout)
     got = preview_stats(Half(), x)
     for n in range(2):
         for g, s in enumerate(GRID):

@@ -228,11 +228,29 @@ class SCI(nn.Module):
     def strength_renders(self, x: torch.Tensor, illumination: torch.Tensor, grid) -> torch.Tensor:
         """The output at every strength of ``grid`` (G x N x 3 x H x W, fp32), with the
         illumination's log taken once for all of them."""
+        if x.device.type == "cpu" and x.dtype == illumination.dtype == torch.float32:
+            return _renders_cpu(x, illumination, grid)
         s = torch.tensor(list(grid), dtype=torch.float32, device=x.device).view(-1, 1, 1, 1, 1)
         powered = torch.log(illumination.float()).unsqueeze(0).mul(s).exp_()
         at_one = (s.flatten() == 1.0).nonzero().flatten()
         powered[at_one] = illumination.float()  # as apply_strength: L itself at 1
         return torch.div(x.float().unsqueeze(0), powered).clamp_(0.0, 1.0)
+
+
+def _renders_cpu(x: torch.Tensor, illumination: torch.Tensor, grid) -> torch.Tensor:
+    """:meth:`SCI.strength_renders` for fp32 on a CPU, as :func:`_power` computes the power:
+    OpenCV's log and exp, here on channels-last arrays (a preview's tensors are; torch's
+    broadcasting over mixed layouts and its exp take five times as long)."""
+    s = np.asarray(list(grid), np.float32).reshape(-1, 1, 1, 1, 1)
+    frames = x.permute(0, 2, 3, 1).contiguous().numpy()  # N x h x w x 3: views when channels-last
+    lit = illumination.permute(0, 2, 3, 1).contiguous().numpy()
+    powered = np.multiply(cv2.log(lit.reshape(len(lit), -1)).reshape(lit.shape)[None], s)  # G x N x h x w x 3
+    rows = powered.reshape(-1, powered.shape[-2] * 3)
+    cv2.exp(rows, dst=rows)
+    powered[s.flatten() == 1.0] = lit  # as apply_strength: L itself at 1
+    np.divide(frames[None], powered, out=powered)
+    np.clip(powered, 0.0, 1.0, out=powered)
+    return torch.from_numpy(powered).permute(0, 1, 4, 2, 3)
 
 
 # Official `enhance.*` names -> ours. The official state dict stores the shared block

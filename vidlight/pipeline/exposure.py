@@ -94,32 +94,42 @@ def preview_stats(model: nn.Module, x: torch.Tensor, grid: Sequence[float] = STR
     small = F.interpolate(x, size=(h, w), mode="area") if (h, w) != tuple(x.shape[-2:]) else x
     terms = terms_of(model, small)
     y = renders(model, small, terms, grid).float().clamp_(0.0, 1.0)  # G x N x 3 x h x w
-    red, green, blue = LUMA  # three passes; an einsum over the channels is ten times slower here
-    luma = (y[:, :, 0] * red).add_(y[:, :, 1], alpha=green).add_(y[:, :, 2], alpha=blue)
-    luma = luma.transpose(0, 1).flatten(2)  # N x G x P
-    median, highlight = _quantiles(luma, (0.5, HIGHLIGHT_PERCENTILE))
-    clipped = (luma >= CLIP_LEVEL).float().mean(dim=2)
-    mean = luma.mean(dim=2)
-    q = [v.cpu().numpy() for v in (median, highlight, clipped, mean)]
-    g = np.asarray(grid, dtype=np.float64)
-    return [PreviewStats(g, *(v[n] for v in q)) for n in range(x.shape[0])]
-
-
-def _quantiles(values: torch.Tensor, qs: Sequence[float], bins: int = QUANTILE_BINS) -> list[torch.Tensor]:
-    """The ``qs`` quantiles of ``values`` (... x P, in [0, 1]) along the last axis, each to
-    within 1 / (bins - 1): read off a histogram (one counting pass; a sort per row, as
-    ``torch.quantile`` does, costs several times the model's run on the preview)."""
-    rows, p = values[..., 0].numel(), values.shape[-1]
-    index = values.reshape(rows, p).mul(bins - 1).round_().long()
-    index += torch.arange(rows, device=values.device).view(-1, 1) * bins
-    counts = torch.bincount(index.flatten(), minlength=rows * bins).view(rows, bins)
+    g, n = y.shape[:2]
+    counts, clipped_share, mean_luma = _luma_statistics(y.reshape(g * n, 3, h, w))
     cumulative = counts.cumsum(dim=1)
-    out = []
-    for q in qs:
-        rank = max(1, math.ceil(q * p))  # the rank-th smallest value (1-based)
-        position = (cumulative < rank).sum(dim=1)
-        out.append((position.float() / (bins - 1)).view(values.shape[:-1]))
-    return out
+    stats = []
+    for q in (0.5, HIGHLIGHT_PERCENTILE):
+        rank = max(1, math.ceil(q * h * w))  # the rank-th smallest value (1-based)
+        stats.append((cumulative < rank).sum(dim=1).float() / (QUANTILE_BINS - 1))
+    # Rows are grid-major: frame k's statistics are every n-th row from row k.
+    median, highlight, clipped, mean = (v.view(g, n).T.cpu().numpy() for v in (*stats, clipped_share, mean_luma))
+    grid_values = np.asarray(grid, dtype=np.float64)
+    return [PreviewStats(grid_values, median[k], highlight[k], clipped[k], mean[k]) for k in range(n)]
+
+
+def _luma_statistics(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For each render of ``y`` (R x 3 x h x w in [0, 1]): the histogram of its luma over
+    :data:`QUANTILE_BINS` levels (R x bins; its quantiles are read off it to within
+    1 / (bins - 1): one counting pass, where a sort per row, as ``torch.quantile`` does, costs
+    several times the model's run on the preview), its share of clipped pixels and its mean.
+    On a CPU one compiled pass (:mod:`vidlight.pipeline.preview_cpu`); elsewhere torch ops."""
+    if y.device.type == "cpu":
+        from vidlight.pipeline.preview_cpu import luma_statistics  # Numba compiles on first use
+
+        counts, clipped, mean = luma_statistics(y.numpy(), LUMA, QUANTILE_BINS, CLIP_LEVEL)
+        return torch.from_numpy(counts), torch.from_numpy(clipped).float(), torch.from_numpy(mean).float()
+    return _luma_statistics_torch(y)
+
+
+def _luma_statistics_torch(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_luma_statistics` as torch operations, on any device."""
+    rows = y.shape[0]
+    red, green, blue = LUMA  # three passes; an einsum over the channels is ten times slower here
+    luma = (y[:, 0] * red).add_(y[:, 1], alpha=green).add_(y[:, 2], alpha=blue).reshape(rows, -1)
+    index = luma.mul(QUANTILE_BINS - 1).round_().long()
+    index += torch.arange(rows, device=y.device).view(-1, 1) * QUANTILE_BINS
+    counts = torch.bincount(index.flatten(), minlength=rows * QUANTILE_BINS).view(rows, QUANTILE_BINS)
+    return counts, (luma >= CLIP_LEVEL).float().mean(dim=1), luma.mean(dim=1)
 
 
 def _least_reaching(grid: np.ndarray, values: np.ndarray, target: float) -> float:
