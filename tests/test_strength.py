@@ -163,7 +163,7 @@ def test_sci_cpu_strips_in_one_pass_give_the_generic_paths_levels(peak: int, mon
     strength in torch, then quantised), at the official strength and below it, for 8- and 16-bit
     frames cut into several strips; and within a level of x / L ** s computed by torch's own
     network (the path autograd takes)."""
-    from vidlight.models.sci import SCI, IlluminationEstimator
+    from vidlight.models.sci import SCI
 
     model = vidlight.load_model("sci")
     g = np.random.default_rng(peak)
@@ -171,18 +171,24 @@ def test_sci_cpu_strips_in_one_pass_give_the_generic_paths_levels(peak: int, mon
     frames = [(g.random((330, 640, 3)) ** 2 * 0.35 * peak).astype(dtype) for _ in range(2)]
     assert 160_000 // 640 < 330  # two strips per frame
     calls = []
-    fused = SCI.quantised_rows
+    compiled = SCI.strip_kernel
 
-    def counted(self, *args):
-        calls.append(args[1:3])
-        return fused(self, *args)
+    def counted(self):
+        kernel = compiled(self)
+        assert kernel is not None
+
+        def count(*args):
+            calls.append(args[1:3])
+            kernel(*args)
+
+        return count
 
     for strength in (1.0, 0.7, 0.0):
         for keep in (False, True):
-            monkeypatch.setattr(SCI, "quantised_rows", counted)
+            monkeypatch.setattr(SCI, "strip_kernel", counted)
             got = FrameEnhancer(model, device=CPU, strength=strength, keep_precision=keep)(frames)
-            assert calls and calls[-1] == (250, 330)
-            monkeypatch.setattr(SCI, "quantised_rows", lambda self, *args: False)
+            assert (250, 330) in calls
+            monkeypatch.setattr(SCI, "strip_kernel", lambda self: None)
             generic = FrameEnhancer(model, device=CPU, strength=strength, keep_precision=keep)(frames)
             assert got.dtype == generic.dtype and np.array_equal(got, generic), (strength, keep)
         out_peak = 65535 if got.dtype == np.uint16 else 255
@@ -194,9 +200,36 @@ def test_sci_cpu_strips_in_one_pass_give_the_generic_paths_levels(peak: int, mon
         assert levels.max() <= 0.5 + 1e-3 * out_peak / 255, strength
     if peak == 255:
         assert np.array_equal(got, np.stack(frames).astype(np.uint16) * 257)  # strength 0: the input
-    # An estimator the kernel is not written for (4 features) takes the generic path.
-    monkeypatch.setattr(SCI, "quantised_rows", fused)
+
+
+def test_sci_strip_kernel_follows_the_network_it_is_given(monkeypatch: pytest.MonkeyPatch):
+    """The compiled strips read as many rows of context as the network is deep (a block applied
+    twice: a halo of 4, the same levels as the generic strips), and an estimator the kernel is
+    not written for (4 features) takes the generic path."""
+    from vidlight.models.sci import SCI, IlluminationEstimator
+
+    deeper = SCI()
+    deeper.illumination = IlluminationEstimator(layers=2)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for p in deeper.parameters():
+            p.copy_(torch.randn(p.shape) * 0.4)
+    deeper.eval()
+    assert deeper.receptive_halo == 4
+    frames = [np.random.default_rng(5).integers(0, 90, (300, 640, 3), dtype=np.uint8)]
+    got = FrameEnhancer(deeper, device=CPU, strength=0.8)(frames)
+    monkeypatch.setattr(SCI, "strip_kernel", lambda self: None)
+    # The generic strips read receptive_halo rows of context: with too few they would have seams.
+    assert np.array_equal(got, FrameEnhancer(deeper, device=CPU, strength=0.8)(frames))
+    monkeypatch.undo()
+
     wide = SCI()
     wide.illumination = IlluminationEstimator(channels=4).eval()
-    assert wide.quantised_rows(frames[0], 0, 8, 1.0, np.empty((8, 640, 3), dtype)) is False
-    assert FrameEnhancer(wide, device=CPU)(frames).shape == (2, 330, 640, 3)
+    assert wide.strip_kernel() is None
+    assert FrameEnhancer(wide, device=CPU)(frames).shape == (1, 300, 640, 3)
+    kernel = vidlight.load_model("sci").strip_kernel()
+    assert kernel is not None
+    with pytest.raises(ValueError):
+        kernel(frames[0], 0, 8, 1.0, np.empty((8, 640, 3), np.uint8)[:, ::2])  # rows 0..8 into too narrow an array
+    with pytest.raises(TypeError):
+        kernel(frames[0].astype(np.float32), 0, 8, 1.0, np.empty((8, 640, 3), np.uint8))

@@ -7,6 +7,7 @@ The enhanced image is the input divided by the estimated illumination.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -171,11 +172,15 @@ class SCI(nn.Module):
     with :meth:`apply_illumination` (used by temporal smoothing).
     """
 
-    receptive_halo = 3  # rows of context each output row needs: three 3x3 convolutions
-
     def __init__(self) -> None:
         super().__init__()
         self.illumination = IlluminationEstimator()
+
+    @property
+    def receptive_halo(self) -> int:
+        """Rows of context each output row needs: one per 3x3 convolution (3 in every released
+        checkpoint: the block is applied once)."""
+        return 2 + self.illumination.layers
 
     def estimate_illumination(self, x: torch.Tensor) -> torch.Tensor:
         return self.illumination(x)
@@ -208,27 +213,33 @@ class SCI(nn.Module):
                 _power(illumination[i], v, powered[i])
         return self.apply_illumination(x, powered)
 
-    def quantised_rows(self, frame: np.ndarray, y0: int, y1: int, strength: float, out: np.ndarray) -> bool:
-        """Rows ``y0..y1`` of the output at ``strength`` for one H x W x 3 uint8/uint16 frame on
-        a CPU, rounded into ``out`` ((y1 - y0) x W x 3, uint8 or uint16): the pipeline's CPU
-        strips in one compiled pass (:func:`vidlight.models.sci_cpu.enhance_rows`), with the
-        levels of :meth:`apply_strength` on the forward's float frames, quantised. False (and
-        nothing written) where that kernel does not apply: an estimator of another feature
-        width than 3, or one being trained."""
+    def strip_kernel(self) -> Callable[[np.ndarray, int, int, float, np.ndarray], None] | None:
+        """The pipeline's CPU strips in one compiled pass, for the weights as they are now:
+        ``kernel(frame, y0, y1, strength, out)`` writes rows ``y0..y1`` of the output at
+        ``strength`` for one H x W x 3 uint8/uint16 frame, rounded into ``out`` ((y1 - y0) x W x
+        3, uint8 or uint16, C-contiguous), with the levels of :meth:`apply_strength` on the
+        forward's float frames, quantised (:func:`vidlight.models.sci_cpu.enhance_rows`). None
+        where that kernel does not apply: an estimator of another feature width than 3, or
+        one being trained."""
         estimator = self.illumination
         if estimator.training or estimator.in_conv.out_channels != 3 or estimator.in_conv.weight.dtype != torch.float32:
-            return False
+            return None
         from vidlight.models.sci_cpu import enhance_rows  # Numba compiles on first use
 
         with torch.no_grad():
             params = estimator.kernel_params()
-        enhance_rows(frame, out, y0, y1, estimator.layers, params, float(strength))
-        return True
+        layers = estimator.layers
+
+        def kernel(frame: np.ndarray, y0: int, y1: int, strength: float, out: np.ndarray) -> None:
+            enhance_rows(frame, out, y0, y1, layers, params, float(strength))
+
+        return kernel
 
     def strength_renders(self, x: torch.Tensor, illumination: torch.Tensor, grid) -> torch.Tensor:
         """The output at every strength of ``grid`` (G x N x 3 x H x W, fp32), with the
         illumination's log taken once for all of them."""
-        if x.device.type == "cpu" and x.dtype == illumination.dtype == torch.float32:
+        numpy = not torch.is_grad_enabled() or not (x.requires_grad or illumination.requires_grad)
+        if numpy and x.device.type == "cpu" and x.dtype == illumination.dtype == torch.float32 and x.numel():
             return _renders_cpu(x, illumination, grid)
         s = torch.tensor(list(grid), dtype=torch.float32, device=x.device).view(-1, 1, 1, 1, 1)
         powered = torch.log(illumination.float()).unsqueeze(0).mul(s).exp_()

@@ -160,8 +160,14 @@ def enhance_rows(
     [0, 1], with ``L ** s`` as ``exp(s log L)`` in fp32 (OpenCV's log and exp). The levels of the
     model's forward in torch followed by the pipeline's quantisation, without the float frames
     between them."""
-    scale = 1.0 / np.iinfo(frame.dtype).max
+    if frame.dtype not in (np.uint8, np.uint16) or out.dtype not in (np.uint8, np.uint16):
+        raise TypeError(f"frames and output are 8/16-bit samples, not {frame.dtype} and {out.dtype}")
     shape = (y1 - y0, frame.shape[1], 3)
+    if not 0 <= y0 <= y1 <= frame.shape[0] or frame.shape[2:] != (3,) or out.shape != shape:
+        raise ValueError(f"rows {y0}..{y1} of a {frame.shape} frame do not fit an output of {out.shape}")
+    if not out.flags.c_contiguous:
+        raise ValueError("the output rows must be C-contiguous")
+    scale = 1.0 / np.iinfo(frame.dtype).max
     held = getattr(_scratch, "rows", None)
     if held is None or held.size < np.prod(shape):
         held = _scratch.rows = np.empty(shape, np.float32)

@@ -323,17 +323,19 @@ class FrameEnhancer:
         halo = self.halo
         out = torch.empty(frames.shape, dtype=self.output_dtype(frames.dtype))
         # A model may run a strip from the frame's samples to the output's levels in one
-        # compiled pass (SCI), where no tiles are asked for.
-        quantised = getattr(self.model, "quantised_rows", None)
-        if quantised is not None and self._tile_for(torch.Size((1, 3, h, w))) is not None:
-            quantised = None
+        # compiled pass (SCI), where its strips would not be tiled.
+        strip_kernel = getattr(self.model, "strip_kernel", None)
+        kernel = None
+        if strip_kernel is not None and self._tile_for(torch.Size((1, 3, min(h, rows + 2 * halo), w))) is None:
+            kernel = strip_kernel()
 
         # Strips of one frame each: a strip across the batch would recompute its halo rows
         # for every frame of it, at the same cost in memory per strip.
         def strip(i: int, y0: int) -> None:
             y1 = min(h, y0 + rows)
-            s = 1.0 if strength is None else float(strength[i])
-            if quantised is not None and quantised(frames[i].numpy(), y0, y1, s, out[i, y0:y1].numpy()):
+            if kernel is not None:
+                s = 1.0 if strength is None else float(strength[i])
+                kernel(frames[i].numpy(), y0, y1, s, out[i, y0:y1].numpy())
                 return
             a, b = max(0, y0 - halo), min(h, y1 + halo)
             share = None if strength is None else strength[i : i + 1]
@@ -466,9 +468,11 @@ def torch_threads(count: int):
 
 @contextlib.contextmanager
 def single_threaded_ops():
-    """Torch and OpenCV ops run on one thread each inside this block: the strip pool does the
-    parallelism, and their own threads would only contend with it (OpenCV's keep spinning
-    after each call: a third more CPU time for the same wall time on SCI's strips)."""
+    """Torch and OpenCV ops run on one thread each inside this block: the strip pool and the
+    pipeline's stages do the parallelism, and the libraries' own threads would only contend
+    with them (OpenCV's keep spinning after each call: a third more CPU time for the same wall
+    time on SCI's strips). Both settings are the process's, so they hold for every thread
+    while the block runs; enter it before a run's threads start and leave it after they end."""
     previous = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:

@@ -15,10 +15,12 @@ from vidlight.jit import compiled
 
 @compiled
 def _luma_statistics(y, weights, bins, clip_level, counts, clipped, sums):  # pragma: no cover - compiled
-    """For each render ``r`` of ``y`` (R x 3 x h x w fp32 in [0, 1], any strides): ``counts[r]`` = the histogram of
-    its luma over ``bins`` levels (rounded half to even, as torch rounds), ``clipped[r]`` = how
-    many samples reach ``clip_level``, ``sums[r]`` = the luma's sum (fp64). The luma is taken as
-    torch takes it there: red's product first, then green's and blue's added."""
+    """For each render ``r`` of ``y`` (R x 3 x h x w fp32 in [0, 1], any strides): ``counts[r]`` =
+    the histogram of its luma over ``bins`` levels (rounded half to even, as torch rounds; a NaN
+    counts as 0), ``clipped[r]`` = how many samples reach ``clip_level``, ``sums[r]`` = the
+    luma's sum (fp64). The luma is rounded as torch's ``mul`` then two ``add_(alpha=)`` round
+    it: red's product, then green's and blue's each added as a fused multiply-add (exact in
+    fp64, then rounded once to fp32)."""
     red, green, blue = weights[0], weights[1], weights[2]
     top = np.float32(bins - 1)
     for r in range(y.shape[0]):
@@ -27,8 +29,11 @@ def _luma_statistics(y, weights, bins, clip_level, counts, clipped, sums):  # pr
         total = 0.0
         for i in range(y.shape[2]):
             for j in range(y.shape[3]):
-                v = y[r, 0, i, j] * red + y[r, 1, i, j] * green + y[r, 2, i, j] * blue
-                hist[int(np.rint(v * top))] += 1
+                v = y[r, 0, i, j] * red
+                v = np.float32(np.float64(v) + np.float64(y[r, 1, i, j]) * np.float64(green))
+                v = np.float32(np.float64(v) + np.float64(y[r, 2, i, j]) * np.float64(blue))
+                level = int(np.rint(v * top))
+                hist[min(max(level, 0), bins - 1)] += 1
                 over += v >= clip_level
                 total += v
         clipped[r] = over

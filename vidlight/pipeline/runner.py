@@ -231,8 +231,12 @@ def _run(
     writer = threading.Thread(
         target=write_sink, args=(sink, encoded, errors, bar, latencies), daemon=True, name="vidlight-write"
     )
-    # The strip pool does the CPU parallelism; torch's and OpenCV's own threads would only contend with it.
-    threads = single_threaded_ops() if enhancer.workers > 1 else contextlib.nullcontext()
+    # The strip pool does the CPU parallelism; torch's and OpenCV's own threads would only contend
+    # with it. Set before the stages' threads start and restored after they end (both settings
+    # are the process's).
+    threads = contextlib.ExitStack()
+    if enhancer.workers > 1:
+        threads.enter_context(single_threaded_ops())
     start = time.perf_counter()
     reader.start()
     writer.start()
@@ -264,38 +268,37 @@ def _run(
     intake = StreamIntake(duration_seconds, reconnected)
 
     try:
-        with threads:
-            while True:
-                try:
-                    item = decoded.get(timeout=0.2)
-                except queue.Empty:
-                    item = None
-                if stop.is_set() or (external is not None and external.is_set()):
-                    interrupted = True
-                    break
-                if reporter is not None:
-                    reporter.tick()
-                if item is None:
-                    if live and intake.frames:
-                        flush()  # a silent source: do not hold its last frames back
-                    continue
-                intake.take_item(item)
-                if intake.held is not None:  # a size change or a reconnect: the frames before it first
-                    flush()
-                    intake.resume()
-                if intake.failure is not None:
-                    failure = intake.failure
-                    break
-                if intake.ending:
-                    break
-                # A file fills whole batches. A live source batches only as far as the model is
-                # behind: what has arrived goes now, so a frame never waits for later ones.
-                if len(intake.frames) == batch_size or (live and decoded.qsize() == 0):
-                    flush()
-                if errors:
-                    break
-            if failure is None and not errors:
-                flush(end=True)
+        while True:
+            try:
+                item = decoded.get(timeout=0.2)
+            except queue.Empty:
+                item = None
+            if stop.is_set() or (external is not None and external.is_set()):
+                interrupted = True
+                break
+            if reporter is not None:
+                reporter.tick()
+            if item is None:
+                if live and intake.frames:
+                    flush()  # a silent source: do not hold its last frames back
+                continue
+            intake.take_item(item)
+            if intake.held is not None:  # a size change or a reconnect: the frames before it first
+                flush()
+                intake.resume()
+            if intake.failure is not None:
+                failure = intake.failure
+                break
+            if intake.ending:
+                break
+            # A file fills whole batches. A live source batches only as far as the model is
+            # behind: what has arrived goes now, so a frame never waits for later ones.
+            if len(intake.frames) == batch_size or (live and decoded.qsize() == 0):
+                flush()
+            if errors:
+                break
+        if failure is None and not errors:
+            flush(end=True)
     except KeyboardInterrupt:
         interrupted = True
         smoothing.flush()  # frames the smoother still holds for its look-ahead are finished, not lost
@@ -312,6 +315,7 @@ def _run(
         reader.join(timeout=5)
         bar.close()
         source.close()
+        threads.close()
     failure = failure or (errors[0] if errors else None)
     # A run that failed part-way leaves nothing behind; an interrupted one keeps a playable file.
     try:

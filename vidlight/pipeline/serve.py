@@ -407,7 +407,8 @@ def serve(
         )
         clip_model = bool(enhancer.clip_context)
         if enhancer.workers > 1:
-            # The CPU pool does the parallelism; torch's and OpenCV's own threads would only contend with it.
+            # The CPU pool does the parallelism; torch's and OpenCV's own threads would only contend
+            # with it.
             threads.enter_context(single_threaded_ops())
         while pending_starts or running:
             if stop.is_set():
@@ -495,7 +496,6 @@ def serve(
             live.failure = live.failure or exc
         raise
     finally:
-        threads.close()
         if enhancer is not None:
             enhancer.close()
         stop.set()
@@ -511,6 +511,7 @@ def serve(
             if not isinstance(opened, BaseException):
                 opened[0].close()
                 opened[1].close(complete=False)
+        threads.close()  # after the streams' threads: the thread settings are the process's
     if len(report.failures) == len(streams):
         raise VidlightError(f"no stream could run: {'; '.join(f'{n}: {e}' for n, e in report.failures.items())}")
     return report
