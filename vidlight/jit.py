@@ -1,9 +1,11 @@
 """The compiled CPU kernels' decorator (Numba).
 
 A handful of per-pixel loops that numpy, OpenCV and torch would run as several passes over a
-frame run as one compiled loop instead: SCI's network (:mod:`vidlight.models.sci_cpu`) and the
-temporal stage's gain onto 8 bits (:mod:`vidlight.pipeline.gain_cpu`). Modules that hold
-kernels are imported where they are first needed, so a run that uses none does not load Numba.
+frame run as one compiled loop instead: SCI's network and its rounding into the output's
+levels (:mod:`vidlight.models.sci_cpu`), the temporal stage's gain onto 8 bits
+(:mod:`vidlight.pipeline.gain_cpu`) and the exposure preview's luma statistics
+(:mod:`vidlight.pipeline.preview_cpu`). Modules that hold kernels are imported where they are
+first needed, so a run that uses none does not load Numba.
 """
 
 from __future__ import annotations
