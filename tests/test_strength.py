@@ -233,3 +233,22 @@ def test_sci_strip_kernel_follows_the_network_it_is_given(monkeypatch: pytest.Mo
         kernel(frames[0], 0, 8, 1.0, np.empty((8, 640, 3), np.uint8)[:, ::2])  # rows 0..8 into too narrow an array
     with pytest.raises(TypeError):
         kernel(frames[0].astype(np.float32), 0, 8, 1.0, np.empty((8, 640, 3), np.uint8))
+
+
+def test_sci_renders_run_under_autograd_and_take_an_empty_batch():
+    """With autograd recording (a model being trained) the preview's renders take the torch
+    formula, within float rounding of the OpenCV path; an empty batch gives an empty set of
+    renders."""
+    from vidlight.models.sci import SCI
+
+    model = SCI()
+    x = _dark_batch(n=1, h=12, w=16)
+    grid = (0.0, 0.5, 1.0)
+    with torch.enable_grad():
+        recorded = renders(model, x, terms_of(model, x), grid)
+    assert recorded.requires_grad
+    with torch.inference_mode():
+        plain = renders(model, x, terms_of(model, x), grid)
+        assert (recorded.detach() - plain).abs().max() < 1e-6
+        empty = x[:0]
+        assert renders(model, empty, terms_of(model, empty), (0.0, 1.0)).shape == (2, 0, 3, 12, 16)

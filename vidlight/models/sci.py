@@ -238,8 +238,8 @@ class SCI(nn.Module):
     def strength_renders(self, x: torch.Tensor, illumination: torch.Tensor, grid) -> torch.Tensor:
         """The output at every strength of ``grid`` (G x N x 3 x H x W, fp32), with the
         illumination's log taken once for all of them."""
-        numpy = not torch.is_grad_enabled() or not (x.requires_grad or illumination.requires_grad)
-        if numpy and x.device.type == "cpu" and x.dtype == illumination.dtype == torch.float32 and x.numel():
+        detached = not torch.is_grad_enabled() or not (x.requires_grad or illumination.requires_grad)
+        if detached and x.device.type == "cpu" and x.dtype == illumination.dtype == torch.float32 and x.numel():
             return _renders_cpu(x, illumination, grid)
         s = torch.tensor(list(grid), dtype=torch.float32, device=x.device).view(-1, 1, 1, 1, 1)
         powered = torch.log(illumination.float()).unsqueeze(0).mul(s).exp_()
