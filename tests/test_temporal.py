@@ -254,6 +254,11 @@ def test_the_strengths_changes_are_followed_without_lag() -> None:
     untold_ratio = [mean_luma(a) / mean_luma(b) for a, b in zip(untold, outputs)]
     assert max(abs(r - 1) for r in told_ratio) < 0.003
     assert max(untold_ratio[24:]) > 1.01  # what it mends
+    # Without a look-ahead (no window to take a median over) each frame's own step is followed.
+    for lookahead in (0, 1):
+        direct, _ = smoothed(inputs, outputs, strengths=strengths, previews=previews, lookahead=lookahead)
+        ratio = [mean_luma(a) / mean_luma(b) for a, b in zip(direct, outputs)]
+        assert max(abs(r - 1) for r in ratio) < 0.003, lookahead
     # follow=0 smooths whatever moved the level, the strength's drift too: it lags as untold.
     held, _ = smoothed(inputs, outputs, strengths=strengths, previews=previews, follow=0.0)
     held_ratio = [mean_luma(a) / mean_luma(b) for a, b in zip(held, outputs)]

@@ -191,7 +191,8 @@ class GainSmoother:
       ``e_t`` follows the changes of ``o`` the method's strength makes on purpose (``--strength
       auto``'s own average over time, see :mod:`vidlight.pipeline.exposure`). Each frame's
       step is the log of its preview mean at its strength over that at the previous frame's;
-      ``e_t`` is the median of the steps between the frames of the trend's window. The
+      ``e_t`` is the median of the steps between the frames of the trend's window (without a
+      look-ahead, the frame's own step). The
       strength's drift is followed without lag, since averaging it again would only make it
       late (when the strength eases off as lamps come into view, a lagging level stays too
       bright for as long), while the median keeps out the frame-to-frame jitter the strength
@@ -403,6 +404,8 @@ class GainSmoother:
         # The strength's changes between the window's frames: 2m of them, centred on this frame
         # (an even count, so a strength that alternates frame to frame has a median change of 0).
         changes = ([step for _, step in behind] + [p.step for p in ahead])[1:]
+        if self.lookahead == 0:
+            changes = [frame.step]  # no window: the frame's own change is all there is to follow
         step = float(np.median(changes)) if changes else 0.0
         k = self.slope
         observed = frame.level - k * (frame.source - trend)
