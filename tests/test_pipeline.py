@@ -688,6 +688,31 @@ def test_the_runners_block_runs_opencv_on_the_calling_thread_and_restores_it() -
         cv2.setNumThreads(before)
 
 
+def test_a_run_holds_opencv_and_torch_to_one_thread_and_restores_them(tmp_path: Path) -> None:
+    """During a run with the strip pool, the model (on the pool's workers) and the smoothing see
+    OpenCV and torch on one thread each; after the run both settings are what they were."""
+    import cv2
+
+    seen: list[tuple[int, int]] = []
+
+    class Recording(BoxBlur):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append((cv2.getNumThreads(), torch.get_num_threads()))
+            return super().forward(x)
+
+    clip = simple_clip(tmp_path / "in.mp4", width=64, height=48, n=8)
+    threads_before, cv2_before = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(2)
+    cv2.setNumThreads(2)
+    try:
+        run(clip.path, tmp_path / "out.mp4", model=Recording(), batch_size=4)
+        assert seen and set(seen) == {(1, 1)}
+        assert cv2.getNumThreads() == 2 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads_before)
+        cv2.setNumThreads(cv2_before)
+
+
 def test_strip_model_through_the_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A halo model on a clip big enough for strips gives the whole-frame result, seams included."""
     # 320 x 240 frames in strips of 32000 // 320 = 100 rows: seams at rows 100 and 200.
