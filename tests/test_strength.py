@@ -252,3 +252,31 @@ def test_sci_renders_run_under_autograd_and_take_an_empty_batch():
         assert (recorded.detach() - plain).abs().max() < 1e-6
         empty = x[:0]
         assert renders(model, empty, terms_of(model, empty), (0.0, 1.0)).shape == (2, 0, 3, 12, 16)
+
+
+@pytest.mark.parametrize("name", ["zero-dce", "zero-dce++"])
+def test_curve_renders_on_a_cpu_are_the_generic_renders_bit_for_bit(models, name, monkeypatch):
+    """A curve method's preview renders at every grid strength, made in one compiled pass on a
+    CPU, equal the generic path's (the batch repeated per strength through apply_strength) bit
+    for bit, for either memory layout of the frames; under autograd the generic path runs."""
+    from vidlight.models.strength import renders
+    from vidlight.pipeline.exposure import STRENGTH_GRID
+
+    model = models[name]
+    cls = type(model)
+    x = _dark_batch(n=3, h=20, w=36, seed=4)
+    with torch.inference_mode():
+        terms = terms_of(model, x)
+        assert model.strength_renders(x, terms, STRENGTH_GRID) is not None
+        compiled = [renders(model, x.contiguous(memory_format=m), terms, STRENGTH_GRID) for m in LAYOUTS]
+        monkeypatch.setattr(cls, "strength_renders", lambda self, x, terms, grid: None)
+        generic = renders(model, x, terms, STRENGTH_GRID)
+    assert generic.shape == (len(STRENGTH_GRID), 3, 3, 20, 36)
+    for got in compiled:
+        assert torch.equal(got, generic)
+    monkeypatch.undo()
+    with torch.enable_grad():
+        assert model.strength_renders(x.requires_grad_(), terms, STRENGTH_GRID) is None
+
+
+LAYOUTS = (torch.contiguous_format, torch.channels_last)

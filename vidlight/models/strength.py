@@ -99,12 +99,14 @@ def apply_strength(
 
 def renders(model: nn.Module, x: torch.Tensor, terms: torch.Tensor, grid: Sequence[float]) -> torch.Tensor:
     """``model``'s output for ``x`` at every strength of ``grid``, G x N x C x H x W, from one set
-    of ``terms``: the model's ``strength_renders`` where it has one (a model whose strength has
-    a part common to every strength computes it once there), else :func:`apply_strength` on
-    the batch repeated once per grid strength (one call, not one per strength)."""
+    of ``terms``: the model's ``strength_renders`` where it has one and it gives a result (a
+    model whose strength has a part common to every strength computes it once there; None
+    from it: not for these tensors), else :func:`apply_strength` on the batch repeated once
+    per grid strength (one call, not one per strength)."""
     hook = getattr(model, "strength_renders", None)
-    if hook is not None:
-        return hook(x, terms, grid)
+    rendered = hook(x, terms, grid) if hook is not None else None
+    if rendered is not None:
+        return rendered
     g, n = len(grid), x.shape[0]
     strengths = torch.tensor(list(grid), dtype=x.dtype, device=x.device).repeat_interleave(n)
     repeat = (g,) + (1,) * (x.ndim - 1)

@@ -60,6 +60,23 @@ def apply_curve_sequence(x: torch.Tensor, alphas: list[torch.Tensor]) -> torch.T
     return out
 
 
+def curve_renders(x: torch.Tensor, curves: torch.Tensor, grid) -> torch.Tensor | None:
+    """The output for ``x`` at every strength of ``grid`` (G x N x 3 x H x W) through ``curves``
+    (one map for every step, or one per step), as :func:`apply_curve_sequence` on the scaled
+    curves computes it, bit for bit: one compiled pass on a CPU
+    (:mod:`vidlight.models.curves_cpu`); None where that does not apply (another device or
+    dtype, autograd recording, an empty batch), for the caller's general path."""
+    recording = torch.is_grad_enabled() and (x.requires_grad or curves.requires_grad)
+    if recording or x.device.type != "cpu" or x.dtype != torch.float32 or curves.dtype != torch.float32:
+        return None
+    if not x.numel():
+        return None
+    from vidlight.models.curves_cpu import curve_renders as compiled_renders  # Numba compiles on first use
+
+    grid_values = torch.tensor(list(grid), dtype=torch.float32).numpy()
+    return torch.from_numpy(compiled_renders(x.numpy(), curves.numpy(), grid_values, CURVE_ITERATIONS))
+
+
 def scale_curves(curves: torch.Tensor, strength) -> torch.Tensor:
     """Curve maps at ``strength``: every curve parameter times ``s`` (one per frame), so 0 is
     the identity curve and 1 the estimated one (times 1.0 exactly)."""
@@ -136,6 +153,9 @@ class ZeroDCE(nn.Module):
     def apply_strength(self, x: torch.Tensor, curves: torch.Tensor, strength) -> torch.Tensor:
         return self.apply_curves(x, scale_curves(curves, strength))
 
+    def strength_renders(self, x: torch.Tensor, curves: torch.Tensor, grid) -> torch.Tensor | None:
+        return curve_renders(x, curves, grid)
+
 
 class ZeroDCEPlusPlus(nn.Module):
     """Zero-DCE++: one RGB curve map, estimated on a 1/scale_factor downsampled input.
@@ -181,6 +201,9 @@ class ZeroDCEPlusPlus(nn.Module):
 
     def apply_strength(self, x: torch.Tensor, curves: torch.Tensor, strength) -> torch.Tensor:
         return self.apply_curves(x, scale_curves(curves, strength))
+
+    def strength_renders(self, x: torch.Tensor, curves: torch.Tensor, grid) -> torch.Tensor | None:
+        return curve_renders(x, curves, grid)
 
 
 @register_model(
