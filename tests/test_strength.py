@@ -280,3 +280,15 @@ def test_curve_renders_on_a_cpu_are_the_generic_renders_bit_for_bit(models, name
 
 
 LAYOUTS = (torch.contiguous_format, torch.channels_last)
+
+
+def test_curve_renders_leave_curves_that_do_not_fit_to_the_general_path():
+    """Curves of another batch or size than the frames are not read by the compiled pass (it does
+    not check bounds): the general path gets them and says what does not fit."""
+    from vidlight.models.zero_dce import curve_renders
+
+    x = _dark_batch(n=2, h=8, w=12)
+    assert curve_renders(x, torch.zeros(1, 3, 8, 12), (0.0, 1.0)) is None
+    assert curve_renders(x, torch.zeros(2, 3, 8, 10), (0.0, 1.0)) is None
+    assert curve_renders(x, torch.zeros(2, 6, 8, 12), (0.0, 1.0)) is None
+    assert curve_renders(x, torch.zeros(2, 24, 8, 12), (0.0, 1.0)) is not None

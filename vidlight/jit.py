@@ -2,7 +2,8 @@
 
 A handful of per-pixel loops that numpy, OpenCV and torch would run as several passes over a
 frame run as one compiled loop instead: SCI's network and its rounding into the output's
-levels (:mod:`vidlight.models.sci_cpu`), the temporal stage's gain onto 8 bits
+levels (:mod:`vidlight.models.sci_cpu`), the curve methods' preview renders
+(:mod:`vidlight.models.curves_cpu`), the temporal stage's gain onto 8 bits
 (:mod:`vidlight.pipeline.gain_cpu`) and the exposure preview's luma statistics
 (:mod:`vidlight.pipeline.preview_cpu`). Modules that hold kernels are imported where they are
 first needed, so a run that uses none does not load Numba.

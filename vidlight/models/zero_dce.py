@@ -65,12 +65,14 @@ def curve_renders(x: torch.Tensor, curves: torch.Tensor, grid) -> torch.Tensor |
     (one map for every step, or one per step), as :func:`apply_curve_sequence` on the scaled
     curves computes it, bit for bit: one compiled pass on a CPU
     (:mod:`vidlight.models.curves_cpu`); None where that does not apply (another device or
-    dtype, autograd recording, an empty batch), for the caller's general path."""
+    dtype, autograd recording, an empty batch, curves that do not fit the frames), for the
+    caller's general path."""
     recording = torch.is_grad_enabled() and (x.requires_grad or curves.requires_grad)
     if recording or x.device.type != "cpu" or x.dtype != torch.float32 or curves.dtype != torch.float32:
         return None
-    if not x.numel():
-        return None
+    matching = x.ndim == curves.ndim == 4 and x.shape[1] == 3 and curves.shape[1] in (3, 3 * CURVE_ITERATIONS)
+    if not matching or curves.shape[0] != x.shape[0] or curves.shape[2:] != x.shape[2:] or not x.numel():
+        return None  # the general path, which says what does not fit
     from vidlight.models.curves_cpu import curve_renders as compiled_renders  # Numba compiles on first use
 
     grid_values = torch.tensor(list(grid), dtype=torch.float32).numpy()
