@@ -45,8 +45,8 @@ def _curve_renders(x, curves, grid, iterations, out):  # pragma: no cover - comp
 
 
 def curve_renders(x: np.ndarray, curves: np.ndarray, grid: np.ndarray, iterations: int) -> np.ndarray:
-    """``x`` (N x 3 x h x w fp32) at every strength of ``grid`` through the curves (see
+    """``x`` (N x 3 x h x w fp32) at every strength of ``grid`` (fp32) through the curves (see
     :func:`_curve_renders`): G x N x 3 x h x w fp32."""
     out = np.empty((grid.size, *x.shape), np.float32)
-    _curve_renders(x, curves, grid.astype(np.float32), iterations, out)
+    _curve_renders(x, curves, grid, iterations, out)
     return out
