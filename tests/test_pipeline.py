@@ -19,16 +19,18 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from av.video.reformatter import ColorRange
 from torch import nn
 
 import vidlight.pipeline.enhancer as enhancer_module
 from vidlight.errors import VidlightError
-from vidlight.io.files import FileSink, FileSource, partial_path
+from vidlight.io.files import FileSink, FileSource, VideoInfo, frame_to_rgb, partial_path, plane_samples
 from vidlight.pipeline.enhancer import FrameEnhancer, single_threaded_ops
 from vidlight.pipeline.runner import Interrupted, RunStats, enhance_video
 from vidlight.pipeline.temporal import TemporalSmoother
 
 from media import (
+    ROUNDED,
     Identity,
     InterruptOn,
     can_encode,
@@ -549,6 +551,61 @@ def test_untagged_input_gets_the_sd_guess_consistently(tmp_path: Path) -> None:
     out = read_video(tmp_path / "out.mkv")
     assert out.colorspace in (5, 6) and out.color_range == 1
     assert np.abs(_patch_centres(_yuv_to_rgb(tmp_path / "out.mkv", "601", False)) - PATCHES).max() < 4
+
+
+# The pipeline's conversions go through swscale's planar RGB (OpenCV interleaves the planes);
+# swscale's packed RGB readers and writers are another code path of its own, the reference here.
+CONVERSION_FORMATS = ["yuv420p", "yuvj420p", "yuv422p", "yuv444p", "nv12", "yuv420p10le", "p010le", "gray", "bgr24"]
+
+
+@pytest.mark.parametrize("fmt", CONVERSION_FORMATS)
+@pytest.mark.parametrize("size", [(64, 48), (33, 17)])
+def test_decoding_to_rgb_equals_swscales_packed_rgb(fmt: str, size: tuple[int, int]) -> None:
+    rng = np.random.default_rng(5)
+    w, h = size
+    picture = av.VideoFrame.from_ndarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), format="rgb24")
+    for matrix, colour_range in [(1, 1), (5, 2), (9, 1), (7, 2)]:
+        frame = picture.reformat(format=fmt, dst_colorspace=matrix, dst_color_range=colour_range)
+        bits = max(c.bits for c in frame.format.components)
+        info = VideoInfo(w, h, Fraction(1, 25), None, 0, None, matrix, matrix, colour_range, 1, 1, bits, 0, "h264")
+        packed = frame.to_ndarray(
+            format="rgb48le" if bits > 8 else "rgb24",
+            src_colorspace=matrix,
+            src_color_range=colour_range,
+            dst_color_range=ColorRange.JPEG,
+            interpolation=ROUNDED,
+        )
+        got = frame_to_rgb(frame, info)
+        assert got.dtype == packed.dtype and got.shape == packed.shape
+        np.testing.assert_array_equal(got, packed, err_msg=f"{fmt} matrix {matrix} range {colour_range}")
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv444p", "nv12", "yuv420p10le", "rgb24"])
+@pytest.mark.parametrize("size", [(64, 48), (34, 18)])
+def test_encoding_from_rgb_equals_swscales_packed_reader(tmp_path: Path, pix_fmt: str, size: tuple[int, int]) -> None:
+    rng = np.random.default_rng(6)
+    w, h = size
+    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    sink = FileSink(
+        tmp_path / "out.mkv", FileSource(simple_clip(tmp_path / "in.mp4", width=w, height=h, n=1).path).info
+    )
+    try:
+        for matrix, colour_range in [(1, 1), (5, 2), (9, 2)]:
+            sink.pix_fmt = pix_fmt
+            sink.info = VideoInfo(**{**sink.info.__dict__, "matrix": matrix, "color_range": colour_range})
+            got = sink._to_frame(rgb).reformat(
+                format=pix_fmt, src_color_range=ColorRange.JPEG, dst_colorspace=matrix, dst_color_range=colour_range
+            )
+            want = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
+                format=pix_fmt, src_color_range=ColorRange.JPEG, dst_colorspace=matrix, dst_color_range=colour_range
+            )
+            dtype = np.uint16 if "10" in pix_fmt else np.uint8
+            components = {"nv12": (1, 2), "rgb24": (3,)}.get(pix_fmt, (1, 1, 1))
+            assert len(got.planes) == len(want.planes) == len(components)
+            for a, b, n in zip(got.planes, want.planes, components):
+                np.testing.assert_array_equal(plane_samples(a, dtype, n), plane_samples(b, dtype, n))
+    finally:
+        sink.close(complete=False)
 
 
 # --- 6. rotation --------------------------------------------------------------------------------
