@@ -8,7 +8,9 @@ memory), not a method's numbers. Expected values are computed independently of v
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
+import sys
 import threading
 import time
 from fractions import Fraction
@@ -768,6 +770,30 @@ def test_a_run_holds_opencv_and_torch_to_one_thread_and_restores_them(tmp_path: 
     finally:
         torch.set_num_threads(threads_before)
         cv2.setNumThreads(cv2_before)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_strip_workers_run_below_the_callers_priority() -> None:
+    """The model runs on the pool's workers at a nice value STRIP_NICENESS above the caller's
+    (capped at 19), and the caller's own stays as it was."""
+    seen: list[int] = []
+
+    class Recording(BoxBlur):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            return super().forward(x)
+
+    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        enhancer = FrameEnhancer(Recording(), device=torch.device("cpu"))
+        assert enhancer.workers == 2
+        enhancer([np.zeros((48, 64, 3), np.uint8)] * 4)
+    finally:
+        torch.set_num_threads(threads_before)
+    assert seen and set(seen) == {min(19, caller + enhancer_module.STRIP_NICENESS)}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller
 
 
 def test_strip_model_through_the_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
