@@ -30,7 +30,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from vidlight import enhance_video
+from vidlight import enhance_video, keep_freed_memory
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from media import Identity  # noqa: E402  (the tests' helpers)
@@ -83,6 +83,7 @@ def main() -> int:
     p.add_argument("--no-baseline", action="store_true", help="skip the identity run")
     p.add_argument("--sample-every", type=float, default=10.0, help="seconds between memory samples")
     args = p.parse_args()
+    keep_freed_memory()  # as the command line does
     require_gstreamer()
     width, height = (int(v) for v in args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:

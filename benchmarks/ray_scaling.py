@@ -21,6 +21,7 @@ from pathlib import Path
 
 import av
 
+from vidlight import keep_freed_memory
 from vidlight.pipeline.folder import enhance_folder
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "dark_street.mp4"
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=240)
     parser.add_argument("--height", type=int, default=360)
     args = parser.parse_args()
+    keep_freed_memory()  # as the command line does
     logging.basicConfig(level=logging.WARNING)
     import os
 

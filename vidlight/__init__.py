@@ -10,6 +10,7 @@
 
 from importlib import metadata as _metadata
 
+from vidlight.allocator import keep_freed_memory
 from vidlight.errors import MediaError, VidlightError, WeightsError
 from vidlight.models import list_models, load_model
 from vidlight.pipeline.iterate import EnhancedFrame, enhanced_frames
@@ -28,6 +29,7 @@ __all__ = [
     "WeightsError",
     "enhance_video",
     "enhanced_frames",
+    "keep_freed_memory",
     "list_models",
     "list_weights",
     "load_model",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from vidlight.allocator import keep_freed_memory
 from vidlight.errors import VidlightError
 from vidlight.models import get_model_spec, list_models
 from vidlight.settings import Field, SettingError, Settings, fields
@@ -40,6 +41,7 @@ class _OneLineErrors(click.Group):
 def main(quiet: bool) -> None:
     """Enhance dark video with published low-light methods."""
     logging.basicConfig(level=logging.ERROR if quiet else logging.INFO, format="vidlight: %(message)s")
+    keep_freed_memory()  # this process is vidlight's: its arrays reuse freed memory
 
 
 def _click_type(f: Field):

@@ -44,8 +44,10 @@ class EnhanceWorker:
     def __init__(self, settings: Settings) -> None:
         import ray
 
+        from vidlight.allocator import keep_freed_memory
         from vidlight.pipeline.enhancer import load_engine_model, prepare_engine
 
+        keep_freed_memory()  # a process of vidlight's own, as the command line's is
         dev, _ = prepare_engine(settings.engine)
         model, fp16 = load_engine_model(settings.engine, dev)
         self.settings = settings.replace(model=model, fp16=fp16, progress=False, executor="local")

@@ -31,6 +31,9 @@ class CameraServer:
     """One Ray worker: :func:`~vidlight.pipeline.serve.serve` for its share of the streams."""
 
     def __init__(self, streams: list[Stream], shared: Settings) -> None:
+        from vidlight.allocator import keep_freed_memory
+
+        keep_freed_memory()  # a process of vidlight's own, as the command line's is
         self.streams, self.shared = streams, shared
         self.stop = threading.Event()
         self.report = ServeReport()
