@@ -557,7 +557,10 @@ def test_untagged_input_gets_the_sd_guess_consistently(tmp_path: Path) -> None:
 
 # The pipeline's conversions go through swscale's planar RGB (OpenCV interleaves the planes);
 # swscale's packed RGB readers and writers are another code path of its own, the reference here.
-CONVERSION_FORMATS = ["yuv420p", "yuvj420p", "yuv422p", "yuv444p", "nv12", "yuv420p10le", "p010le", "gray", "bgr24"]
+CONVERSION_FORMATS = [
+    *("yuv420p", "yuvj420p", "yuv422p", "yuv444p", "nv12", "yuv420p10le", "p010le", "gray"),
+    *("bgr24", "gbrp", "gbrp10le", "gbrp12le", "gbrp16le", "x2rgb10le"),
+]
 
 
 @pytest.mark.parametrize("fmt", CONVERSION_FORMATS)
@@ -582,7 +585,9 @@ def test_decoding_to_rgb_equals_swscales_packed_rgb(fmt: str, size: tuple[int, i
         np.testing.assert_array_equal(got, packed, err_msg=f"{fmt} matrix {matrix} range {colour_range}")
 
 
-@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv444p", "nv12", "yuv420p10le", "rgb24"])
+# (8-bit RGB into 10-bit 4:2:0, which the sink never does, is left out: swscale itself gives
+# one of two results for it, from packed as from planar input.)
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv444p", "nv12", "gbrp"])
 @pytest.mark.parametrize("size", [(64, 48), (34, 18)])
 def test_encoding_from_rgb_equals_swscales_packed_reader(tmp_path: Path, pix_fmt: str, size: tuple[int, int]) -> None:
     rng = np.random.default_rng(6)
@@ -601,11 +606,10 @@ def test_encoding_from_rgb_equals_swscales_packed_reader(tmp_path: Path, pix_fmt
             want = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
                 format=pix_fmt, src_color_range=ColorRange.JPEG, dst_colorspace=matrix, dst_color_range=colour_range
             )
-            dtype = np.uint16 if "10" in pix_fmt else np.uint8
-            components = {"nv12": (1, 2), "rgb24": (3,)}.get(pix_fmt, (1, 1, 1))
+            components = {"nv12": (1, 2)}.get(pix_fmt, (1, 1, 1))
             assert len(got.planes) == len(want.planes) == len(components)
             for a, b, n in zip(got.planes, want.planes, components):
-                np.testing.assert_array_equal(plane_samples(a, dtype, n), plane_samples(b, dtype, n))
+                np.testing.assert_array_equal(plane_samples(a, np.uint8, n), plane_samples(b, np.uint8, n))
     finally:
         sink.close(complete=False)
 

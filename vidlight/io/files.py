@@ -80,7 +80,9 @@ def output_color_range(tag: int) -> int:
 # swscale's default YUV 4:2:0 -> RGB path truncates: it reads natural pictures about 1 level
 # dark (R -0.9, G -1.3, B -0.9 on 8 bits; -2 on 16), a green deficit that a method brightening
 # a near-black frame 5x turns into a visible magenta cast. Rounded arithmetic with nearest
-# chroma is unbiased (within 0.02). (swscale's bilinear variant corrupts rgb48 output.)
+# chroma is unbiased (within 0.02). (swscale's bilinear variant corrupts rgb48 output.) For
+# planar RGB output swscale takes the chroma at full horizontal resolution by itself; packed
+# output needs FULL_CHR_H_INT added for that.
 TO_RGB = Interpolation.POINT | Interpolation.ACCURATE_RND
 
 
@@ -155,9 +157,14 @@ def frame_to_rgb(frame: av.VideoFrame, info: VideoInfo) -> np.ndarray:
 
     swscale converts to planar RGB and OpenCV interleaves the planes: the samples of swscale's
     own packed output with full-resolution chroma, in half its time (its packed writer is the
-    slow part: 4.8 -> 2.4 ms per 720p frame)."""
+    slow part: 4.8 -> 2.4 ms per 720p frame). RGB sources of 9-12 bits take the packed output."""
     deep = info.bit_depth > 8
+    fmt = frame.format
     with timed(CONVERT_IN):
+        if fmt.is_rgb and max(c.bits for c in fmt.components) not in (8, 16):
+            # 9-12-bit RGB (gbrp10le, ...): swscale's planar-to-planar path does not stretch it
+            # to 16 bits' full scale (white reads 65473); its packed output does.
+            return frame.to_ndarray(format="rgb48le" if deep else "rgb24", interpolation=TO_RGB, threads=1)
         planar = frame.reformat(
             format="gbrp16le" if deep else "gbrp",
             src_colorspace=info.matrix,
