@@ -777,9 +777,11 @@ def test_a_run_holds_opencv_and_torch_to_one_thread_and_restores_them(tmp_path: 
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
-def test_strip_workers_run_below_the_callers_priority() -> None:
+@pytest.mark.parametrize("setting", [None, "3", "0"])
+def test_strip_workers_run_below_the_callers_priority(monkeypatch: pytest.MonkeyPatch, setting: str | None) -> None:
     """The model runs on the pool's workers at a nice value STRIP_NICENESS above the caller's
-    (capped at 19), and the caller's own stays as it was."""
+    (capped at 19), or VIDLIGHT_STRIP_NICENESS above it where that is set; the caller's own
+    stays as it was."""
     seen: list[int] = []
 
     class Recording(BoxBlur):
@@ -787,6 +789,10 @@ def test_strip_workers_run_below_the_callers_priority() -> None:
             seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
             return super().forward(x)
 
+    if setting is None:
+        monkeypatch.delenv("VIDLIGHT_STRIP_NICENESS", raising=False)
+    else:
+        monkeypatch.setenv("VIDLIGHT_STRIP_NICENESS", setting)
     caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     threads_before = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -796,7 +802,8 @@ def test_strip_workers_run_below_the_callers_priority() -> None:
         enhancer([np.zeros((48, 64, 3), np.uint8)] * 4)
     finally:
         torch.set_num_threads(threads_before)
-    assert seen and set(seen) == {min(19, caller + enhancer_module.STRIP_NICENESS)}
+    step = enhancer_module.STRIP_NICENESS if setting is None else int(setting)
+    assert seen and set(seen) == {min(19, caller + step)}
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller
 
 

@@ -42,8 +42,22 @@ _STRIP_PIXELS = 160_000
 # only part of the time (a frame waits for rows of the one before it); with the workers at
 # the same priority, they take turns, and the model then blocks on a full queue while the
 # encoder runs alone. Below it, the workers take what the codecs leave: 720p SCI 30.3 -> 33.2
-# fps on 2 cores, 1080p 14.3 -> 15.3. On a shared machine other programs come first too.
+# fps on 2 cores, 1080p 14.3 -> 15.3. Busy threads of other programs come first too (within
+# the same scheduling group). The environment variable VIDLIGHT_STRIP_NICENESS overrides it
+# (0: the caller's priority).
 STRIP_NICENESS = 10
+
+
+def strip_niceness() -> int:
+    """:data:`STRIP_NICENESS`, or VIDLIGHT_STRIP_NICENESS where that is set (0..19)."""
+    value = os.environ.get("VIDLIGHT_STRIP_NICENESS")
+    if value is None:
+        return STRIP_NICENESS
+    try:
+        return min(19, max(0, int(value)))
+    except ValueError:
+        log.warning("VIDLIGHT_STRIP_NICENESS=%r is not a whole number; using %d", value, STRIP_NICENESS)
+        return STRIP_NICENESS
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -186,7 +200,12 @@ class FrameEnhancer:
         uses_pool = self.halo is not None or self.frame_parallel
         self.workers = torch.get_num_threads() if device.type == "cpu" and uses_pool else 0
         self._pool = (
-            ThreadPoolExecutor(self.workers, thread_name_prefix="vidlight-strip", initializer=_lower_priority)
+            ThreadPoolExecutor(
+                self.workers,
+                thread_name_prefix="vidlight-strip",
+                initializer=_lower_priority,
+                initargs=(strip_niceness(),),
+            )
             if self.workers > 1
             else None
         )
@@ -474,14 +493,14 @@ class FrameEnhancer:
         return host_out.numpy().copy()
 
 
-def _lower_priority() -> None:
-    """The calling thread's nice value raised by :data:`STRIP_NICENESS` (at most 19), on Linux
-    only: elsewhere ``setpriority`` sets the whole process's."""
-    if not sys.platform.startswith("linux"):
+def _lower_priority(niceness: int) -> None:
+    """The calling thread's nice value raised by ``niceness`` (to at most 19), on Linux only:
+    elsewhere ``setpriority`` sets the whole process's."""
+    if not niceness or not sys.platform.startswith("linux"):
         return
     thread = threading.get_native_id()
     try:
-        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + STRIP_NICENESS))
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + niceness))
     except OSError:  # not allowed here (a sandbox): the workers keep the caller's priority
         pass
 
