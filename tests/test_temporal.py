@@ -265,6 +265,20 @@ def test_the_strengths_changes_are_followed_without_lag() -> None:
     assert max(held_ratio[24:]) > 1.01
 
 
+def test_the_last_frame_follows_its_own_strength_step() -> None:
+    """At the end of a stream (and before a cut) the last frame has no window left: it follows
+    its own step, as every frame does without a look-ahead, rather than none. A steep drift
+    (0.44 -> 0.20 over 24 frames, each step about 1.2 % of the level) shows it."""
+    inputs, _, _, previews = strength_drift(24)
+    strengths = list(np.linspace(0.44, 0.20, 24))
+    outputs = [to_uint8(f.astype(np.float64) / 255 * (1 + 2 * s)) for f, s in zip(inputs, strengths)]
+    told, _ = smoothed(inputs, outputs, strengths=strengths, previews=previews)
+    ratios = [mean_luma(a) / mean_luma(b) for a, b in zip(told, outputs)]
+    step = math.log((1 + 2 * strengths[-2]) / (1 + 2 * strengths[-1]))  # 0.0126
+    assert step > 0.01
+    assert max(abs(r - 1) for r in ratios) < 0.003, ratios
+
+
 def test_the_strengths_jitter_is_not_passed_through() -> None:
     """Flickering exposure makes the automatic strength jitter from frame to frame (0.44, 0.40,
     0.44, ...) on a still scene; the output's level jitters 3 % with it. Each step is a change the

@@ -192,7 +192,8 @@ class GainSmoother:
       auto``'s own average over time, see :mod:`vidlight.pipeline.exposure`). Each frame's
       step is the log of its preview mean at its strength over that at the previous frame's;
       ``e_t`` is the median of the steps between the frames of the trend's window (without a
-      look-ahead, the frame's own step). The
+      look-ahead, the frame's own step; for the last frame before a drain, the median of its
+      own step and the one before it). The
       strength's drift is followed without lag, since averaging it again would only make it
       late (when the strength eases off as lamps come into view, a lagging level stays too
       bright for as long), while the median keeps out the frame-to-frame jitter the strength
@@ -406,6 +407,10 @@ class GainSmoother:
         changes = ([step for _, step in behind] + [p.step for p in ahead])[1:]
         if self.lookahead == 0:
             changes = [frame.step]  # no window: the frame's own change is all there is to follow
+        elif m == 0:
+            # The last frame before a drain (nothing ahead): its own change and the one before
+            # it, an even count again, so a drift is followed to the end and a jitter is not.
+            changes = [step for _, step in self._past][-1:] + [frame.step]
         step = float(np.median(changes)) if changes else 0.0
         k = self.slope
         observed = frame.level - k * (frame.source - trend)
