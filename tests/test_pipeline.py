@@ -971,6 +971,68 @@ def test_ctrl_c_before_any_frame_leaves_nothing(tmp_path: Path) -> None:
     assert not out_path.exists() and no_partial(out_path)
 
 
+def _signalling_close(monkeypatch: pytest.MonkeyPatch, times: int) -> None:
+    """FileSink.close sends the process SIGINT ``times`` times first: Ctrl-C while the output is
+    being finished (the run's last moments)."""
+    import signal
+
+    original = FileSink.close
+    sent = []
+
+    def close(self, *, complete: bool = True) -> None:
+        if hasattr(self, "container") and not sent:
+            sent.append(times)
+            for _ in range(times):
+                os.kill(os.getpid(), signal.SIGINT)
+        original(self, complete=complete)
+
+    monkeypatch.setattr(FileSink, "close", close)
+
+
+def test_ctrl_c_while_the_output_is_finished_waits_for_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    clip = simple_clip(tmp_path / "in.mp4", n=12)
+    out_path = tmp_path / "out.mp4"
+    handler = signal.getsignal(signal.SIGINT)
+    _signalling_close(monkeypatch, 1)
+    with pytest.raises(Interrupted, match="^interrupted after 12 frames: .*out.mp4 holds them, complete and playable"):
+        run(clip.path, out_path, batch_size=4)
+    assert signal.getsignal(signal.SIGINT) is handler
+    assert out_path.exists() and no_partial(out_path)
+    assert len(read_video(out_path).frames) == 12
+
+
+def test_a_second_ctrl_c_while_the_output_is_finished_abandons_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+
+    clip = simple_clip(tmp_path / "in.mp4", n=12)
+    out_path = tmp_path / "out.mp4"
+    handler = signal.getsignal(signal.SIGINT)
+    _signalling_close(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        run(clip.path, out_path, batch_size=4)
+    assert signal.getsignal(signal.SIGINT) is handler
+    assert not out_path.exists() and no_partial(out_path)
+
+
+def test_ctrl_c_as_the_run_starts_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between the output's opening and the run's own handling (its threads starting)."""
+    import vidlight.pipeline.runner as runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    clip = simple_clip(tmp_path / "in.mp4", n=6)
+    out_path = tmp_path / "out.mp4"
+    monkeypatch.setattr(runner, "SmoothingThread", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(clip.path, out_path, batch_size=2)
+    assert not out_path.exists() and no_partial(out_path)
+
+
 def test_ctrl_c_in_a_folder_batch_removes_the_video_it_cut_short(tmp_path: Path) -> None:
     from vidlight.pipeline.folder import enhance_folder
 
@@ -988,6 +1050,30 @@ def test_ctrl_c_in_a_folder_batch_removes_the_video_it_cut_short(tmp_path: Path)
             folder, out, model=InterruptOn(8), batch_size=2, preset="ultrafast", strength=1.0, progress=False
         )
     assert sorted(p.name for p in out.iterdir()) == ["a.mp4"]  # b would otherwise be skipped as finished
+
+
+def test_a_truncated_recording_is_written_as_far_as_it_goes_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file cut off mid-write (its index at the front, as cameras and faststart files have
+    it) decodes up to the cut: those frames are written, playable, and the user is told."""
+    clip = write_video(
+        tmp_path / "full.mp4",
+        [gradient(64, 48, i) for i in range(60)],
+        container_options={"movflags": "faststart"},
+    )
+    data = clip.path.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    out_path = tmp_path / "out.mp4"
+    caplog.set_level("WARNING", logger="vidlight")
+    stats = run(cut, out_path)
+    assert 0 < stats.frames < 57
+    assert len(read_video(out_path).frames) == stats.frames and no_partial(out_path)
+    assert any(f"ended after {stats.frames} of the 60 frames" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    run(clip.path, tmp_path / "whole.mp4")  # a whole file: no such warning
+    assert not any("ended after" in r.getMessage() for r in caplog.records)
 
 
 def test_failure_part_way_leaves_nothing(tmp_path: Path) -> None:

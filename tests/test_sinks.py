@@ -15,7 +15,9 @@ import av
 import cv2
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from vidlight.cli import main
 from vidlight.errors import MediaError, VidlightError
 from vidlight.io.files import FileSink, FileSource, VideoInfo, encoder_options, partial_path, pixel_format
 from vidlight.io.sinks import ImageDirSink, NullSink, RtspSink, SegmentedFileSink, open_sink, parse_duration
@@ -92,6 +94,39 @@ def test_image_dir_sink_jpg_pattern_and_errors(tmp_path: Path) -> None:
         ImageDirSink(tmp_path, make_info(), pattern="same.png")
     with pytest.raises(VidlightError, match="must end with one of"):
         ImageDirSink(tmp_path, make_info(), pattern="f{index}.gif")
+
+
+def test_image_dir_sink_refuses_an_earlier_runs_pictures_unless_told(tmp_path: Path) -> None:
+    """Writing 2 frames over a folder of 4 would leave frames 2 and 3 of the earlier run beside
+    the new ones: refused, or (overwrite) the earlier pictures go first. Other files stay."""
+    folder = tmp_path / "out"
+    first = ImageDirSink(folder, make_info())
+    for i in range(4):
+        first.write(gradient(64, 48, i), pts_of(i))
+    (folder / "notes.txt").write_text("mine")
+    (folder / "frame_x.png").write_bytes(b"")  # not a name the pattern makes
+    with pytest.raises(VidlightError, match=r"already holds 4 picture\(s\) named like frame_000000.png; pass -y"):
+        ImageDirSink(folder, make_info())
+    assert len(list(folder.glob("frame_0*.png"))) == 4  # refused before anything changed
+    again = ImageDirSink(folder, make_info(), overwrite=True)
+    for i in range(2):
+        again.write(gradient(64, 48, 9), pts_of(i))
+    kept = ["frame_000000.png", "frame_000001.png", "frame_x.png", "notes.txt"]
+    assert sorted(p.name for p in folder.iterdir()) == kept
+    # another pattern in the same folder does not collide with these
+    ImageDirSink(folder, make_info(), pattern="img-{index}.jpg")
+
+
+def test_process_into_a_used_image_folder_needs_overwrite(tmp_path: Path) -> None:
+    clip = simple_clip(tmp_path / "in.mp4", n=4)
+    out = tmp_path / "frames"
+    assert CliRunner().invoke(main, ["process", str(clip.path), f"{out}/", "-m", "sci", "--no-progress"]).exit_code == 0
+    again = CliRunner().invoke(main, ["process", str(clip.path), f"{out}/", "-m", "sci", "--max-frames", "2"])
+    assert again.exit_code == 1 and "pass -y/--overwrite" in again.output
+    assert len(list(out.iterdir())) == 4
+    replaced = CliRunner().invoke(main, ["process", str(clip.path), f"{out}/", "-m", "sci", "--max-frames", "2", "-y"])
+    assert replaced.exit_code == 0, replaced.output
+    assert len(list(out.iterdir())) == 2
 
 
 # --- encoders ----------------------------------------------------------------------------------------

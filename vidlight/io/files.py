@@ -8,6 +8,7 @@ remuxes those packets, writes to a temporary file and renames it only when compl
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterator
@@ -480,6 +481,11 @@ class FileSink:
                     f"could not finish writing {self.output}: {getattr(exc, 'strerror', None) or exc}"
                 ) from None
             return
+        except BaseException:  # Ctrl-C while finishing it: no half-written file is left
+            with contextlib.suppress(Exception):
+                container.close()
+            self.tmp.unlink(missing_ok=True)
+            raise
         if complete and self.frames_written:
             os.replace(self.tmp, self.output)
         else:

@@ -53,13 +53,20 @@ class ImageDirSink:
         info: the source's :class:`VideoInfo` (unused; for the common constructor shape).
         pattern: file name, formatted with ``index`` (0 for the first frame written); its
             suffix picks the format (``.png`` keeps 16-bit frames 16-bit; ``.jpg`` is 8-bit).
+        overwrite: replace the pictures of an earlier run (files the pattern names) that the
+            folder holds; without it such a folder is refused, so two runs never mix.
 
     Each image is written under a temporary name and renamed, so a reader watching the folder
     never sees half an image. Audio and subtitle packets are dropped.
     """
 
     def __init__(
-        self, folder: str | os.PathLike, info: VideoInfo | None = None, *, pattern: str = "frame_{index:06d}.png"
+        self,
+        folder: str | os.PathLike,
+        info: VideoInfo | None = None,
+        *,
+        pattern: str = "frame_{index:06d}.png",
+        overwrite: bool = False,
     ) -> None:
         import cv2  # only image output needs OpenCV
 
@@ -90,6 +97,21 @@ class ImageDirSink:
                 raise MediaError(f"cannot create {self.folder}: {exc.strerror}") from None
         if not os.access(self.folder, os.W_OK):
             raise MediaError(f"cannot write images to {self.folder}: it is not writable")
+        earlier = self._earlier_pictures()
+        if earlier and not overwrite:
+            raise VidlightError(
+                f"{self.folder} already holds {len(earlier)} picture(s) named like {sample}; "
+                "pass -y/--overwrite to replace them, or choose another folder"
+            )
+        for path in earlier:
+            path.unlink(missing_ok=True)
+
+    def _earlier_pictures(self) -> list[Path]:
+        """The folder's files that the pattern names (any index)."""
+        head, _, rest = self.pattern.partition("{index")
+        tail = rest.partition("}")[2]
+        named = re.compile(re.escape(head) + r"\d+" + re.escape(tail))
+        return sorted(p for p in self.folder.iterdir() if named.fullmatch(p.name) and p.is_file())
 
     def write(self, rgb: np.ndarray, pts: int | None) -> None:
         cv2 = self._cv2
@@ -429,9 +451,9 @@ def open_sink(
         return RtspSink(text, info, transport=transport, codec=codec, crf=RtspSink.DEFAULT_CRF if crf is None else crf)
     if kind == "pattern":
         path = Path(text)
-        return ImageDirSink(path.parent, info, pattern=path.name)
+        return ImageDirSink(path.parent, info, pattern=path.name, overwrite=overwrite)
     if kind == "images":
-        return ImageDirSink(text, info)
+        return ImageDirSink(text, info, overwrite=overwrite)
     if segment_seconds is not None:
         return SegmentedFileSink(
             text,

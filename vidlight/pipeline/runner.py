@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -130,7 +131,26 @@ def enhance_video(
             return output
         return sink_with(output, info, settings, copy_streams=source.copy_streams, live_source=source.live)
 
-    return run_source(source, make_sink, settings, stop_event=stop_event, on_frames=on_frames)
+    stats = run_source(source, make_sink, settings, stop_event=stop_event, on_frames=on_frames)
+    declared = source.info.frames
+    if (
+        classify(str(input)) == "file"
+        and settings.run.max_frames is None
+        and settings.run.duration_seconds is None
+        and declared
+        and stats.frames < 0.95 * declared
+    ):
+        # A recording cut off (a full disk, a camera losing power) still opens and decodes up
+        # to where it ends: what it had is written, and the user is told it was not all.
+        log.warning(
+            "%s ended after %d of the %d frames its header declares (truncated or damaged?); %s holds the %d it had",
+            source.name,
+            stats.frames,
+            declared,
+            redact(str(getattr(output, "output", output))),
+            stats.frames,
+        )
+    return stats
 
 
 def run_source(
@@ -147,6 +167,14 @@ def run_source(
     of loading ``settings.engine``'s."""
     dev, batch_size = prepare_engine(settings.engine)
     temporal = settings.temporal
+    rate = source.info.average_rate
+    smoother = TemporalSmoother(
+        time_constant=temporal.smooth_time,
+        enabled=temporal.smooth,
+        denoise=temporal.denoise,
+        default_dt=float(1 / rate) if rate else 1 / 30,
+    )
+    latest = source.live if settings.source.latest_frame is None else settings.source.latest_frame
     try:
         model, fp16 = model or load_engine_model(settings.engine, dev)
         enhancer = FrameEnhancer(
@@ -163,14 +191,6 @@ def run_source(
     except BaseException:
         source.close()
         raise
-    rate = source.info.average_rate
-    smoother = TemporalSmoother(
-        time_constant=temporal.smooth_time,
-        enabled=temporal.smooth,
-        denoise=temporal.denoise,
-        default_dt=float(1 / rate) if rate else 1 / 30,
-    )
-    latest = source.live if settings.source.latest_frame is None else settings.source.latest_frame
     try:
         return _run(
             source,
@@ -185,6 +205,11 @@ def run_source(
             stop_event=stop_event,
             on_frames=on_frames,
         )
+    except BaseException:
+        # Cut short before the run's own cleanup (Ctrl-C as it started): nothing is left
+        # behind. A sink the run closed already is not touched again.
+        sink.close(complete=False)
+        raise
     finally:
         enhancer.close()
 
@@ -245,6 +270,7 @@ def _run(
     reporter = LiveReport(source, decoded, latencies) if live else None
 
     smoothing = SmoothingThread(smoother, encoded, errors)
+    deferred = _DeferredInterrupts(sink.output)
 
     def flush(*, end: bool = False) -> None:
         frames, seconds, tags = intake.take()
@@ -301,10 +327,12 @@ def _run(
             flush(end=True)
     except KeyboardInterrupt:
         interrupted = True
+        deferred.start()
         smoothing.flush()  # frames the smoother still holds for its look-ahead are finished, not lost
     except BaseException as exc:
         failure = exc
     finally:
+        deferred.start()  # from here the output is being finished: Ctrl-C waits for it
         stop.set()
         if live:
             if external is not None:
@@ -322,6 +350,9 @@ def _run(
         sink.close(complete=failure is None)
     except VidlightError as exc:
         failure = failure or exc
+    finally:
+        deferred.stop()
+    interrupted = interrupted or deferred.received > 0
     stats = RunStats(
         sink.frames_written,
         time.perf_counter() - start,
@@ -349,6 +380,39 @@ def _run(
     if stats.frames == 0:
         raise MediaError(f"no frame of {name} could be decoded")
     return stats
+
+
+class _DeferredInterrupts:
+    """Ctrl-C and SIGTERM while a run finishes its output: the first is noted (the run then
+    counts as interrupted) and the output is finished; a second one aborts, and the output
+    is removed. Only in the main thread (elsewhere signals do not arrive)."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self, output: object) -> None:
+        self.output = output
+        self.received = 0
+        self._previous: dict[int, Any] | None = None
+
+    def start(self) -> None:
+        if self._previous is not None or threading.current_thread() is not threading.main_thread():
+            return
+        numbers = [getattr(signal, name) for name in self.SIGNALS if hasattr(signal, name)]
+        self._previous = {n: signal.signal(n, self._note) for n in numbers}
+
+    def _note(self, signum: int, frame: object) -> None:
+        self.received += 1
+        if self.received > 1:
+            self.stop()
+            raise KeyboardInterrupt
+        log.warning("finishing %s; press Ctrl-C again to abandon it", redact(str(self.output)))
+
+    def stop(self) -> None:
+        if self._previous is None:
+            return
+        for n, handler in self._previous.items():
+            signal.signal(n, handler)
+        self._previous = None
 
 
 class _Reporting:
