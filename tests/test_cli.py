@@ -359,3 +359,33 @@ def test_pictures_into_a_name_without_a_suffix_make_a_folder(tmp_path: Path, ide
     result = invoke("process", pictures, tmp_path / "enhanced", "--no-progress", "--strength", "1")
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "enhanced").glob("*.png"))) == 3
+
+
+def test_quiet_hides_the_progress_bar_too(tmp_path: Path) -> None:
+    clip = simple_clip(tmp_path / "in.mp4", n=4)
+    shown = CliRunner().invoke(main, ["process", str(clip.path), str(tmp_path / "a.mp4"), "-m", "sci"])
+    assert shown.exit_code == 0 and "4/4" in shown.output  # the bar, on the runner's stderr
+    quiet = CliRunner().invoke(main, ["-q", "process", str(clip.path), str(tmp_path / "b.mp4"), "-m", "sci"])
+    assert quiet.exit_code == 0 and quiet.output == ""
+
+
+def test_the_summary_names_what_was_written(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Segments by their names' pattern; a folder batch with nothing left to do says so rather
+    than "wrote 0 frames"."""
+    (tmp_path / "in").mkdir()
+    clip = simple_clip(tmp_path / "in" / "a.mp4", n=4)
+    caplog.set_level("INFO", logger="vidlight")
+    seg = tmp_path / "seg" / "part.mp4"
+    seg.parent.mkdir()
+    done = CliRunner().invoke(main, ["process", str(clip.path), str(seg), "--segment", "10s", "-m", "sci"])
+    assert done.exit_code == 0, done.output
+    assert any(r.getMessage().startswith(f"wrote {seg.parent / 'part_*.mp4'}: 4 frames") for r in caplog.records)
+    assert (seg.parent / "part_00000.mp4").exists()
+    out = tmp_path / "out"
+    assert CliRunner().invoke(main, ["process", str(tmp_path / "in"), str(out), "-m", "sci"]).exit_code == 0
+    caplog.clear()
+    again = CliRunner().invoke(main, ["process", str(tmp_path / "in"), str(out), "-m", "sci"])
+    assert again.exit_code == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("has its output in" in m and "pass -y/--overwrite" in m for m in messages), messages
+    assert not any(m.startswith("wrote") for m in messages), messages

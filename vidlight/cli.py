@@ -37,7 +37,7 @@ class _OneLineErrors(click.Group):
 
 @click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="vidlight")
-@click.option("-q", "--quiet", is_flag=True, help="Only print errors.")
+@click.option("-q", "--quiet", is_flag=True, help="Only print errors (no progress bar).")
 def main(quiet: bool) -> None:
     """Enhance dark video with published low-light methods."""
     logging.basicConfig(level=logging.ERROR if quiet else logging.INFO, format="vidlight: %(message)s")
@@ -98,8 +98,16 @@ def settings_options(*groups: str, defaults: dict | None = None):
     return decorate
 
 
+def _quiet() -> bool:
+    """Whether ``vidlight -q`` was given: errors only, no progress bar either."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.find_root().params.get("quiet"))
+
+
 def _settings(options: dict, **fixed) -> Settings:
     """The settings of a command's options; a bad value is a usage error naming its flag."""
+    if _quiet() and "progress" in options:
+        options = {**options, "progress": False}
     try:
         return Settings.from_options(**options, **fixed)
     except SettingError as exc:
@@ -132,7 +140,12 @@ def process(source, sink, **options):
         stats = run(source, sink, settings)
     from vidlight.io.live import redact
 
-    logging.getLogger("vidlight").info("wrote %s: %s", redact(str(sink)), stats.summary())
+    target = redact(str(sink))
+    if settings.encoder.segment_seconds is not None and "%" not in target:
+        named = Path(target)
+        target = str(named.with_name(f"{named.stem}_*{named.suffix}"))  # the segments' names
+    if stats.frames or run is not enhance_folder:  # a batch with nothing left to do said so
+        logging.getLogger("vidlight").info("wrote %s: %s", target, stats.summary())
 
 
 @contextlib.contextmanager
@@ -170,7 +183,7 @@ def run(pipeline, overrides, no_progress):
 
     definition = load_pipeline(pipeline, list(overrides))
     with _stop_on_sigterm():
-        stats = run_pipeline(definition, **({"progress": False} if no_progress else {}))
+        stats = run_pipeline(definition, **({"progress": False} if no_progress or _quiet() else {}))
     logging.getLogger("vidlight").info("wrote %s: %s", redact(definition.sink), stats.summary())
 
 
@@ -464,7 +477,7 @@ def eval_command(input, outputs, labels, plot, max_frames, no_warp, downscale, n
         max_frames=max_frames,
         warping=not no_warp,
         downscale=downscale,
-        progress=not no_progress,
+        progress=not (no_progress or _quiet()),
     )
     click.echo(format_table(results))
     if plot is not None:

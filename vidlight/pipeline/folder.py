@@ -67,6 +67,8 @@ def enhance_folder(input: str | Path, output: str | Path, settings: Settings | N
         return enhance_folder_on_ray(input, output, settings)
     todo = plan_folder(input, output, settings.run.overwrite)
     total = RunStats(0, 0.0, 0)
+    if not todo:
+        log.info("every video in %s has its output in %s already; pass -y/--overwrite to redo them", input, output)
     failed = []
     for done, (video, target) in enumerate(todo):
         try:
