@@ -776,6 +776,52 @@ def test_a_run_holds_opencv_and_torch_to_one_thread_and_restores_them(tmp_path: 
         cv2.setNumThreads(cv2_before)
 
 
+def test_an_output_batch_is_handed_out_again_only_once_nothing_holds_it() -> None:
+    from vidlight.pipeline.enhancer import OutputBatches
+
+    batches = OutputBatches(keep=2)
+    first = batches.take((2, 4, 6, 3), np.uint16)
+    frame = list(first)[1]  # a frame of it, still with the smoothing or the encoder
+    del first
+    second = batches.take((2, 4, 6, 3), np.uint16)
+    assert not np.shares_memory(second, frame)
+    del frame
+    again = batches.take((2, 4, 6, 3), np.uint16)  # the first batch: nothing holds it now
+    assert again is not second and again.shape == (2, 4, 6, 3) and again.dtype == np.uint16
+    held = [again, second]
+    third = batches.take((2, 4, 6, 3), np.uint16)  # both held: a new one, not kept (keep=2)
+    assert not any(np.shares_memory(third, h) for h in held)
+    del third, held, again, second
+    other = batches.take((1, 4, 6, 3), np.uint8)  # another size: the free ones of the old go
+    assert other.shape == (1, 4, 6, 3) and other.dtype == np.uint8
+    assert [a.shape for a in batches._arrays] == [(1, 4, 6, 3)]
+
+
+def test_reused_output_batches_give_the_same_frames(tmp_path: Path) -> None:
+    """Every pixel of a reused batch is written again: a run whose batches are all new memory
+    and one that reuses them write the same frames (SCI's strips, smoothing on)."""
+    clip = simple_clip(tmp_path / "in.mp4", width=96, height=64, n=16)
+    runs = []
+    for keep in (0, 6):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(enhancer_module.OutputBatches, "__init__", _keeping(keep))
+            out_path = tmp_path / f"out{keep}.mp4"
+            enhance_video(clip.path, out_path, model="sci", batch_size=2, preset="ultrafast", progress=False)
+            runs.append(read_video(out_path).frames)
+    assert len(runs[0]) == len(runs[1]) == 16
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
+def _keeping(keep: int):
+    original = enhancer_module.OutputBatches.__init__
+
+    def init(self, keep_: int = keep) -> None:
+        original(self, keep)
+
+    return init
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
 @pytest.mark.parametrize("setting", [None, "3", "0"])
 def test_strip_workers_run_below_the_callers_priority(monkeypatch: pytest.MonkeyPatch, setting: str | None) -> None:

@@ -60,6 +60,38 @@ def strip_niceness() -> int:
         return STRIP_NICENESS
 
 
+class OutputBatches:
+    """Output batches handed out again once nothing else holds them.
+
+    A fresh batch larger than glibc's 32 MiB mapping threshold (a 1080p batch of four is 50
+    MB at 16 bits) is new memory each time, which the kernel zeroes on first touch: 4-5 ms
+    of system time per 1080p frame. The pipeline's frames are views of their batch, so the
+    batch's reference count says when the last of them has gone (the smoothing's look-ahead,
+    the queues, the encoder); only then is it handed out again. At most ``keep`` are kept.
+    """
+
+    def __init__(self, keep: int = 6) -> None:
+        self.keep = keep
+        self._arrays: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def take(self, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+        """An uninitialised array of ``shape`` and ``dtype``: a free kept one, or a new one."""
+        dtype = np.dtype(dtype)
+        with self._lock:
+            arrays = self._arrays
+            for i in range(len(arrays) - 1, -1, -1):
+                # Held only by this list (and getrefcount's argument): nobody else has it.
+                if sys.getrefcount(arrays[i]) == 2:
+                    if arrays[i].shape == shape and arrays[i].dtype == dtype:
+                        return arrays[i]
+                    del arrays[i]  # another size (a stream that changed size): let it go
+            array = np.empty(shape, dtype)
+            if len(arrays) < self.keep:
+                arrays.append(array)
+            return array
+
+
 def default_batch_size(device: torch.device) -> int:
     return 8 if device.type == "cuda" else 4
 
@@ -199,6 +231,7 @@ class FrameEnhancer:
         self.frame_parallel = self.halo is None and not self.clip_context and not self.averages_statistics
         uses_pool = self.halo is not None or self.frame_parallel
         self.workers = torch.get_num_threads() if device.type == "cpu" and uses_pool else 0
+        self._outputs = OutputBatches()
         self._pool = (
             ThreadPoolExecutor(
                 self.workers,
@@ -355,11 +388,12 @@ class FrameEnhancer:
         if self.halo is None or (rows >= h and self._pool is None):
             return self._run(frames, strength)
         halo = self.halo
-        # numpy's memory: it asks the kernel for huge pages for large arrays, where torch's
+        # numpy's memory, reused once the frames of an earlier batch are done with: torch's
         # allocator takes 4 kB pages, faulted in and zeroed one by one (a 1080p batch of four
-        # is 50 MB at 16 bits: 12,000 faults per batch).
+        # is 50 MB at 16 bits: 12,000 faults per batch), and even numpy's huge pages are
+        # zeroed by the kernel each time a batch is new memory.
         wide = self.output_dtype(frames.dtype) == torch.uint16
-        out = torch.from_numpy(np.empty(tuple(frames.shape), np.uint16 if wide else np.uint8))
+        out = torch.from_numpy(self._outputs.take(tuple(frames.shape), np.uint16 if wide else np.uint8))
         # A model may run a strip from the frame's samples to the output's levels in one
         # compiled pass (SCI), where its strips would not be tiled.
         strip_kernel = getattr(self.model, "strip_kernel", None)
