@@ -66,6 +66,23 @@ def test_cli_compare_names_models_in_any_case_and_refuses_typos(tmp_path, page):
         main, ["compare", str(clip), "--models", "sci,zero-dec", "--out", str(tmp_path / "d.html")]
     )
     assert typo.exit_code == 2 and "did you mean zero-dce" in typo.output
+    model = CliRunner().invoke(main, ["compare", str(clip), "--models", "sci", "-m", "zero-dce"])
+    assert model.exit_code == 2 and "--models NAME,NAME" in model.output
+
+
+def test_a_model_without_its_weights_is_left_out_of_the_comparison(tmp_path, page):
+    """Offline (as every test runs) Zero-DCE++'s weights cannot be downloaded: the page is
+    written with the models that could run, and the one left out is named with the reason.
+    With no model left, the weights error is the run's."""
+    clip, _, _ = page
+    out = tmp_path / "c.html"
+    args = ["compare", str(clip), "--frames", "4", "--samples", "1", "--out", str(out)]
+    result = CliRunner().invoke(main, args)  # the default models: sci,zero-dce++
+    assert result.exit_code == 0, result.output
+    assert "zero-dce++: left out:" in result.output and "offline" in result.output
+    assert out.exists() and "sci" in out.read_text() and "zero-dce++" not in out.read_text()
+    none = CliRunner().invoke(main, [*args, "--models", "zero-dce++"])
+    assert none.exit_code == 1 and "offline" in none.output
 
 
 def chromium() -> tuple[str, str]:

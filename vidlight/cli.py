@@ -285,6 +285,9 @@ def compare(video, model_names, strengths, frames, samples, output, **options):
     from vidlight.compare import compare as run_compare
 
     options.pop("model")
+    ctx = click.get_current_context()
+    if ctx.get_parameter_source("model") is not click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("compare takes its models as --models NAME,NAME (not -m/--model)")
     settings = _settings(options, progress=False)
     names = [n.strip() for n in model_names.split(",") if n.strip()]
     for name in names:  # any case, "did you mean" on a typo

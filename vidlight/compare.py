@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vidlight.errors import VidlightError
+from vidlight.errors import VidlightError, WeightsError
 from vidlight.io.files import FileSource, Frame
 from vidlight.settings import Settings
 from vidlight.video_metrics import flicker_index, mean_luma
@@ -88,20 +88,32 @@ def compare(
     wanted = set(sample_indices(len(original.lumas), samples))
     original.samples = {index: rgb for index, rgb in _input_frames(input, frames) if index in wanted}
     variants = [original]
+    unavailable: dict[str, WeightsError] = {}
     for model, strength in variants_wanted:
+        if model in unavailable:
+            continue
         label = model if len(strengths) == 1 else f"{model}, strength {strength}"
         variant = Variant(label)
         log(f"{label}: enhancing {len(original.lumas)} frames")
         start = time.perf_counter()
         run = settings.replace(model=model, strength=strength, max_frames=len(original.lumas), progress=False)
-        for index, frame in enumerate(enhanced_frames(str(input), settings=run)):
-            image = np.asarray(frame.image)  # numpy frames (the iterator's default format)
-            variant.lumas.append(mean_luma(image))
-            if index in original.samples:
-                variant.samples[index] = image
+        try:
+            for index, frame in enumerate(enhanced_frames(str(input), settings=run)):
+                image = np.asarray(frame.image)  # numpy frames (the iterator's default format)
+                variant.lumas.append(mean_luma(image))
+                if index in original.samples:
+                    variant.samples[index] = image
+        except WeightsError as exc:
+            # A model whose weights are not here (offline, say) is left out; the others are
+            # still compared.
+            unavailable[model] = exc
+            log(f"{model}: left out: {exc}")
+            continue
         variant.seconds = time.perf_counter() - start
         log(f"{label}: {variant.fps:.1f} fps, flicker index {flicker_index(variant.lumas):.5f}")
         variants.append(variant)
+    if len(variants) == 1:  # no model could run
+        raise next(iter(unavailable.values()))
     tmp = output.with_name(f".{output.name}.partial")
     tmp.write_text(render_page(Path(input).name, variants))
     os.replace(tmp, output)
