@@ -129,6 +129,25 @@ def test_process_into_a_used_image_folder_needs_overwrite(tmp_path: Path) -> Non
     assert len(list(out.iterdir())) == 2
 
 
+def test_a_photo_into_a_picture_file(tmp_path: Path) -> None:
+    """One picture in, one picture out (the suffix picks the format); a video into a picture
+    name is refused before anything runs, and an existing picture needs -y."""
+    photo = tmp_path / "photo.png"
+    dark = gradient(64, 48, 3) // 4
+    cv2.imwrite(str(photo), cv2.cvtColor(dark, cv2.COLOR_RGB2BGR))
+    out = tmp_path / "bright.png"
+    done = CliRunner().invoke(main, ["process", str(photo), str(out), "-m", "sci", "--no-progress"])
+    assert done.exit_code == 0, done.output
+    bright = cv2.imread(str(out))
+    assert bright.shape == (48, 64, 3) and bright.mean() > dark.mean() + 10
+    again = CliRunner().invoke(main, ["process", str(photo), str(out), "-m", "sci"])
+    assert again.exit_code == 1 and "pass -y/--overwrite" in again.output
+    clip = simple_clip(tmp_path / "in.mp4", n=3)
+    video = CliRunner().invoke(main, ["process", str(clip.path), str(tmp_path / "v.jpg"), "-m", "sci"])
+    assert video.exit_code == 1 and "is one picture" in video.output
+    assert not (tmp_path / "v.jpg").exists()
+
+
 # --- encoders ----------------------------------------------------------------------------------------
 
 

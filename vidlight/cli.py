@@ -123,9 +123,10 @@ def process(source, sink, **options):
     """Enhance SOURCE into SINK.
 
     \b
-    SOURCE: a video file, rtsp:// rtmp:// http(s):// stream, webcam (/dev/video0), folder of images,
-            or folder of videos (each is enhanced into the SINK folder under its own name).
-    SINK:   a video file, an rtsp:// URL to publish to, a folder (out/ or out/{index:06d}.png), or null.
+    SOURCE: a video file, rtsp:// rtmp:// http(s):// stream, webcam (/dev/video0), picture, folder
+            of images, or folder of videos (each is enhanced into the SINK folder under its own name).
+    SINK:   a video file, an rtsp:// URL to publish to, a folder (out/ or out/{index:06d}.png),
+            a picture (out.png, for a photo), or null.
 
     Files keep their audio, subtitles, timestamps and colour tags. Live sources are reconnected
     when they drop and run until --duration, --max-frames, Ctrl-C or SIGTERM; the output is

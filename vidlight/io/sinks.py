@@ -113,11 +113,14 @@ class ImageDirSink:
         named = re.compile(re.escape(head) + r"\d+" + re.escape(tail))
         return sorted(p for p in self.folder.iterdir() if named.fullmatch(p.name) and p.is_file())
 
+    def _path(self, index: int) -> Path:
+        return self.folder / self.pattern.format(index=index)
+
     def write(self, rgb: np.ndarray, pts: int | None) -> None:
         cv2 = self._cv2
         if rgb.dtype == np.uint16 and self.suffix in (".jpg", ".jpeg", ".bmp"):
             rgb = (rgb >> 8).astype(np.uint8)  # these formats hold 8 bits
-        path = self.folder / self.pattern.format(index=self.frames_written)
+        path = self._path(self.frames_written)
         tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # cv2 picks the format by suffix
         ok = cv2.imwrite(str(tmp), cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
         if not ok:
@@ -131,6 +134,38 @@ class ImageDirSink:
 
     def close(self, *, complete: bool = True) -> None:
         pass  # every image is complete once renamed
+
+
+class PictureSink(ImageDirSink):
+    """Writes the one frame of a picture source (a photo) as a picture file.
+
+    Args:
+        path: the picture to write; its suffix picks the format, as for :class:`ImageDirSink`.
+        info: the source's :class:`VideoInfo` (unused).
+        overwrite: replace ``path`` if it exists.
+    """
+
+    def __init__(self, path: str | os.PathLike, info: VideoInfo | None = None, *, overwrite: bool = False) -> None:
+        import cv2
+
+        self._cv2 = cv2
+        self.target = Path(path)
+        self.output = str(self.target)
+        self.folder = self.target.parent
+        self.frames_written = 0
+        self.suffix = self.target.suffix.lower()
+        if not self.folder.is_dir():
+            raise MediaError(f"cannot write {self.target}: folder {self.folder} does not exist")
+        if self.target.exists() and not overwrite:
+            raise VidlightError(f"{self.target} already exists; pass -y/--overwrite to replace it")
+
+    def _path(self, index: int) -> Path:
+        if index:
+            raise VidlightError(
+                f"{self.target} holds one picture; write a video's frames to a folder (out/) or a "
+                "pattern (out/{index:06d}.png)"
+            )
+        return self.target
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(h|m|s)?\s*$", re.IGNORECASE)
@@ -404,7 +439,8 @@ class RtspSink(FileSink):
 
 def classify_sink(spec: str | os.PathLike) -> str:
     """What kind of output ``spec`` names: ``"null"``, ``"rtsp"``, ``"pattern"`` (an image
-    name pattern with ``{index``), ``"images"`` (a folder) or ``"file"``.
+    name pattern with ``{index``), ``"images"`` (a folder), ``"picture"`` (one picture file:
+    a photo's output) or ``"file"``.
 
     Raises:
         VidlightError: a URL vidlight cannot write to.
@@ -420,6 +456,8 @@ def classify_sink(spec: str | os.PathLike) -> str:
         return "pattern"
     if text.endswith(("/", os.sep)) or Path(text).is_dir():
         return "images"
+    if Path(text).suffix.lower() in IMAGE_SUFFIXES:
+        return "picture"
     return "file"
 
 
@@ -454,6 +492,8 @@ def open_sink(
         return ImageDirSink(path.parent, info, pattern=path.name, overwrite=overwrite)
     if kind == "images":
         return ImageDirSink(text, info, overwrite=overwrite)
+    if kind == "picture":
+        return PictureSink(text, info, overwrite=overwrite)
     if segment_seconds is not None:
         return SegmentedFileSink(
             text,

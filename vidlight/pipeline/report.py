@@ -91,7 +91,7 @@ class RunStats:
 
     def summary(self) -> str:
         """One line: frames, time, fps, and for live runs drops, reconnects and latency."""
-        text = f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps)"
+        text = f"{self.frames} frame{'' if self.frames == 1 else 's'} in {self.seconds:.1f} s ({self.fps:.1f} fps)"
         if self.dropped or self.reconnects or self.latencies:
             text += f", {self.dropped} dropped, {self.reconnects} reconnect(s)"
         median, p95 = self.latency(0.5), self.latency(0.95)

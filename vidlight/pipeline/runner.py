@@ -31,7 +31,7 @@ import av
 from vidlight.errors import MediaError, VidlightError
 from vidlight.io import Sink, Source
 from vidlight.io.files import VideoInfo
-from vidlight.io.live import Reconnected, classify, redact, source_with
+from vidlight.io.live import IMAGE_SUFFIXES, Reconnected, classify, redact, source_with
 from vidlight.io.sinks import classify_sink, sink_with
 from vidlight.pipeline.batching import SmoothingThread, StreamIntake, run_model
 from vidlight.pipeline.enhancer import FrameEnhancer, load_engine_model, prepare_engine, single_threaded_ops
@@ -111,6 +111,15 @@ def enhance_video(
             raise VidlightError(f"{output} already exists; pass -y/--overwrite to replace it")
         if Path(input).resolve() == Path(str(output)).resolve():
             raise VidlightError("the output must be a different file from the input")
+    if (
+        not isinstance(output, Sink)
+        and classify_sink(output) == "picture"
+        and (classify(str(input)) != "file" or Path(str(input)).suffix.lower() not in IMAGE_SUFFIXES)
+    ):
+        raise VidlightError(
+            f"{output} is one picture, the output of a photo; write a video's frames to a folder "
+            "(out/) or a pattern (out/{index:06d}.png), or give the output a video suffix (.mp4)"
+        )
     if settings.run.split_seconds is not None or settings.run.executor != "local":
         if not file_to_file or settings.encoder.segment_seconds is not None:
             raise VidlightError(
