@@ -213,16 +213,29 @@ def test_output_in_missing_directory_fails_cleanly(tmp_path: Path, clip, identit
 
 def test_unknown_output_format(tmp_path: Path, clip, identity_model) -> None:
     out = tmp_path / "out.notaformat"
-    assert_one_line_error(invoke("process", clip.path, out))
+    line = assert_one_line_error(invoke("process", clip.path, out))
+    assert "'.notaformat'; use .mp4, .mkv" in line, line
     assert not out.exists() and no_partial(out)
 
 
-def test_an_encoder_that_cannot_start_fails_before_any_frame(tmp_path: Path, clip, identity_model) -> None:
-    """x264 refuses an unknown preset when it opens: one line naming the encoder, nothing written."""
+def test_an_unknown_encoder_or_preset_is_a_usage_error(tmp_path: Path, clip, identity_model) -> None:
+    """Told before anything runs (x264 itself would print its own error line when it opens),
+    with the names that would work."""
     out = tmp_path / "out.mp4"
-    line = assert_one_line_error(invoke("process", clip.path, out, "--preset", "no-such-preset", "--no-progress"))
-    assert line.startswith("vidlight: encoder libx264 could not start") and "--codec" in line, line
+    preset = invoke("process", clip.path, out, "--preset", "ultraturbo", "--no-progress")
+    assert preset.exit_code == 2 and "Traceback" not in preset.output
+    assert "libx264 has no preset 'ultraturbo' (did you mean 'ultrafast'?)" in preset.output
+    assert "x264 [error]" not in preset.output
+    codec = invoke("process", clip.path, out, "--codec", "libx26", "--no-progress")
+    assert codec.exit_code == 2 and "did you mean 'libx265'" in codec.output
+    audio = invoke("process", clip.path, out, "--codec", "aac", "--no-progress")
+    assert audio.exit_code == 2 and "not a video encoder" in audio.output
     assert not out.exists() and no_partial(out)
+    # x265 shares x264's names; other encoders' presets are theirs to check (SVT-AV1 takes numbers)
+    from vidlight.settings import Settings
+
+    assert Settings.from_options(codec="libx265", preset="fast").encoder.preset == "fast"
+    assert Settings.from_options(codec="libsvtav1", preset="8").encoder.preset == "8"
 
 
 def test_unknown_model_is_a_usage_error(tmp_path: Path, clip) -> None:

@@ -281,6 +281,14 @@ class TemporalSettings:
             )
 
 
+# Named when --codec is not an encoder; the GPU ones need NVIDIA's driver.
+COMMON_ENCODERS = ("libx264", "libx265", "libvpx-vp9", "libsvtav1", "h264_nvenc", "hevc_nvenc", "av1_nvenc")
+X264_PRESETS = (
+    *("ultrafast", "superfast", "veryfast", "faster", "fast"),
+    *("medium", "slow", "slower", "veryslow", "placebo"),
+)
+
+
 @dataclass(frozen=True)
 class EncoderSettings:
     """How the output is encoded and cut into files."""
@@ -301,6 +309,26 @@ class EncoderSettings:
         metavar="DURATION",
         help="Record into consecutive files of this length, e.g. 10m, 90s, 1h.",
     )
+
+    def __post_init__(self) -> None:
+        import av
+
+        try:
+            video = av.codec.Codec(self.codec, "w").type == "video"
+        except (av.error.FFmpegError, ValueError):  # PyAV raises UnknownCodecError, a ValueError
+            video = False
+        if not video:
+            raise SettingError(
+                "codec",
+                f"{self.codec!r} is not a video encoder here{_did_you_mean(self.codec, COMMON_ENCODERS)}; "
+                f"common ones: {', '.join(COMMON_ENCODERS)}",
+            )
+        if self.codec in ("libx264", "libx265") and self.preset is not None and self.preset not in X264_PRESETS:
+            raise SettingError(
+                "preset",
+                f"{self.codec} has no preset {self.preset!r}{_did_you_mean(self.preset, X264_PRESETS)}; "
+                f"its presets: {', '.join(X264_PRESETS)}",
+            )
 
 
 @dataclass(frozen=True)

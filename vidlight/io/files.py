@@ -338,7 +338,13 @@ class FileSink:
         self._warned_resize = False
         try:
             self.container = av.open(str(self.tmp), mode="w")
-        except (av.error.FFmpegError, ValueError, OSError) as exc:
+        except ValueError:  # FFmpeg knows no container by this name's suffix
+            named = f"no video container is named {path.suffix!r}" if path.suffix else "the name has no suffix"
+            raise MediaError(
+                f"cannot write {self.output}: {named}; use .mp4, .mkv, .mov, .webm or .avi "
+                "(a folder, or a .png/.jpg name, for pictures)"
+            ) from None
+        except (av.error.FFmpegError, OSError) as exc:
             raise MediaError(f"cannot write {self.output}: {getattr(exc, 'strerror', None) or exc}") from None
         try:
             self._add_video_stream(codec, crf, preset, options or {}, open_encoder)
