@@ -73,17 +73,28 @@ def test_values_are_normalised():
         tile="off",
         strength="0.5",
         segment_seconds="10m",
-        model_options=["scale_factor=12", "flag=true", "name=x"],
+        model_options=["scale_factor=12"],
     )
     assert s.engine.model == "zero-dce++" and s.engine.tile == 0 and s.temporal.strength == 0.5
     assert s.encoder.segment_seconds == 600.0
-    assert s.engine.model_options == {"scale_factor": 12, "flag": True, "name": "x"}
+    assert s.engine.model_options == {"scale_factor": 12}
+    options = Settings.from_options(model="mbllen", model_options=["postprocess=true", "gamma=0.7"])
+    assert options.engine.model_options == {"postprocess": True, "gamma": 0.7}
     assert Settings.from_options(fps=30).source.fps == 30.0 and isinstance(
         Settings.from_options(fps=30).source.fps, float
     )
     # Frozen: a run's settings cannot change under it.
     with pytest.raises(AttributeError):
         s.engine.model = "sci"
+
+
+def test_a_model_option_the_model_does_not_have_is_a_setting_error():
+    with pytest.raises(
+        SettingError, match=r"zero-dce\+\+ has no option 'scale_facto' \(did you mean 'scale_factor'\?\)"
+    ):
+        Settings.from_options(model="zero-dce++", model_options=["scale_facto=12"])
+    with pytest.raises(SettingError, match="sci has no option 'flag'; its options: none"):
+        Settings.from_options(model_options=["flag=true"])
 
 
 def test_key_value_pairs_are_read_as_toml_values():
@@ -93,7 +104,7 @@ def test_key_value_pairs_are_read_as_toml_values():
 
 
 def test_toml_keys_reach_their_fields_and_unknown_ones_are_named():
-    s = Settings.from_keys({"duration": 5, "options": {"scale_factor": 4}, "open_timeout": 2.5})
+    s = Settings.from_keys({"model": "zero-dce++", "duration": 5, "options": {"scale_factor": 4}, "open_timeout": 2.5})
     assert s.run.duration_seconds == 5.0 and s.engine.model_options == {"scale_factor": 4}
     assert s.source.open_timeout_seconds == 2.5
     with pytest.raises(SettingError, match="p.toml: unknown key 'smoth' \\(did you mean 'smooth'\\?\\)"):

@@ -245,6 +245,20 @@ class EngineSettings:
         DEFAULT_OVERLAP, kind=int, minimum=0, help="Pixels shared by neighbouring tiles (blended)."
     )
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model_options:
+            return
+        from vidlight.models import get_model_spec
+
+        known = get_model_spec(self.model).option_defaults()
+        unknown = sorted(set(self.model_options) - set(known))
+        if unknown:
+            raise SettingError(
+                "model_options",
+                f"{self.model} has no option {unknown[0]!r}{_did_you_mean(unknown[0], known)}; "
+                f"its options: {', '.join(known) or 'none'} (see `vidlight models`)",
+            )
+
 
 @dataclass(frozen=True)
 class TemporalSettings:
