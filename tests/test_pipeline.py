@@ -798,19 +798,37 @@ def test_an_output_batch_is_handed_out_again_only_once_nothing_holds_it() -> Non
 
 
 def test_reused_output_batches_give_the_same_frames(tmp_path: Path) -> None:
-    """Every pixel of a reused batch is written again: a run whose batches are all new memory
-    and one that reuses them write the same frames (SCI's strips, smoothing on)."""
+    """Every pixel of a reused batch is written again, and a frame a user keeps is never
+    written over: SCI's strips, with smoothing (the file) and without it (the iterator, whose
+    frames are then the batches' own), against runs whose batches are all new memory."""
+    from vidlight.pipeline.iterate import enhanced_frames
+
     clip = simple_clip(tmp_path / "in.mp4", width=96, height=64, n=16)
-    runs = []
+    files, kept, reused = [], [], []
     for keep in (0, 6):
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(enhancer_module.OutputBatches, "__init__", _keeping(keep))
+            take = enhancer_module.OutputBatches.take
+            handed: list[bool] = []  # whether each batch handed out was a kept one
+
+            def counting(self, shape, dtype, take=take, handed=handed):
+                kept_before = [id(a) for a in self._arrays]  # alive, so their ids are theirs
+                array = take(self, shape, dtype)
+                handed.append(id(array) in kept_before)
+                return array
+
+            patch.setattr(enhancer_module.OutputBatches, "take", counting)
             out_path = tmp_path / f"out{keep}.mp4"
             enhance_video(clip.path, out_path, model="sci", batch_size=2, preset="ultrafast", progress=False)
-            runs.append(read_video(out_path).frames)
-    assert len(runs[0]) == len(runs[1]) == 16
-    for a, b in zip(*runs):
-        np.testing.assert_array_equal(a, b)
+            files.append(read_video(out_path).frames)
+            frames = [f.image for f in enhanced_frames(str(clip.path), model="sci", batch_size=2, smooth=False)]
+            kept.append([f.copy() for f in frames] if keep == 0 else frames)  # kept as yielded
+            reused.append(sum(handed))
+    assert reused[0] == 0 and reused[1] > 0  # the second runs did reuse batches
+    for runs in (files, kept):
+        assert len(runs[0]) == len(runs[1]) == 16
+        for a, b in zip(*runs):
+            np.testing.assert_array_equal(a, b)
 
 
 def _keeping(keep: int):
@@ -1052,13 +1070,25 @@ def test_ctrl_c_while_the_output_is_finished_waits_for_it(tmp_path: Path, monkey
 def test_a_second_ctrl_c_while_the_output_is_finished_abandons_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Two Ctrl-Cs as the stages wind down (the smoothing handing its end to the encoder):
+    the output is closed unfinished and its partial file removed, and the handlers are put
+    back."""
     import signal
+
+    from vidlight.pipeline.batching import SmoothingThread
 
     clip = simple_clip(tmp_path / "in.mp4", n=12)
     out_path = tmp_path / "out.mp4"
     handler = signal.getsignal(signal.SIGINT)
-    _signalling_close(monkeypatch, 2)
-    with pytest.raises(KeyboardInterrupt):
+    original = SmoothingThread.close
+
+    def close(self) -> None:
+        for _ in range(2):
+            os.kill(os.getpid(), signal.SIGINT)
+        original(self)
+
+    monkeypatch.setattr(SmoothingThread, "close", close)
+    with pytest.raises(Interrupted, match=r"^interrupted after \d+ frames: a second Ctrl-C abandoned .*out.mp4"):
         run(clip.path, out_path, batch_size=4)
     assert signal.getsignal(signal.SIGINT) is handler
     assert not out_path.exists() and no_partial(out_path)

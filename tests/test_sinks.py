@@ -127,6 +127,11 @@ def test_process_into_a_used_image_folder_needs_overwrite(tmp_path: Path) -> Non
     replaced = CliRunner().invoke(main, ["process", str(clip.path), f"{out}/", "-m", "sci", "--max-frames", "2", "-y"])
     assert replaced.exit_code == 0, replaced.output
     assert len(list(out.iterdir())) == 2
+    # a folder of pictures into itself would remove what it reads, even with -y
+    for target in (f"{out}/", f"{out}/frame_{{index:06d}}.png"):
+        itself = CliRunner().invoke(main, ["process", f"{out}/", target, "-m", "sci", "-y"])
+        assert itself.exit_code == 1 and "another folder" in itself.output, itself.output
+    assert len(list(out.iterdir())) == 2
 
 
 def test_a_photo_into_a_picture_file(tmp_path: Path) -> None:
@@ -146,6 +151,33 @@ def test_a_photo_into_a_picture_file(tmp_path: Path) -> None:
     video = CliRunner().invoke(main, ["process", str(clip.path), str(tmp_path / "v.jpg"), "-m", "sci"])
     assert video.exit_code == 1 and "is one picture" in video.output
     assert not (tmp_path / "v.jpg").exists()
+
+
+def test_ctrl_c_inside_the_files_close_removes_it(tmp_path: Path) -> None:
+    """An interrupt while FileSink.close finishes the container (a third Ctrl-C, say) leaves
+    no partial file."""
+
+    class Interrupting:  # the container, interrupted in its close the first time
+        def __init__(self, real) -> None:
+            self.real, self.closed_once = real, False
+
+        def mux(self, packets) -> None:
+            self.real.mux(packets)
+
+        def close(self) -> None:
+            if not self.closed_once:
+                self.closed_once = True
+                raise KeyboardInterrupt
+            self.real.close()
+
+    out_path = tmp_path / "out.mp4"
+    sink = FileSink(out_path, make_info(), preset="ultrafast")
+    for i in range(3):
+        sink.write(gradient(64, 48, i), pts_of(i))
+    sink.container = Interrupting(sink.container)
+    with pytest.raises(KeyboardInterrupt):
+        sink.close()
+    assert not out_path.exists() and not partial_path(out_path).exists()
 
 
 # --- encoders ----------------------------------------------------------------------------------------

@@ -82,6 +82,8 @@ class OutputBatches:
             arrays = self._arrays
             for i in range(len(arrays) - 1, -1, -1):
                 # Held only by this list (and getrefcount's argument): nobody else has it.
+                # (CPython's reference counts; every view, tensor and frame of a batch holds
+                # a reference to it.)
                 if sys.getrefcount(arrays[i]) == 2:
                     if arrays[i].shape == shape and arrays[i].dtype == dtype:
                         return arrays[i]

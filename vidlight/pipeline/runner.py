@@ -120,6 +120,11 @@ def enhance_video(
             f"{output} is one picture, the output of a photo; write a video's frames to a folder "
             "(out/) or a pattern (out/{index:06d}.png), or give the output a video suffix (.mp4)"
         )
+    kind = None if isinstance(output, Sink) else classify_sink(output)
+    if classify(str(input)) == "images" and kind in ("images", "pattern"):
+        folder = Path(str(output)) if kind == "images" else Path(str(output)).parent
+        if folder.resolve() == Path(input).resolve():
+            raise VidlightError("write the pictures to another folder than the one they are read from")
     if settings.run.split_seconds is not None or settings.run.executor != "local":
         if not file_to_file or settings.encoder.segment_seconds is not None:
             raise VidlightError(
@@ -144,6 +149,7 @@ def enhance_video(
     declared = source.info.frames
     if (
         classify(str(input)) == "file"
+        and settings.source.latest_frame is not True  # frames skipped on purpose
         and settings.run.max_frames is None
         and settings.run.duration_seconds is None
         and declared
@@ -214,11 +220,6 @@ def run_source(
             stop_event=stop_event,
             on_frames=on_frames,
         )
-    except BaseException:
-        # Cut short before the run's own cleanup (Ctrl-C as it started): nothing is left
-        # behind. A sink the run closed already is not touched again.
-        sink.close(complete=False)
-        raise
     finally:
         enhancer.close()
 
@@ -253,33 +254,28 @@ def _run(
     latencies = Latencies()
     total = min(filter(None, (source.info.frames, max_frames)), default=None)
     name = source.name
-    bar = tqdm(total=total, unit="frame", desc=name, disable=not progress, dynamic_ncols=True)
-    if on_frames is not None:
-        bar = _Reporting(bar, on_frames)
-    reader = threading.Thread(
-        target=read_source,
-        args=(source, decoded, stop, max_frames, None, duration_seconds),
-        daemon=True,
-        name="vidlight-read",
-    )
-    writer = threading.Thread(
-        target=write_sink, args=(sink, encoded, errors, bar, latencies), daemon=True, name="vidlight-write"
-    )
-    # The strip pool does the CPU parallelism; torch's and OpenCV's own threads would only contend
-    # with it. Set before the stages' threads start and restored after they end (both settings
-    # are the process's).
-    threads = contextlib.ExitStack()
-    if enhancer.workers > 1:
-        threads.enter_context(single_threaded_ops())
-    start = time.perf_counter()
-    reader.start()
-    writer.start()
+    try:  # until the stages run, an interrupt or error here leaves no partial output behind
+        bar = tqdm(total=total, unit="frame", desc=name, disable=not progress, dynamic_ncols=True)
+        if on_frames is not None:
+            bar = _Reporting(bar, on_frames)
+        reader = threading.Thread(
+            target=read_source,
+            args=(source, decoded, stop, max_frames, None, duration_seconds),
+            daemon=True,
+            name="vidlight-read",
+        )
+        writer = threading.Thread(
+            target=write_sink, args=(sink, encoded, errors, bar, latencies), daemon=True, name="vidlight-write"
+        )
+        reporter = LiveReport(source, decoded, latencies) if live else None
+        deferred = _DeferredInterrupts(sink.output)
+        smoothing = SmoothingThread(smoother, encoded, errors)
+    except BaseException:
+        sink.close(complete=False)
+        source.close()
+        raise
     interrupted = False
     failure: BaseException | None = None
-    reporter = LiveReport(source, decoded, latencies) if live else None
-
-    smoothing = SmoothingThread(smoother, encoded, errors)
-    deferred = _DeferredInterrupts(sink.output)
 
     def flush(*, end: bool = False) -> None:
         frames, seconds, tags = intake.take()
@@ -302,6 +298,15 @@ def _run(
 
     intake = StreamIntake(duration_seconds, reconnected)
 
+    # The strip pool does the CPU parallelism; torch's and OpenCV's own threads would only contend
+    # with it. Set before the stages' threads start and restored after they end (both settings
+    # are the process's).
+    threads = contextlib.ExitStack()
+    if enhancer.workers > 1:
+        threads.enter_context(single_threaded_ops())
+    start = time.perf_counter()
+    reader.start()
+    writer.start()
     try:
         while True:
             try:
@@ -336,29 +341,35 @@ def _run(
             flush(end=True)
     except KeyboardInterrupt:
         interrupted = True
-        deferred.start()
-        smoothing.flush()  # frames the smoother still holds for its look-ahead are finished, not lost
+        deferred.start()  # from here the output is being finished: Ctrl-C waits for it
+        try:
+            smoothing.flush()  # frames the smoother still holds for its look-ahead are finished, not lost
+        except BaseException as exc:
+            failure = exc
     except BaseException as exc:
         failure = exc
-    finally:
-        deferred.start()  # from here the output is being finished: Ctrl-C waits for it
-        stop.set()
-        if live:
-            if external is not None:
-                external.set()  # a live source's reconnect loop waits on it
-            source.close()  # interrupts a pending read (LiveSource.close is thread-safe)
-        smoothing.close()  # hands END on to the writer
-        writer.join()
-        reader.join(timeout=5)
-        bar.close()
-        source.close()
-        threads.close()
-    failure = failure or (errors[0] if errors else None)
-    # A run that failed part-way leaves nothing behind; an interrupted one keeps a playable file.
+    deferred.start()
     try:
-        sink.close(complete=failure is None)
-    except VidlightError as exc:
-        failure = failure or exc
+        try:
+            stop.set()
+            if live:
+                if external is not None:
+                    external.set()  # a live source's reconnect loop waits on it
+                source.close()  # interrupts a pending read (LiveSource.close is thread-safe)
+            smoothing.close()  # hands END on to the writer
+            writer.join()
+            reader.join(timeout=5)
+        finally:
+            bar.close()
+            source.close()
+            threads.close()
+        failure = failure or (errors[0] if errors else None)
+        # A run that failed part-way leaves nothing behind; an interrupted one keeps a playable
+        # file, unless a second Ctrl-C abandoned it.
+        try:
+            sink.close(complete=failure is None and not deferred.abandoned)
+        except VidlightError as exc:
+            failure = failure or exc
     finally:
         deferred.stop()
     interrupted = interrupted or deferred.received > 0
@@ -382,6 +393,8 @@ def _run(
         log.warning("%s: skipped %d corrupt packet(s)", name, source.corrupt_packets)
     if live:
         log.info("%s: %s", name, stats.summary())
+    if deferred.abandoned:
+        raise Interrupted(stats.frames, f"a second Ctrl-C abandoned {output}; what was unfinished was removed")
     if interrupted and not live:
         if stats.frames == 0:
             raise Interrupted(0, "nothing was written")
@@ -392,9 +405,10 @@ def _run(
 
 
 class _DeferredInterrupts:
-    """Ctrl-C and SIGTERM while a run finishes its output: the first is noted (the run then
-    counts as interrupted) and the output is finished; a second one aborts, and the output
-    is removed. Only in the main thread (elsewhere signals do not arrive)."""
+    """Ctrl-C and SIGTERM while a run finishes its output. The first is noted (the run then
+    counts as interrupted) and the output is finished; the second abandons it (it is closed
+    unfinished, so its partial file is removed); from then on the signals act as they did
+    before (a third Ctrl-C stops at once). Only in the main thread, where signals arrive."""
 
     SIGNALS = ("SIGINT", "SIGTERM")
 
@@ -403,24 +417,31 @@ class _DeferredInterrupts:
         self.received = 0
         self._previous: dict[int, Any] | None = None
 
+    @property
+    def abandoned(self) -> bool:
+        return self.received > 1
+
     def start(self) -> None:
-        if self._previous is not None or threading.current_thread() is not threading.main_thread():
+        if self._previous is not None or self.abandoned or threading.current_thread() is not threading.main_thread():
             return
         numbers = [getattr(signal, name) for name in self.SIGNALS if hasattr(signal, name)]
         self._previous = {n: signal.signal(n, self._note) for n in numbers}
 
     def _note(self, signum: int, frame: object) -> None:
         self.received += 1
-        if self.received > 1:
+        where = redact(str(self.output))
+        if self.received == 1:
+            log.warning("finishing %s; press Ctrl-C again to abandon it", where)
+        else:
+            log.warning("abandoning %s once the stages have stopped", where)
             self.stop()
-            raise KeyboardInterrupt
-        log.warning("finishing %s; press Ctrl-C again to abandon it", redact(str(self.output)))
 
     def stop(self) -> None:
         if self._previous is None:
             return
         for n, handler in self._previous.items():
-            signal.signal(n, handler)
+            # None: a handler installed from C, which Python cannot put back; the default then
+            signal.signal(n, signal.SIG_DFL if handler is None else handler)
         self._previous = None
 
 
