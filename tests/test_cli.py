@@ -236,6 +236,10 @@ def test_an_unknown_encoder_or_preset_is_a_usage_error(tmp_path: Path, clip, ide
 
     assert Settings.from_options(codec="libx265", preset="fast").encoder.preset == "fast"
     assert Settings.from_options(codec="libsvtav1", preset="8").encoder.preset == "8"
+    # as x264 reads them: any case, or a number 0-9
+    assert Settings.from_options(preset="VeryFast").encoder.preset == "VeryFast"
+    assert Settings.from_options(preset="5").encoder.preset == "5"
+    assert invoke("process", clip.path, out, "--preset", "12").exit_code == 2
 
 
 def test_unknown_model_is_a_usage_error(tmp_path: Path, clip) -> None:

@@ -83,6 +83,14 @@ def test_a_model_without_its_weights_is_left_out_of_the_comparison(tmp_path, pag
     assert out.exists() and "sci" in out.read_text() and "zero-dce++" not in out.read_text()
     none = CliRunner().invoke(main, [*args, "--models", "zero-dce++"])
     assert none.exit_code == 1 and "offline" in none.output
+    # a model option is checked against the compared model's options, not the default's
+    option = CliRunner().invoke(main, [*args, "--models", "zero-dce++", "-o", "scale_factor=12"])
+    assert option.exit_code == 1 and "offline" in option.output and "has no option" not in option.output
+    # a checkpoint the user named that does not load is an error, not a model left out
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    named = CliRunner().invoke(main, [*args, "--models", "sci,zero-dce++", "-w", str(bad)])
+    assert named.exit_code == 1 and "left out" not in named.output
 
 
 def chromium() -> tuple[str, str]:

@@ -289,13 +289,14 @@ def compare(video, model_names, strengths, frames, samples, output, **options):
     ctx = click.get_current_context()
     if ctx.get_parameter_source("model") is not click.core.ParameterSource.DEFAULT:
         raise click.UsageError("compare takes its models as --models NAME,NAME (not -m/--model)")
-    settings = _settings(options, progress=False)
     names = [n.strip() for n in model_names.split(",") if n.strip()]
     for name in names:  # any case, "did you mean" on a typo
         try:
             Settings.from_options(model=name)
         except SettingError as exc:
             raise click.BadParameter(str(exc), param_hint="--models") from None
+    # The settings around the first model: -o options are checked against each model's.
+    settings = _settings({**options, "model": names[0]} if names else options, progress=False)
     values = [v.strip() for v in strengths.split(",") if v.strip()]
     for value in values:
         try:

@@ -104,6 +104,8 @@ def compare(
                 if index in original.samples:
                     variant.samples[index] = image
         except WeightsError as exc:
+            if settings.engine.weights is not None:
+                raise  # the user's own checkpoint: theirs to fix, not to leave out
             # A model whose weights are not here (offline, say) is left out; the others are
             # still compared.
             unavailable[model] = exc

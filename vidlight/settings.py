@@ -328,7 +328,9 @@ class EncoderSettings:
         import av
 
         try:
-            video = av.codec.Codec(self.codec, "w").type == "video"
+            # the default is left to the encoder's opening, so that runs that encode nothing
+            # (pictures, null, the frame iterator) do not need it in FFmpeg's build
+            video = self.codec == "libx264" or av.codec.Codec(self.codec, "w").type == "video"
         except (av.error.FFmpegError, ValueError):  # PyAV raises UnknownCodecError, a ValueError
             video = False
         if not video:
@@ -337,11 +339,13 @@ class EncoderSettings:
                 f"{self.codec!r} is not a video encoder here{_did_you_mean(self.codec, COMMON_ENCODERS)}; "
                 f"common ones: {', '.join(COMMON_ENCODERS)}",
             )
-        if self.codec in ("libx264", "libx265") and self.preset is not None and self.preset not in X264_PRESETS:
+        preset = (self.preset or "").lower()
+        numbered = preset.isdigit() and int(preset) < len(X264_PRESETS)  # x264 takes 0-9 too
+        if self.codec in ("libx264", "libx265") and preset and preset not in X264_PRESETS and not numbered:
             raise SettingError(
                 "preset",
-                f"{self.codec} has no preset {self.preset!r}{_did_you_mean(self.preset, X264_PRESETS)}; "
-                f"its presets: {', '.join(X264_PRESETS)}",
+                f"{self.codec} has no preset {self.preset!r}{_did_you_mean(preset, X264_PRESETS)}; "
+                f"its presets: {', '.join(X264_PRESETS)} (any case), or 0-9",
             )
 
 
