@@ -1067,12 +1067,13 @@ def test_ctrl_c_while_the_output_is_finished_waits_for_it(tmp_path: Path, monkey
     assert len(read_video(out_path).frames) == 12
 
 
+@pytest.mark.parametrize("first", ["while finishing", "in the run"])
 def test_a_second_ctrl_c_while_the_output_is_finished_abandons_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first: str
 ) -> None:
-    """Two Ctrl-Cs as the stages wind down (the smoothing handing its end to the encoder):
-    the output is closed unfinished and its partial file removed, and the handlers are put
-    back."""
+    """A second Ctrl-C as the stages wind down (the smoothing handing its end to the
+    encoder), the first one then too or earlier in the run: the output is closed unfinished
+    and its partial file removed, and the handlers are put back."""
     import signal
 
     from vidlight.pipeline.batching import SmoothingThread
@@ -1083,13 +1084,14 @@ def test_a_second_ctrl_c_while_the_output_is_finished_abandons_it(
     original = SmoothingThread.close
 
     def close(self) -> None:
-        for _ in range(2):
+        for _ in range(2 if first == "while finishing" else 1):
             os.kill(os.getpid(), signal.SIGINT)
         original(self)
 
     monkeypatch.setattr(SmoothingThread, "close", close)
+    model = InterruptOn(4) if first == "in the run" else None
     with pytest.raises(Interrupted, match=r"^interrupted after \d+ frames: a second Ctrl-C abandoned .*out.mp4"):
-        run(clip.path, out_path, batch_size=4)
+        run(clip.path, out_path, model=model, batch_size=4)
     assert signal.getsignal(signal.SIGINT) is handler
     assert not out_path.exists() and no_partial(out_path)
 

@@ -341,7 +341,7 @@ def _run(
             flush(end=True)
     except KeyboardInterrupt:
         interrupted = True
-        deferred.start()  # from here the output is being finished: Ctrl-C waits for it
+        deferred.start(received=1)  # from here the output is being finished: Ctrl-C waits for it
         try:
             smoothing.flush()  # frames the smoother still holds for its look-ahead are finished, not lost
         except BaseException as exc:
@@ -421,11 +421,15 @@ class _DeferredInterrupts:
     def abandoned(self) -> bool:
         return self.received > 1
 
-    def start(self) -> None:
+    def start(self, received: int = 0) -> None:
+        """From now on signals are noted; ``received=1``: the run was just interrupted (the
+        first Ctrl-C, raised as KeyboardInterrupt), so the next one abandons the output."""
         if self._previous is not None or self.abandoned or threading.current_thread() is not threading.main_thread():
             return
         numbers = [getattr(signal, name) for name in self.SIGNALS if hasattr(signal, name)]
         self._previous = {n: signal.signal(n, self._note) for n in numbers}
+        if received:
+            self._note(0, None)
 
     def _note(self, signum: int, frame: object) -> None:
         self.received += 1
