@@ -805,25 +805,30 @@ def test_reused_output_batches_give_the_same_frames(tmp_path: Path) -> None:
 
     clip = simple_clip(tmp_path / "in.mp4", width=96, height=64, n=16)
     files, kept, reused = [], [], []
-    for keep in (0, 6):
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(enhancer_module.OutputBatches, "__init__", _keeping(keep))
-            take = enhancer_module.OutputBatches.take
-            handed: list[bool] = []  # whether each batch handed out was a kept one
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(2)  # a pool of two workers: the strips, which take the batches, run on it
+    try:
+        for keep in (0, 6):
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(enhancer_module.OutputBatches, "__init__", _keeping(keep))
+                take = enhancer_module.OutputBatches.take
+                handed: list[bool] = []  # whether each batch handed out was a kept one
 
-            def counting(self, shape, dtype, take=take, handed=handed):
-                kept_before = [id(a) for a in self._arrays]  # alive, so their ids are theirs
-                array = take(self, shape, dtype)
-                handed.append(id(array) in kept_before)
-                return array
+                def counting(self, shape, dtype, take=take, handed=handed):
+                    kept_before = [id(a) for a in self._arrays]  # alive, so their ids are theirs
+                    array = take(self, shape, dtype)
+                    handed.append(id(array) in kept_before)
+                    return array
 
-            patch.setattr(enhancer_module.OutputBatches, "take", counting)
-            out_path = tmp_path / f"out{keep}.mp4"
-            enhance_video(clip.path, out_path, model="sci", batch_size=2, preset="ultrafast", progress=False)
-            files.append(read_video(out_path).frames)
-            frames = [f.image for f in enhanced_frames(str(clip.path), model="sci", batch_size=2, smooth=False)]
-            kept.append([f.copy() for f in frames] if keep == 0 else frames)  # kept as yielded
-            reused.append(sum(handed))
+                patch.setattr(enhancer_module.OutputBatches, "take", counting)
+                out_path = tmp_path / f"out{keep}.mp4"
+                enhance_video(clip.path, out_path, model="sci", batch_size=2, preset="ultrafast", progress=False)
+                files.append(read_video(out_path).frames)
+                frames = [f.image for f in enhanced_frames(str(clip.path), model="sci", batch_size=2, smooth=False)]
+                kept.append([f.copy() for f in frames] if keep == 0 else frames)  # kept as yielded
+                reused.append(sum(handed))
+    finally:
+        torch.set_num_threads(threads_before)
     assert reused[0] == 0 and reused[1] > 0  # the second runs did reuse batches
     for runs in (files, kept):
         assert len(runs[0]) == len(runs[1]) == 16
