@@ -67,7 +67,10 @@ def test_training_is_deterministic_and_loadable(tmp_path):
             holdout_every=4,
             seed=3,
         )
+        threads = torch.get_num_threads()
         reports.append(train_sci(cfg, log=lambda _: None))
+        # the process's settings are put back (training sets its own thread count and determinism)
+        assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()
     a = torch.load(tmp_path / "a" / "w.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "w.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

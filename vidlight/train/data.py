@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -70,3 +72,19 @@ class RandomCrops:
             patch = img[y : y + self.crop, x : x + self.crop]
             out[k] = patch[:, ::-1] if self.rng.integers(2) else patch
         return to_tensor(out)
+
+
+@contextlib.contextmanager
+def reproducible(seed: int, threads: int) -> Iterator[None]:
+    """Seeded, deterministic torch on ``threads`` threads inside the block; the process's
+    thread count and determinism setting are put back after it (a program that trains and
+    then enhances keeps its own)."""
+    previous = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous[0])
+        torch.use_deterministic_algorithms(previous[1])

@@ -26,7 +26,7 @@ from torch import nn
 
 from vidlight.metrics import psnr, quantize, ssim
 from vidlight.models.mbllen_video import MBLLENVideo
-from vidlight.train.data import read_rgb, split_images
+from vidlight.train.data import read_rgb, reproducible, split_images
 from vidlight.train.losses import mbllen_loss
 from vidlight.train.video_data import ClipSynthesizer, clips_to_tensor, heldout_clips
 
@@ -113,9 +113,11 @@ def score_clips(enhance, clips: list[tuple[np.ndarray, np.ndarray]], *, with_ssi
 
 def train_mbllen_video(cfg: MBLLENVideoTrainConfig, log=print) -> dict:
     """Train :class:`MBLLENVideo` and save the best held-out weights to ``cfg.out``."""
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
-    torch.use_deterministic_algorithms(True)
+    with reproducible(cfg.seed, cfg.threads):
+        return _train_mbllen_video(cfg, log)
+
+
+def _train_mbllen_video(cfg: MBLLENVideoTrainConfig, log) -> dict:
     train_paths, held_paths = split_images(image_folder(cfg.data), cfg.holdout_every)
     clips = ClipSynthesizer([read_rgb(p) for p in train_paths], crop=cfg.crop, frames=cfg.frames, seed=cfg.seed)
     held = heldout_clips(

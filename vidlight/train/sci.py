@@ -22,7 +22,7 @@ from torch import nn
 from vidlight.errors import VidlightError
 from vidlight.metrics import psnr, quantize
 from vidlight.models.sci import SCI, CalibrationNet, IlluminationEstimator
-from vidlight.train.data import RandomCrops, read_rgb, split_images, to_tensor
+from vidlight.train.data import RandomCrops, read_rgb, reproducible, split_images, to_tensor
 from vidlight.train.losses import sci_stage_loss
 
 
@@ -95,9 +95,11 @@ def heldout_psnr(model: SCI, pairs: list[tuple[np.ndarray, np.ndarray]]) -> floa
 
 def train_sci(cfg: SCITrainConfig, log=print) -> dict:
     """Train SCI and save the best held-out inference weights to ``cfg.out``."""
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
-    torch.use_deterministic_algorithms(True)
+    with reproducible(cfg.seed, cfg.threads):
+        return _train_sci(cfg, log)
+
+
+def _train_sci(cfg: SCITrainConfig, log) -> dict:
     train_paths, held_paths = _split(Path(cfg.data), cfg.holdout_every)
     crops = RandomCrops([read_rgb(p) for p in train_paths], cfg.crop, cfg.seed)
     held = [(read_rgb(lo), read_rgb(hi)) for lo, hi in held_paths]
