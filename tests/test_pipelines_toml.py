@@ -54,8 +54,20 @@ def test_pipeline_errors_are_one_line(tmp_path):
             "sink=b.mp4",
         ],
     )
-    assert unknown.exit_code == 1 and "unknown key 'colour'" in unknown.output
-    assert len(unknown.output.strip().splitlines()) == 1 and "Traceback" not in unknown.output
+    # given with --set: a usage error (exit 2), as the same flag to `process` is
+    assert unknown.exit_code == 2 and "--set" in unknown.output and "unknown key 'colour'" in unknown.output
+    assert "Traceback" not in unknown.output
+    args = ["run", str(PIPELINES / "file-to-file.toml"), "--set", "source=a.mp4", "--set", "sink=b.mp4"]
+    value = runner.invoke(main, [*args, "--set", "strength=7"])
+    assert value.exit_code == 2 and "strength must be auto or a number from 0 to 1" in value.output
+    option = runner.invoke(main, [*args, "--set", "options.foo=1"])
+    assert option.exit_code == 2 and "sci has no option 'foo'" in option.output
+    # in the file itself: the file's error, exit 1, in one line
+    bad = tmp_path / "bad.toml"
+    bad.write_text('source = "a.mp4"\nsink = "b.mp4"\ncolour = "red"\n')
+    in_file = runner.invoke(main, ["run", str(bad)])
+    assert in_file.exit_code == 1 and "unknown key 'colour'" in in_file.output
+    assert len(in_file.output.strip().splitlines()) == 1 and "Traceback" not in in_file.output
     nofile = runner.invoke(main, ["run", str(tmp_path / "nope.toml")])
     assert nofile.exit_code == 1 and "does not exist" in nofile.output
 

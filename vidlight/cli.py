@@ -182,7 +182,14 @@ def run(pipeline, overrides, no_progress):
     from vidlight.io.live import redact
     from vidlight.pipeline.config import load_pipeline, run_pipeline
 
-    definition = load_pipeline(pipeline, list(overrides))
+    given = {o.partition("=")[0].strip() for o in overrides}
+    try:
+        definition = load_pipeline(pipeline, list(overrides))
+    except SettingError as exc:
+        # a bad key or value given with --set is a usage error; one in the file is the file's
+        if exc.name in given or (exc.name == "model_options" and any(k.startswith("options.") for k in given)):
+            raise click.BadParameter(str(exc), param_hint="--set") from None
+        raise
     with _stop_on_sigterm():
         stats = run_pipeline(definition, **({"progress": False} if no_progress or _quiet() else {}))
     logging.getLogger("vidlight").info("wrote %s: %s", redact(definition.sink), stats.summary())
