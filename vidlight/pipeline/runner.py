@@ -98,31 +98,28 @@ def enhance_video(
             to do); :class:`~vidlight.errors.MediaError` for media that cannot be read or written.
     """
     settings = (settings or Settings()).replace(**options)
+    source_kind = classify(str(input))
     if (
-        classify(str(input)) == "images"
+        source_kind == "images"
         and isinstance(output, (str, Path))
         and classify_sink(output) == "file"
         and not Path(output).suffix
     ):
         output = f"{output}/"  # pictures in, a name without a container's suffix out: pictures
-    file_to_file = classify(str(input)) == "file" and not isinstance(output, Sink) and classify_sink(output) == "file"
+    sink_kind = None if isinstance(output, Sink) else classify_sink(output)
+    file_to_file = source_kind == "file" and sink_kind == "file"
     if file_to_file:
         if Path(str(output)).exists() and not settings.run.overwrite:
             raise VidlightError(f"{output} already exists; pass -y/--overwrite to replace it")
         if Path(input).resolve() == Path(str(output)).resolve():
             raise VidlightError("the output must be a different file from the input")
-    if (
-        not isinstance(output, Sink)
-        and classify_sink(output) == "picture"
-        and (classify(str(input)) != "file" or Path(str(input)).suffix.lower() not in IMAGE_SUFFIXES)
-    ):
+    if sink_kind == "picture" and (source_kind != "file" or Path(str(input)).suffix.lower() not in IMAGE_SUFFIXES):
         raise VidlightError(
             f"{output} is one picture, the output of a photo; write a video's frames to a folder "
             "(out/) or a pattern (out/{index:06d}.png), or give the output a video suffix (.mp4)"
         )
-    kind = None if isinstance(output, Sink) else classify_sink(output)
-    if classify(str(input)) == "images" and kind in ("images", "pattern"):
-        folder = Path(str(output)) if kind == "images" else Path(str(output)).parent
+    if source_kind == "images" and sink_kind in ("images", "pattern"):
+        folder = Path(str(output)) if sink_kind == "images" else Path(str(output)).parent
         if folder.resolve() == Path(input).resolve():
             raise VidlightError("write the pictures to another folder than the one they are read from")
     if settings.run.split_seconds is not None or settings.run.executor != "local":
@@ -148,7 +145,7 @@ def enhance_video(
     stats = run_source(source, make_sink, settings, stop_event=stop_event, on_frames=on_frames)
     declared = source.info.frames
     if (
-        classify(str(input)) == "file"
+        source_kind == "file"
         and settings.source.latest_frame is not True  # frames skipped on purpose
         and settings.run.max_frames is None
         and settings.run.duration_seconds is None
