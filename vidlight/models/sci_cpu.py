@@ -4,8 +4,9 @@ in one call, streamed row by row through buffers that stay in the cache.
 With three channels a 3x3 convolution is 81 multiply-adds per pixel; oneDNN is made for many
 channels and OpenCV's 2-D filters take one pass over memory per input and output plane. Here
 each output row of all three channels is summed in place from the nine input rows it reads,
-and each layer keeps only its last three rows: the input is read once, the output written
-once. The sums are fp32, without fast-math reassociation: within 1e-6 of torch's
+and each layer keeps only its last three rows: the input is read once (as planes: OpenCV
+splits the band's samples in one SIMD pass), the output written once (as planes, which
+OpenCV interleaves). The sums are fp32, without fast-math reassociation: within 1e-6 of torch's
 convolutions.
 """
 
@@ -64,24 +65,30 @@ def _conv_row(above, row, below, has_above, has_below, weight, bias, dst, mode):
 
 
 @compiled
-def _band(frame, scale, out, y0, y1, layers, w_in, b_in, w_mid, b_mid, w_out, b_out, ring, last):  # pragma: no cover
-    """``out`` (rows ``y0..y1``) = minus the network's output convolution for the input
-    ``frame * scale`` (``frame`` of any dtype: 8/16-bit samples are scaled as they are read),
-    streamed row by row:
-    ``ring[k]`` holds the last three rows of layer k (layer 0: the input as planes), so each
-    input row is read once and every layer's rows stay in the cache. A row of layer k is made
-    as soon as the row below it in layer k - 1 exists, and only where the output rows need it;
-    rows beyond the band's context are zero, so the result does not depend on the banding."""
-    height, width = frame.shape[0], frame.shape[1]
+def _band(planes, scale, out, y0, y1, layers, w_in, b_in, w_mid, b_mid, w_out, b_out, ring):  # pragma: no cover
+    """``out`` (rows ``y0..y1`` as planes: (y1 - y0) x 3 x (W + 2), zero columns at both ends)
+    = the output convolution (``w_out``, ``b_out``) of the network for the input ``planes x
+    scale``: the frame's three channels as C-contiguous planes of any dtype (8/16-bit samples
+    are scaled as they are read), holding its rows ``max(0, y0 - 2 - layers)`` to ``y1 + 2 +
+    layers`` (at most the frame's last). Streamed row by row: ``ring[k]`` holds the last three
+    rows of layer k (layer 0: the input), so each input row is read once and every layer's
+    rows stay in the cache. A row of layer k is made as soon as the row below it in layer k - 1
+    exists, and only where the output rows need it; rows beyond the band's context are zero,
+    so the result does not depend on the banding."""
+    red, green, blue = planes
+    width = red.shape[1]
     depth = 2 + layers  # convolutions
-    a, b = max(0, y0 - depth), min(height, y1 + depth)
-    rows = b - a
+    a = max(0, y0 - depth)
+    rows = red.shape[0]
     for t in range(rows + depth):
-        if t < rows:  # the next input row, as planes between the zero columns
+        if t < rows:  # the next input row, between the zero columns
             slot = ring[0, t % 3]
+            s0, s1, s2 = slot[0], slot[1], slot[2]
+            r0, r1, r2 = red[t], green[t], blue[t]
             for x in range(width):
-                for c in range(3):
-                    slot[c, x + 1] = np.float32(frame[a + t, x, c]) * scale
+                s0[x + 1] = np.float32(r0[x]) * scale
+                s1[x + 1] = np.float32(r1[x]) * scale
+                s2[x + 1] = np.float32(r2[x]) * scale
         for k in range(1, depth + 1):
             r = t - k  # the row of layer k whose rows below now exist in layer k - 1
             if r < max(0, y0 - a - (depth - k)) or r >= min(rows, y1 - a + (depth - k)):
@@ -95,10 +102,7 @@ def _band(frame, scale, out, y0, y1, layers, w_in, b_in, w_mid, b_mid, w_out, b_
             elif k < depth:
                 _conv_row(above, src[r % 3], below, has_above, has_below, w_mid, b_mid, ring[k, r % 3], 2)
             else:
-                _conv_row(above, src[r % 3], below, has_above, has_below, w_out, b_out, last, 0)
-                for x in range(width):
-                    for c in range(3):
-                        out[a + r - y0, x, c] = -last[c, x + 1]
+                _conv_row(above, src[r % 3], below, has_above, has_below, w_out, b_out, out[a + r - y0], 0)
 
 
 @compiled
@@ -123,14 +127,27 @@ def _quantise(frame, scale, divisor, out):  # pragma: no cover - compiled
         out[j] = v * peak + half
 
 
-def _buffers(depth: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """This thread's ring of rows for a network of ``depth`` convolutions on rows ``width`` wide."""
-    buffers = getattr(_scratch, "buffers", None)
-    if buffers is None or buffers[0].shape[0] != depth or buffers[0].shape[-1] != width + 2:
+def _buffers(depth: int, width: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """This thread's ring of rows for a network of ``depth`` convolutions on rows ``width``
+    wide, and its planes for ``rows`` output rows."""
+    ring = getattr(_scratch, "ring", None)
+    if ring is None or ring.shape[0] != depth or ring.shape[-1] != width + 2:
         # Zeros: the columns at both ends are the padding and are never written.
-        buffers = (np.zeros((depth, 3, 3, width + 2), np.float32), np.zeros((3, width + 2), np.float32))
-        _scratch.buffers = buffers
-    return buffers
+        ring = _scratch.ring = np.zeros((depth, 3, 3, width + 2), np.float32)
+    planes = getattr(_scratch, "planes", None)
+    if planes is None or planes.shape[0] < rows or planes.shape[-1] != width + 2:
+        planes = _scratch.planes = np.zeros((rows, 3, width + 2), np.float32)
+    return ring, planes[:rows]
+
+
+def _as_planes(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``rows`` (n x W x 3) as three C-contiguous n x W planes: OpenCV's split (one SIMD pass)
+    where the samples are interleaved, else copies of the channels."""
+    if rows.flags.c_contiguous and rows.dtype in (np.uint8, np.uint16, np.float32):
+        red, green, blue = cv2.split(rows)
+    else:
+        red, green, blue = (np.ascontiguousarray(rows[..., c]) for c in range(3))
+    return red, green, blue
 
 
 def _rows_of(frame: np.ndarray, y0: int, y1: int) -> np.ndarray:
@@ -147,7 +164,14 @@ def illumination(
     rows of context above and below; releases the GIL. The sigmoid's exp is OpenCV's
     (vectorised; Numba's would be a scalar call per value)."""
     factor = np.float32(scale)
-    _band(frame, factor, out, y0, y1, layers, *params, *_buffers(2 + layers, frame.shape[1]))
+    depth = 2 + layers
+    w_in, b_in, w_mid, b_mid, w_out, b_out = params
+    ring, result = _buffers(depth, frame.shape[1], y1 - y0)
+    planes = _as_planes(frame[max(0, y0 - depth) : min(frame.shape[0], y1 + depth)])
+    # The output convolution with its weights negated gives minus its value exactly (a sign
+    # flip is exact, and rounding is symmetric), ready for the sigmoid's exp(-z).
+    _band(planes, factor, result, y0, y1, layers, w_in, b_in, w_mid, b_mid, -w_out, -b_out, ring)
+    cv2.merge([result[:, c, 1:-1] for c in range(3)], dst=out)
     cv2.exp(out, dst=out)
     _finish(_rows_of(frame, y0, y1), factor, out.reshape(-1))
 
