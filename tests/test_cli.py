@@ -345,6 +345,21 @@ def test_python_dash_m_runs_the_command_line():
     assert result.returncode == 0 and result.stdout.startswith("Usage: vidlight ")
 
 
+def test_an_x265_run_prints_no_encoder_banner(tmp_path: Path) -> None:
+    """x265 logs to the terminal itself (a banner and a page of statistics per run) unless told
+    to keep to errors; a run with ``--codec libx265`` prints vidlight's own lines only."""
+    import subprocess
+    import sys
+
+    clip = simple_clip(tmp_path / "in.mp4", n=6)
+    out = tmp_path / "out.mp4"
+    cmd = [sys.executable, "-m", "vidlight", "process", str(clip.path), str(out), "--codec", "libx265", "--no-progress"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "x265 [" not in result.stderr + result.stdout
+    assert len(read_video(out).frames) == 6
+
+
 # --- slips a newcomer makes ------------------------------------------------------------------------
 
 

@@ -187,6 +187,7 @@ def test_encoder_options_carry_crf_and_preset() -> None:
     assert encoder_options("libx264", 18, "veryfast") == {"crf": "18", "preset": "veryfast"}
     assert encoder_options("libvpx-vp9", 30, "slow") == {"crf": "30"}  # vp9 has no x264 presets
     assert encoder_options("mpeg4", 18, "medium") == {}
+    assert encoder_options("libx265", 20, "fast") == {"crf": "20", "preset": "fast", "x265-params": "log-level=error"}
     assert encoder_options("libx264", None, None) == {}
     # NVENC: constant quality without a bitrate cap, x264's preset names as p1..p7.
     assert encoder_options("h264_nvenc", 18, "medium") == {"rc": "vbr", "cq": "18", "b": "0", "preset": "p4"}

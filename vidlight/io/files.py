@@ -113,7 +113,9 @@ def encoder_options(codec: str, crf: int | None, preset: str | None) -> dict[str
 
     NVENC: constant quality in VBR mode with no bitrate cap (``rc=vbr``, ``cq``, ``b=0``), its
     level the crf clamped to 1..51 (NVENC's 0 means "choose for me", not lossless); x264's
-    preset names map to p1..p7, and p1..p7 pass through.
+    preset names map to p1..p7, and p1..p7 pass through. libx265 is told to log errors only:
+    by default it prints a banner and a page of statistics on every run (an ``x265-params``
+    option of the caller's replaces this one).
     """
     opts: dict[str, str] = {}
     if codec in NVENC:
@@ -126,6 +128,8 @@ def encoder_options(codec: str, crf: int | None, preset: str | None) -> dict[str
         opts["crf"] = str(crf)
     if preset is not None and codec in PRESET_ENCODERS:
         opts["preset"] = str(preset)
+    if codec == "libx265":
+        opts["x265-params"] = "log-level=error"
     return opts
 
 
