@@ -359,6 +359,27 @@ def test_eval_input_alone_without_warp(clips) -> None:
     assert float(flicker) == pytest.approx(np.abs(np.diff(lumas)).mean() / np.mean(lumas), abs=2e-5)
 
 
+def test_eval_reads_folders_of_images(tmp_path: Path, clips) -> None:
+    """An image folder (as ``vidlight process`` writes one) is a video to ``eval``: its figures
+    are those of the frames in the files, and it is measured beside a video file."""
+    dark_clip, bright_clip = clips
+    folder = tmp_path / "bright_frames"
+    folder.mkdir()
+    frames = read_video(bright_clip.path).frames
+    for i, frame in enumerate(frames):  # natural order: 2 before 10
+        cv2.imwrite(str(folder / f"f{5 * i}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    result = invoke("eval", dark_clip.path, folder, "--no-progress")
+    assert result.exit_code == 0, result.output
+    count, luma, flicker, warp = _rows(result.output)["bright_frames"]
+    lumas = _luma(frames)
+    assert int(count) == len(frames) == 8
+    assert float(luma) == pytest.approx(np.mean(lumas), abs=0.01)
+    assert float(flicker) == pytest.approx(np.abs(np.diff(lumas)).mean() / np.mean(lumas), abs=2e-5)
+    assert math.isfinite(float(warp))
+    line = _assert_one_line_error(invoke("eval", dark_clip.path, tmp_path, "--no-progress"))  # no images there
+    assert "no images" in line
+
+
 def test_eval_compares_the_common_prefix(tmp_path: Path, clips, caplog: pytest.LogCaptureFixture) -> None:
     dark_clip, bright_clip = clips
     short = write_video(tmp_path / "short.mp4", bright_clip.frames[:5])

@@ -474,6 +474,8 @@ def train_sci_command(data, out, iterations, crop, batch_size, lr, eval_every, s
 def eval_command(input, outputs, labels, plot, max_frames, no_warp, downscale, no_progress):
     """Flicker of the dark video INPUT and of enhanced versions OUTPUT... of it.
 
+    Each is a video file or a folder of images (read in natural order).
+
     Prints per video: frames, mean luma (BT.601, 0-255), flicker index (mean |change of mean
     luma| between frames / mean luma) and warping error (Lai et al. 2018, with the optical
     flow of INPUT).

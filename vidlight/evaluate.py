@@ -1,6 +1,7 @@
 """``vidlight eval``: flicker figures of a dark video and its enhanced versions, and a luma plot.
 
-Every video is decoded in step with the input (one frame of each in memory at a time); the
+A video is a file or a folder of images (in natural order, as ``vidlight process`` reads and
+writes them). Every video is decoded in step with the input (one frame of each in memory at a time); the
 optical flow is computed once per frame on the input and used for the warping error of every
 video, as Lai et al. do (see :mod:`vidlight.video_metrics`).
 """
@@ -18,6 +19,7 @@ import numpy as np
 
 from vidlight.errors import MediaError, VidlightError
 from vidlight.io.files import FileSource, Frame
+from vidlight.io.live import ImageDirSource
 from vidlight.video_metrics import InputFlow, VideoStats
 
 log = logging.getLogger("vidlight")
@@ -36,7 +38,12 @@ class VideoEvaluation:
     warping_error: float | None  # None with warping=False
 
 
-def _pictures(source: FileSource) -> Iterator[np.ndarray]:
+def _open(path: Path) -> FileSource | ImageDirSource:
+    """A video file, or a folder of images read as one."""
+    return ImageDirSource(path) if path.is_dir() else FileSource(path)
+
+
+def _pictures(source: FileSource | ImageDirSource) -> Iterator[np.ndarray]:
     for item in source:
         if isinstance(item, Frame):
             yield item.rgb
@@ -55,8 +62,9 @@ def evaluate_videos(
     """Measure ``input`` and each of ``outputs`` (enhanced versions of it), frame by frame.
 
     Args:
-        input: the original video; its frames give the optical flow.
-        outputs: videos made from ``input``, compared frame for frame with it.
+        input: the original video (a file or a folder of images); its frames give the optical
+            flow.
+        outputs: videos made from ``input`` (files or folders), compared frame for frame with it.
         labels: one name per video (input first); default: the file names.
         max_frames: stop after this many frames.
         warping: also compute the warping error (optical flow: the slow part).
@@ -75,10 +83,10 @@ def evaluate_videos(
         raise VidlightError(f"{len(labels)} labels for {len(paths)} videos: give one per video, input first")
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"Invalid max_frames ({max_frames}). Supported values are integers >= 1, or None.")
-    sources: list[FileSource] = []
+    sources: list[FileSource | ImageDirSource] = []
     try:
         for path in paths:
-            sources.append(FileSource(path))
+            sources.append(_open(path))
         size = (sources[0].info.width, sources[0].info.height)
         for path, source in zip(paths[1:], sources[1:]):
             if (source.info.width, source.info.height) != size:
