@@ -205,6 +205,8 @@ def test_without_ray_the_message_says_how_to_install_it(monkeypatch, batch, tmp_
 
 
 def test_a_camera_worker_that_dies_is_started_again_with_its_cameras(cluster, tmp_path):
+    """Two cameras on two workers, each into a folder of pictures; one worker is killed. It is
+    started again with its camera, which goes on after the pictures the dead worker wrote."""
     from vidlight.pipeline.serve import Stream
     from vidlight.scale.cameras import CameraPool
 
@@ -215,7 +217,7 @@ def test_a_camera_worker_that_dies_is_started_again_with_its_cameras(cluster, tm
     write_video(tmp_path / "left.mp4", clip)
     write_video(tmp_path / "right.mp4", [f[:, ::-1].copy() for f in clip])
     with RtspServer(cameras={"/left": tmp_path / "left.mp4", "/right": tmp_path / "right.mp4"}) as server:
-        streams = [Stream(name, server.url(f"/{name}"), "null") for name in ("left", "right")]
+        streams = [Stream(name, server.url(f"/{name}"), f"{tmp_path / name}/") for name in ("left", "right")]
         pool = CameraPool(streams, model="sci", device="cpu", workers=2)
         stop = threading.Event()
         outcome: dict = {}
@@ -245,3 +247,9 @@ def test_a_camera_worker_that_dies_is_started_again_with_its_cameras(cluster, tm
     report = outcome["report"]
     assert report.failures == {} and set(report.streams) == {"left", "right"}
     assert all(stats.frames > 0 for stats in report.streams.values())
+    # The restarted camera's folder: the dead worker's pictures (at least 10) and then the new
+    # worker's, numbered on from them; the report counts the new worker's only.
+    (killed,) = back
+    pictures = sorted(p.name for p in (tmp_path / killed.name).iterdir())
+    assert pictures == [f"frame_{i:06d}.png" for i in range(len(pictures))]
+    assert len(pictures) >= report.streams[killed.name].frames + 10

@@ -117,6 +117,30 @@ def test_image_dir_sink_refuses_an_earlier_runs_pictures_unless_told(tmp_path: P
     ImageDirSink(folder, make_info(), pattern="img-{index}.jpg")
 
 
+def test_image_dir_sink_resumes_after_the_pictures_a_folder_holds(tmp_path: Path) -> None:
+    """``resume`` (a camera worker started again after it died) keeps what the folder holds and
+    numbers the new pictures after the highest index there; the temporary file of a picture
+    being written when the writer died is removed, the folder's other files stay."""
+    folder = tmp_path / "cam"
+    first = ImageDirSink(folder, make_info(), pattern="cam_{index:03d}_x.png")
+    for i in range(3):
+        first.write(gradient(64, 48, i), pts_of(i))
+    (folder / "cam_009_x.png").write_bytes(cv2.imencode(".png", gradient(64, 48, 9))[1].tobytes())  # a gap
+    (folder / ".cam_010_x.tmp.png").write_bytes(b"half a picture")
+    (folder / "notes.txt").write_text("mine")
+    again = ImageDirSink(folder, make_info(), pattern="cam_{index:03d}_x.png", resume=True)
+    for i in range(2):
+        again.write(gradient(64, 48, 20 + i), pts_of(i))
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == [f"cam_{i:03d}_x.png" for i in (0, 1, 2, 9, 10, 11)] + ["notes.txt"]
+    for index, seed in ((0, 0), (2, 2), (10, 20), (11, 21)):
+        saved = cv2.cvtColor(cv2.imread(str(folder / f"cam_{index:03d}_x.png")), cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(saved, gradient(64, 48, seed))
+    empty = ImageDirSink(tmp_path / "fresh", make_info(), resume=True)
+    empty.write(gradient(64, 48, 0), pts_of(0))
+    assert [p.name for p in (tmp_path / "fresh").iterdir()] == ["frame_000000.png"]
+
+
 def test_process_into_a_used_image_folder_needs_overwrite(tmp_path: Path) -> None:
     clip = simple_clip(tmp_path / "in.mp4", n=4)
     out = tmp_path / "frames"

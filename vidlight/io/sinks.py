@@ -55,6 +55,9 @@ class ImageDirSink:
             suffix picks the format (``.png`` keeps 16-bit frames 16-bit; ``.jpg`` is 8-bit).
         overwrite: replace the pictures of an earlier run (files the pattern names) that the
             folder holds; without it such a folder is refused, so two runs never mix.
+        resume: go on after the pictures the folder holds instead (the first frame written gets
+            the index after the highest there): a camera's worker started again after it died
+            adds to what the dead one wrote.
 
     Each image is written under a temporary name and renamed, so a reader watching the folder
     never sees half an image. Audio and subtitle packets are dropped.
@@ -67,6 +70,7 @@ class ImageDirSink:
         *,
         pattern: str = "frame_{index:06d}.png",
         overwrite: bool = False,
+        resume: bool = False,
     ) -> None:
         import cv2  # only image output needs OpenCV
 
@@ -75,6 +79,7 @@ class ImageDirSink:
         self.output = str(self.folder / pattern)
         self.pattern = pattern
         self.frames_written = 0
+        self.first_index = 0
         try:
             sample = pattern.format(index=0)
         except (KeyError, IndexError, ValueError) as exc:
@@ -97,7 +102,12 @@ class ImageDirSink:
                 raise MediaError(f"cannot create {self.folder}: {exc.strerror}") from None
         if not os.access(self.folder, os.W_OK):
             raise MediaError(f"cannot write images to {self.folder}: it is not writable")
+        for stale in self._unfinished():  # a run that died while writing a picture leaves its temporary file
+            stale.unlink(missing_ok=True)
         earlier = self._earlier_pictures()
+        if resume:
+            self.first_index = 1 + max(self._index_of(path) for path in earlier) if earlier else 0
+            return
         if earlier and not overwrite:
             raise VidlightError(
                 f"{self.folder} already holds {len(earlier)} picture(s) named like {sample}; "
@@ -106,15 +116,34 @@ class ImageDirSink:
         for path in earlier:
             path.unlink(missing_ok=True)
 
-    def _earlier_pictures(self) -> list[Path]:
-        """The folder's files that the pattern names (any index)."""
+    def _named(self) -> re.Pattern:
+        """The names the pattern makes, the index as the group."""
         head, _, rest = self.pattern.partition("{index")
         tail = rest.partition("}")[2]
-        named = re.compile(re.escape(head) + r"\d+" + re.escape(tail))
+        return re.compile(re.escape(head) + r"(\d+)" + re.escape(tail))
+
+    def _earlier_pictures(self) -> list[Path]:
+        """The folder's files that the pattern names (any index)."""
+        named = self._named()
         return sorted(p for p in self.folder.iterdir() if named.fullmatch(p.name) and p.is_file())
 
+    def _unfinished(self) -> list[Path]:
+        """The temporary files :meth:`write` makes (``.name.tmp.suffix``) that the folder holds."""
+        head, _, rest = self.pattern.partition("{index")
+        tail = rest.partition("}")[2]
+        stem_tail = tail[: len(tail) - len(self.suffix)] if tail.lower().endswith(self.suffix) else tail
+        named = re.compile(
+            r"\." + re.escape(head) + r"\d+" + re.escape(stem_tail) + r"\.tmp" + re.escape(tail[len(stem_tail) :])
+        )
+        return [p for p in self.folder.iterdir() if named.fullmatch(p.name) and p.is_file()]
+
+    def _index_of(self, path: Path) -> int:
+        match = self._named().fullmatch(path.name)
+        assert match is not None, path
+        return int(match.group(1))
+
     def _path(self, index: int) -> Path:
-        return self.folder / self.pattern.format(index=index)
+        return self.folder / self.pattern.format(index=self.first_index + index)
 
     def write(self, rgb: np.ndarray, pts: int | None) -> None:
         cv2 = self._cv2
@@ -473,6 +502,7 @@ def open_sink(
     overwrite: bool = False,
     transport: str = "tcp",
     live_source: bool = False,
+    resume: bool = False,
 ):
     """The sink for what the user typed.
 
@@ -480,6 +510,7 @@ def open_sink(
     folder, a path ending with ``/`` or a pattern containing ``{index`` → :class:`ImageDirSink`;
     with ``segment_seconds`` → :class:`SegmentedFileSink`; anything else → :class:`FileSink`
     (whose encoder opens at the first frame for a ``live_source``: see its ``open_encoder``).
+    ``resume``: an image folder keeps the pictures it holds and goes on after them.
     """
     text = str(spec)
     kind = classify_sink(text)
@@ -489,9 +520,9 @@ def open_sink(
         return RtspSink(text, info, transport=transport, codec=codec, crf=RtspSink.DEFAULT_CRF if crf is None else crf)
     if kind == "pattern":
         path = Path(text)
-        return ImageDirSink(path.parent, info, pattern=path.name, overwrite=overwrite)
+        return ImageDirSink(path.parent, info, pattern=path.name, overwrite=overwrite, resume=resume)
     if kind == "images":
-        return ImageDirSink(text, info, overwrite=overwrite)
+        return ImageDirSink(text, info, overwrite=overwrite, resume=resume)
     if kind == "picture":
         return PictureSink(text, info, overwrite=overwrite)
     if segment_seconds is not None:
@@ -519,6 +550,7 @@ def sink_with(
     *,
     copy_streams: list | tuple = (),
     live_source: bool = False,
+    resume: bool = False,
 ):
     """:func:`open_sink` with a run's settings (encoder, segments, transport, overwrite)."""
     encoder = settings.encoder
@@ -533,4 +565,5 @@ def sink_with(
         overwrite=settings.run.overwrite,
         transport=settings.source.transport,
         live_source=live_source,
+        resume=resume,
     )

@@ -63,7 +63,12 @@ class Stream:
         sink: as for :func:`vidlight.enhance_video`.
         settings: the stream's settings (only its source, encoder and run groups are used).
         **options: settings of those groups by field name (``crf=20``, ``max_frames=100``).
+
+    ``resume`` (False): an image-folder sink keeps the pictures it holds and goes on after
+    them (set on the streams of a camera worker started again after it died).
     """
+
+    resume = False
 
     def __init__(self, name: str, source: str, sink: str, settings: Settings | None = None, **options: Any) -> None:
         shared = {f.name for f in fields(*SHARED_GROUPS)} | {"executor", "workers"}
@@ -561,7 +566,12 @@ def _start(spec: Stream, stop: threading.Event, started: queue.Queue) -> None:
             return
     try:
         sink = sink_with(
-            spec.sink, source.info, spec.settings, copy_streams=source.copy_streams, live_source=source.live
+            spec.sink,
+            source.info,
+            spec.settings,
+            copy_streams=source.copy_streams,
+            live_source=source.live,
+            resume=spec.resume,
         )
     except BaseException as exc:
         source.close()

@@ -10,6 +10,7 @@ one place: logged every :data:`REPORT_SECONDS` and readable with :meth:`CameraPo
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -154,7 +155,7 @@ class CameraPool:
                     report.failures.setdefault(name, f"its worker died ({type(exc).__name__})")
                 return
             log.warning("the worker serving %s died; starting it again", ", ".join(names))
-            restarted = start(server["share"])
+            restarted = start([_resumed(s) for s in server["share"]])
             restarted["restarts"] = server["restarts"] + 1
             server.update(restarted)
             for name in names:
@@ -198,3 +199,11 @@ def serve_on_ray(
     """:func:`vidlight.pipeline.serve.serve` with the streams spread over Ray workers
     (:class:`CameraPool`); the merged :class:`~vidlight.pipeline.serve.ServeReport`."""
     return CameraPool(streams, settings, **options).run(stop_event)
+
+
+def _resumed(stream: Stream) -> Stream:
+    """``stream`` for a worker started again: an image folder goes on after the pictures the
+    dead worker wrote rather than being refused (or, with overwrite, emptied)."""
+    again = copy.copy(stream)
+    again.resume = True
+    return again
