@@ -108,6 +108,29 @@ def test_sci_cpu_compiled_bands(monkeypatch: pytest.MonkeyPatch) -> None:
         assert torch.equal(banded, got)
 
 
+def test_sci_cpu_kernel_reads_padded_rows_and_empty_bands() -> None:
+    """SCI's strip kernel gives the same levels for a frame whose rows are padded (a view into a
+    wider buffer, as decoders hand them out) as for a compact copy, returns nothing for an empty
+    band, and the band's illumination refuses an output it could not write in place."""
+    from vidlight.models.sci_cpu import illumination
+
+    model = load_model("sci")
+    kernel = model.strip_kernel()
+    wide = (np.random.default_rng(5).random((20, 40, 3)) * 90).astype(np.uint8)
+    padded, compact = wide[:, :33], np.ascontiguousarray(wide[:, :33])
+    assert not padded.flags.c_contiguous
+    for strength in (1.0, 0.4):
+        got, expected = np.empty((20, 33, 3), np.uint16), np.empty((20, 33, 3), np.uint16)
+        kernel(padded, 0, 20, strength, got)
+        kernel(compact, 0, 20, strength, expected)
+        np.testing.assert_array_equal(got, expected)
+    kernel(compact, 5, 5, 0.4, np.empty((0, 33, 3), np.uint16))
+    with torch.no_grad():
+        params = model.illumination.kernel_params()
+    with pytest.raises(ValueError, match="fp32"):
+        illumination(compact, np.empty((20, 33, 3), np.float64), 0, 20, model.illumination.layers, params, 1 / 255)
+
+
 @pytest.mark.parametrize("layers", [2, 3])
 def test_sci_cpu_compiled_bands_deeper(layers: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The compiled bands repeat the shared residual block ``layers`` times and read one row of

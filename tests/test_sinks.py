@@ -141,6 +141,34 @@ def test_image_dir_sink_resumes_after_the_pictures_a_folder_holds(tmp_path: Path
     assert [p.name for p in (tmp_path / "fresh").iterdir()] == ["frame_000000.png"]
 
 
+def test_image_dir_sink_patterns_are_read_back_exactly(tmp_path: Path) -> None:
+    """The earlier pictures of a folder are the names the pattern makes, read back through the
+    pattern (literal braces, a plain {index}, zero padding); a pattern whose index is not
+    written in decimal is refused, since an earlier run's pictures could not be found by it.
+    The temporary file of a picture left by a dead writer stays where the folder is refused."""
+    folder = tmp_path / "braces"
+    first = ImageDirSink(folder, make_info(), pattern="{{cam}}_{index}.png")
+    for i in range(12):
+        first.write(gradient(16, 8, i), pts_of(i))
+    assert (folder / "{cam}_11.png").is_file()
+    again = ImageDirSink(folder, make_info(), pattern="{{cam}}_{index}.png", resume=True)
+    assert again.first_index == 12
+    padded = tmp_path / "padded"
+    padded.mkdir()
+    (padded / "frame_7.png").write_bytes(b"")  # frame_{index:06d}.png never makes this name
+    (padded / "frame_0000007.png").write_bytes(b"")  # nor this one
+    assert ImageDirSink(padded, make_info(), resume=True).first_index == 0
+    for pattern in ("{index:x}.png", "{index:>4}.png", "{index:+d}.jpg", "{index!r}.png", "{index:6d}.png"):
+        with pytest.raises(VidlightError, match="number the pictures with"):
+            ImageDirSink(tmp_path / "other", make_info(), pattern=pattern)
+    (folder / ".{cam}_12.tmp.png").write_bytes(b"half a picture")
+    with pytest.raises(VidlightError, match="already holds 12 picture"):
+        ImageDirSink(folder, make_info(), pattern="{{cam}}_{index}.png")
+    assert (folder / ".{cam}_12.tmp.png").exists()  # refused: nothing touched
+    ImageDirSink(folder, make_info(), pattern="{{cam}}_{index}.png", resume=True)
+    assert not (folder / ".{cam}_12.tmp.png").exists()
+
+
 def test_process_into_a_used_image_folder_needs_overwrite(tmp_path: Path) -> None:
     clip = simple_clip(tmp_path / "in.mp4", n=4)
     out = tmp_path / "frames"

@@ -378,6 +378,13 @@ def test_eval_reads_folders_of_images(tmp_path: Path, clips) -> None:
     assert math.isfinite(float(warp))
     line = _assert_one_line_error(invoke("eval", dark_clip.path, tmp_path, "--no-progress"))  # no images there
     assert "no images" in line
+    # A picture that cannot be read would shift every later frame against the other videos.
+    (folder / "f12.png").write_bytes(b"not a picture")
+    line = _assert_one_line_error(invoke("eval", dark_clip.path, folder, "--no-progress"))
+    assert "f12.png" in line and "could not be read" in line
+    (folder / "f12.png").unlink()
+    (folder / "f99.png").write_bytes(b"not a picture")  # the last one
+    assert "f99.png" in _assert_one_line_error(invoke("eval", dark_clip.path, folder, "--no-progress"))
 
 
 def test_eval_compares_the_common_prefix(tmp_path: Path, clips, caplog: pytest.LogCaptureFixture) -> None:

@@ -45,8 +45,18 @@ def _open(path: Path) -> FileSource | ImageDirSource:
 
 def _pictures(source: FileSource | ImageDirSource) -> Iterator[np.ndarray]:
     for item in source:
+        _check_pictures(source)
         if isinstance(item, Frame):
             yield item.rgb
+    _check_pictures(source)
+
+
+def _check_pictures(source: FileSource | ImageDirSource) -> None:
+    """A folder's frames are its pictures: one skipped would pair every later frame with the
+    wrong frame of the other videos, so an unreadable one is an error here."""
+    if isinstance(source, ImageDirSource) and source.unreadable:
+        bad = ", ".join(p.name for p in source.unreadable)
+        raise MediaError(f"{bad} in {source.path} could not be read; eval compares frame for frame: fix or remove it")
 
 
 def evaluate_videos(

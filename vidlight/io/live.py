@@ -614,6 +614,11 @@ class ImageDirSource:
     def name(self) -> str:
         return self.path.name or str(self.path)
 
+    @property
+    def unreadable(self) -> list[Path]:
+        """The images skipped so far because they could not be read, in order."""
+        return sorted(self._bad, key=_natural_key)
+
     def _read(self, path: Path) -> np.ndarray | None:
         if path in self._bad:
             return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import string
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -43,6 +44,23 @@ class NullSink:
 
     def close(self, *, complete: bool = True) -> None:
         pass
+
+
+def _pattern_names(pattern: str) -> re.Pattern:
+    """A regular expression for the names ``pattern`` makes, the index as its first group. The
+    index must be written in decimal (``{index}``, ``{index:d}``, ``{index:06d}``): the names of
+    an earlier run are found by it, and read back to number on after them."""
+    parts = []
+    for literal, field, spec, conversion in string.Formatter().parse(pattern):
+        parts.append(re.escape(literal))
+        if field is None:
+            continue
+        if field != "index" or conversion or not re.fullmatch(r"(0\d+)?d?", spec or ""):
+            raise VidlightError(
+                f"image pattern {pattern!r}: number the pictures with {{index}}, or zero-padded as {{index:06d}}"
+            )
+        parts.append(r"(\d+)")
+    return re.compile("".join(parts))
 
 
 class ImageDirSink:
@@ -93,6 +111,7 @@ class ImageDirSink:
             raise VidlightError(f"image pattern {pattern!r} must end with one of {', '.join(IMAGE_SUFFIXES)}")
         if "/" in sample or os.sep in sample:
             raise VidlightError(f"image pattern {pattern!r} must be a file name, not a path")
+        self._named = _pattern_names(pattern)
         if not self.folder.is_dir():
             if not self.folder.parent.is_dir():
                 raise MediaError(f"cannot write images to {self.folder}: folder {self.folder.parent} does not exist")
@@ -102,45 +121,50 @@ class ImageDirSink:
                 raise MediaError(f"cannot create {self.folder}: {exc.strerror}") from None
         if not os.access(self.folder, os.W_OK):
             raise MediaError(f"cannot write images to {self.folder}: it is not writable")
-        for stale in self._unfinished():  # a run that died while writing a picture leaves its temporary file
-            stale.unlink(missing_ok=True)
         earlier = self._earlier_pictures()
-        if resume:
-            self.first_index = 1 + max(self._index_of(path) for path in earlier) if earlier else 0
-            return
-        if earlier and not overwrite:
+        if earlier and not (overwrite or resume):
             raise VidlightError(
                 f"{self.folder} already holds {len(earlier)} picture(s) named like {sample}; "
                 "pass -y/--overwrite to replace them, or choose another folder"
             )
-        for path in earlier:
+        for stale in self._unfinished():  # a writer that died while writing a picture leaves its temporary file
+            stale.unlink(missing_ok=True)
+        if resume:
+            self.first_index = 1 + max(index for index, _ in earlier) if earlier else 0
+            return
+        for _, path in earlier:
             path.unlink(missing_ok=True)
 
-    def _named(self) -> re.Pattern:
-        """The names the pattern makes, the index as the group."""
-        head, _, rest = self.pattern.partition("{index")
-        tail = rest.partition("}")[2]
-        return re.compile(re.escape(head) + r"(\d+)" + re.escape(tail))
+    def _index_of(self, name: str) -> int | None:
+        """The index that the pattern gives ``name``, or None where the pattern does not make it."""
+        match = self._named.fullmatch(name)
+        if match is None:
+            return None
+        index = int(match.group(1))
+        return index if self.pattern.format(index=index) == name else None
 
-    def _earlier_pictures(self) -> list[Path]:
-        """The folder's files that the pattern names (any index)."""
-        named = self._named()
-        return sorted(p for p in self.folder.iterdir() if named.fullmatch(p.name) and p.is_file())
+    def _earlier_pictures(self) -> list[tuple[int, Path]]:
+        """The folder's files that the pattern names (any index), with their indices."""
+        found = []
+        for path in self.folder.iterdir():
+            index = self._index_of(path.name)
+            if index is not None and path.is_file():
+                found.append((index, path))
+        return sorted(found)
 
     def _unfinished(self) -> list[Path]:
         """The temporary files :meth:`write` makes (``.name.tmp.suffix``) that the folder holds."""
-        head, _, rest = self.pattern.partition("{index")
-        tail = rest.partition("}")[2]
-        stem_tail = tail[: len(tail) - len(self.suffix)] if tail.lower().endswith(self.suffix) else tail
-        named = re.compile(
-            r"\." + re.escape(head) + r"\d+" + re.escape(stem_tail) + r"\.tmp" + re.escape(tail[len(stem_tail) :])
-        )
-        return [p for p in self.folder.iterdir() if named.fullmatch(p.name) and p.is_file()]
-
-    def _index_of(self, path: Path) -> int:
-        match = self._named().fullmatch(path.name)
-        assert match is not None, path
-        return int(match.group(1))
+        stale = []
+        for path in self.folder.iterdir():
+            name = path.name
+            stem, suffix = os.path.splitext(name[1:])
+            if (
+                name.startswith(".")
+                and stem.endswith(".tmp")
+                and self._index_of(stem[: -len(".tmp")] + suffix) is not None
+            ):
+                stale.append(path)
+        return stale
 
     def _path(self, index: int) -> Path:
         return self.folder / self.pattern.format(index=self.first_index + index)

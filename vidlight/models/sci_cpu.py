@@ -5,8 +5,8 @@ With three channels a 3x3 convolution is 81 multiply-adds per pixel; oneDNN is m
 channels and OpenCV's 2-D filters take one pass over memory per input and output plane. Here
 each output row of all three channels is summed in place from the nine input rows it reads,
 and each layer keeps only its last three rows: the input is read once (as planes: OpenCV
-splits the band's samples in one SIMD pass), the output written once (as planes, which
-OpenCV interleaves). The sums are fp32, without fast-math reassociation: within 1e-6 of torch's
+splits the band's samples in one SIMD pass) and the output written once, as planes that
+OpenCV then interleaves. The sums are fp32, without fast-math reassociation: within 1e-6 of torch's
 convolutions.
 """
 
@@ -19,8 +19,8 @@ import numpy as np
 
 from vidlight.jit import compiled
 
-# Each thread keeps its ring of rows: three rows of each layer but the last, and a row of the
-# last (a few hundred kB at 1080p, so they stay in the cache).
+# Each thread keeps its ring of rows, three rows of each layer but the last (a few hundred kB
+# at 1080p, so they stay in the cache), and the band's output as planes.
 _scratch = threading.local()
 
 
@@ -142,8 +142,11 @@ def _buffers(depth: int, width: int, rows: int) -> tuple[np.ndarray, np.ndarray]
 
 def _as_planes(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``rows`` (n x W x 3) as three C-contiguous n x W planes: OpenCV's split (one SIMD pass)
-    where the samples are interleaved, else copies of the channels."""
-    if rows.flags.c_contiguous and rows.dtype in (np.uint8, np.uint16, np.float32):
+    where the samples of each row are interleaved (rows may be padded), else copies of the
+    channels."""
+    size = rows.itemsize
+    interleaved = rows.strides[1:] == (3 * size, size) and rows.strides[0] >= rows.shape[1] * 3 * size
+    if interleaved and rows.dtype in (np.uint8, np.uint16, np.float32):
         red, green, blue = cv2.split(rows)
     else:
         red, green, blue = (np.ascontiguousarray(rows[..., c]) for c in range(3))
@@ -163,6 +166,10 @@ def illumination(
     bias, the residual block's (BatchNorm folded in), the output conv's. Reads ``2 + layers``
     rows of context above and below; releases the GIL. The sigmoid's exp is OpenCV's
     (vectorised; Numba's would be a scalar call per value)."""
+    if out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"the illumination is written to C-contiguous fp32 rows, not {out.dtype} with {out.strides}")
+    if y1 <= y0:
+        return
     factor = np.float32(scale)
     depth = 2 + layers
     w_in, b_in, w_mid, b_mid, w_out, b_out = params
@@ -191,6 +198,8 @@ def enhance_rows(
         raise ValueError(f"rows {y0}..{y1} of a {frame.shape} frame do not fit an output of {out.shape}")
     if not out.flags.c_contiguous:
         raise ValueError("the output rows must be C-contiguous")
+    if y1 == y0:
+        return
     scale = 1.0 / np.iinfo(frame.dtype).max
     held = getattr(_scratch, "rows", None)
     if held is None or held.size < np.prod(shape):

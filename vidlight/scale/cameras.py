@@ -155,6 +155,9 @@ class CameraPool:
                     report.failures.setdefault(name, f"its worker died ({type(exc).__name__})")
                 return
             log.warning("the worker serving %s died; starting it again", ", ".join(names))
+            # Ray may call an actor unavailable that still runs: end it, so that two workers
+            # never write one camera's output.
+            ray.kill(server["actor"], no_restart=True)
             restarted = start([_resumed(s) for s in server["share"]])
             restarted["restarts"] = server["restarts"] + 1
             server.update(restarted)
