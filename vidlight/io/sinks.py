@@ -69,8 +69,9 @@ class ImageDirSink:
     Args:
         folder: created if missing (its parent must exist).
         info: the source's :class:`VideoInfo` (unused; for the common constructor shape).
-        pattern: file name, formatted with ``index`` (0 for the first frame written); its
-            suffix picks the format (``.png`` keeps 16-bit frames 16-bit; ``.jpg`` is 8-bit).
+        pattern: file name, formatted with ``index`` (0 for the first frame written) in
+            decimal, as ``{index}`` or zero-padded as ``{index:06d}``; its suffix picks the
+            format (``.png`` keeps 16-bit frames 16-bit; ``.jpg`` is 8-bit).
         overwrite: replace the pictures of an earlier run (files the pattern names) that the
             folder holds; without it such a folder is refused, so two runs never mix.
         resume: go on after the pictures the folder holds instead (the first frame written gets
