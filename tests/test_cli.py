@@ -399,6 +399,12 @@ def test_quiet_hides_the_progress_bar_too(tmp_path: Path) -> None:
     assert shown.exit_code == 0 and "4/4" in shown.output  # the bar, on the runner's stderr
     quiet = CliRunner().invoke(main, ["-q", "process", str(clip.path), str(tmp_path / "b.mp4"), "-m", "sci"])
     assert quiet.exit_code == 0 and quiet.output == ""
+    # after the command too, as newcomers type it
+    after = CliRunner().invoke(main, ["process", str(clip.path), str(tmp_path / "c.mp4"), "-m", "sci", "-q"])
+    assert after.exit_code == 0 and after.output == "", after.output
+    assert len(read_video(tmp_path / "c.mp4").frames) == 4
+    for command in ("run", "serve", "compare", "eval", "bench"):
+        assert "-q, --quiet" in CliRunner().invoke(main, [command, "--help"]).output, command
 
 
 def test_the_summary_names_what_was_written(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -40,7 +40,7 @@ class _OneLineErrors(click.Group):
 @click.option("-q", "--quiet", is_flag=True, help="Only print errors (no progress bar).")
 def main(quiet: bool) -> None:
     """Enhance dark video with published low-light methods."""
-    logging.basicConfig(level=logging.ERROR if quiet else logging.INFO, format="vidlight: %(message)s")
+    _log_level(click.get_current_context(), logging.ERROR if quiet else logging.INFO)
     keep_freed_memory()  # this process is vidlight's: its arrays reuse freed memory
 
 
@@ -99,9 +99,38 @@ def settings_options(*groups: str, defaults: dict | None = None):
 
 
 def _quiet() -> bool:
-    """Whether ``vidlight -q`` was given: errors only, no progress bar either."""
+    """Whether ``-q`` was given (``vidlight -q CMD`` or ``vidlight CMD -q``): errors only, no
+    progress bar either."""
     ctx = click.get_current_context(silent=True)
-    return bool(ctx is not None and ctx.find_root().params.get("quiet"))
+    return bool(ctx is not None and (ctx.find_root().params.get("quiet") or ctx.meta.get("vidlight.quiet")))
+
+
+def _log_level(ctx: click.Context, level: int) -> None:
+    """Log at ``level`` while ``ctx`` runs, and as before once it ends (a program or a test
+    that invokes the command line in its own process keeps its logging)."""
+    logging.basicConfig(format="vidlight: %(message)s")
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(level)
+    ctx.call_on_close(lambda: root.setLevel(previous))
+
+
+def _set_quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta["vidlight.quiet"] = True
+        _log_level(ctx, logging.ERROR)
+
+
+# ``-q`` after the command as well as before it.
+quiet_option = click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_set_quiet,
+    help="Only print errors (no progress bar).",
+)
 
 
 def _settings(options: dict, **fixed) -> Settings:
@@ -116,6 +145,7 @@ def _settings(options: dict, **fixed) -> Settings:
 
 
 @main.command()
+@quiet_option
 @click.argument("source")
 @click.argument("sink")
 @settings_options("engine", "temporal", "encoder", "source", "run")
@@ -167,6 +197,7 @@ def _stop_on_sigterm():
 
 
 @main.command()
+@quiet_option
 @click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "-s",
@@ -196,6 +227,7 @@ def run(pipeline, overrides, no_progress):
 
 
 @main.command()
+@quiet_option
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "-s",
@@ -247,6 +279,7 @@ def serve(config, overrides, executor, workers):
 
 
 @main.command()
+@quiet_option
 @click.argument("video", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--models",
@@ -448,6 +481,7 @@ def train_sci_command(data, out, iterations, crop, batch_size, lr, eval_every, s
 
 
 @main.command("eval")
+@quiet_option
 @click.argument("input", type=click.Path(path_type=Path))
 @click.argument("outputs", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
@@ -500,6 +534,7 @@ def eval_command(input, outputs, labels, plot, max_frames, no_warp, downscale, n
 
 
 @main.command()
+@quiet_option
 @click.argument("video", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--height", type=click.IntRange(min=16), help="Scale the clip to this many lines first. [default: its own size]"
