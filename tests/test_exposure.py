@@ -221,6 +221,53 @@ def test_a_well_lit_picture_passes_nearly_unchanged_and_a_near_black_one_gets_th
     assert np.array_equal(auto, full)
 
 
+def _each_alone_and_together(pictures: dict[str, np.ndarray], tmp_path: Path, **options) -> tuple[list, list]:
+    """``pictures`` enhanced as one image folder, and each in a folder of its own."""
+    together = tmp_path / "together"
+    together.mkdir()
+    for name, picture in pictures.items():
+        cv2.imwrite(str(together / name), picture[..., ::-1])
+        alone = tmp_path / f"alone_{Path(name).stem}"
+        alone.mkdir()
+        cv2.imwrite(str(alone / name), picture[..., ::-1])
+    vidlight.enhance_video(together, str(tmp_path / "out_together") + "/", progress=False, **options)
+    joint = [_read(p) for p in sorted((tmp_path / "out_together").glob("*.png"))]
+    single = []
+    for name in pictures:
+        out = tmp_path / f"out_{Path(name).stem}"
+        vidlight.enhance_video(tmp_path / f"alone_{Path(name).stem}", str(out) + "/", progress=False, **options)
+        single.append(_read(next(out.glob("*.png"))))
+    return joint, single
+
+
+def test_the_pictures_of_a_folder_are_each_enhanced_on_their_own(shared_dir, tmp_path):
+    """A folder of photos is not a video: each picture gets what it would get alone. A dark
+    photo before a well-lit one of the same size had the well-lit one lifted to a washed-out
+    sky (mean 67 -> 156), since the exposure control's average carried over between them."""
+    dicm = shared_dir / "data" / "dicm"
+    pictures = {name: _read(dicm / name) for name in ("08.jpg", "09.jpg")}
+    joint, single = _each_alone_and_together(pictures, tmp_path)
+    for got, alone in zip(joint, single):
+        assert np.array_equal(got, alone)
+    well_lit = pictures["09.jpg"]
+    assert abs(float(joint[1].mean()) - float(well_lit.mean())) < 1.0  # it passes nearly unchanged
+    assert joint[0].mean() > 2 * pictures["08.jpg"].mean()  # and the dark one is lifted
+
+
+@pytest.mark.parametrize("smooth", [True, False])
+def test_pictures_of_any_size_carry_nothing_to_the_next(tmp_path, smooth):
+    """Synthetic pictures, with and without smoothing: a near-black one, a well-lit one of
+    another size and a near-black one again come out each as it does alone."""
+    rng = np.random.default_rng(11)
+    dark = (rng.random((48, 64, 3)) * 14).astype(np.uint8)
+    lit = (np.linspace(60, 220, 80)[None, :, None] * np.ones((40, 1, 3)) + rng.random((40, 80, 3)) * 8).astype(np.uint8)
+    pictures = {"a.png": dark, "b.png": lit, "c.png": dark[::-1].copy()}
+    joint, single = _each_alone_and_together(pictures, tmp_path, smooth=smooth)
+    for name, got, alone in zip(pictures, joint, single):
+        assert got.shape == alone.shape and np.array_equal(got, alone), name
+    assert abs(float(joint[1].mean()) - float(lit.mean())) < 1.0
+
+
 def test_a_day_to_night_fade_is_followed_without_pumping(shared_dir):
     """A well-lit picture whose exposure falls from 1 to 1/30 over 4 s, then holds for 1 s: the
     strength rises from 0 to about 1 without turning back; the output's brightness moves less,

@@ -551,7 +551,8 @@ class ImageDirSource:
     """Reads a folder of images (png, jpg, bmp, tif) in natural order as a video.
 
     Frame ``i`` has ``pts = i`` in a time base of ``1/fps``. 16-bit images stay 16-bit.
-    Unreadable images are skipped with a warning and counted in :attr:`corrupt_packets`.
+    Unreadable images are skipped with a warning and counted in :attr:`corrupt_packets`. The
+    pictures are unrelated (:attr:`stills`): the pipeline treats each as a scene of its own.
 
     Args:
         path: the folder.
@@ -560,6 +561,7 @@ class ImageDirSource:
 
     live = False
     reconnects = 0
+    stills = True  # each picture is its own scene: nothing carried over from the one before
 
     def __init__(self, path: str | os.PathLike, *, fps: float = 25.0) -> None:
         import cv2  # only image folders need OpenCV

@@ -185,6 +185,7 @@ def run_source(
         enabled=temporal.smooth,
         denoise=temporal.denoise,
         default_dt=float(1 / rate) if rate else 1 / 30,
+        stills=getattr(source, "stills", False),
     )
     latest = source.live if settings.source.latest_frame is None else settings.source.latest_frame
     try:

@@ -216,7 +216,11 @@ class _Live(StreamIntake):
         self.latencies = Latencies()
         rate = source.info.average_rate
         self.smoother = TemporalSmoother(
-            time_constant=smooth_time, enabled=smooth, denoise=denoise, default_dt=float(1 / rate) if rate else 1 / 30
+            time_constant=smooth_time,
+            enabled=smooth,
+            denoise=denoise,
+            default_dt=float(1 / rate) if rate else 1 / 30,
+            stills=getattr(source, "stills", False),
         )
         self.statistics = StatisticsSmoother(time_constant=smooth_time) if statistics and smooth else None
         self.exposure = ExposureControl() if exposure else None  # strength "auto": this stream's own

@@ -608,6 +608,9 @@ class TemporalSmoother:
         detect_cuts: restart the smoothing at scene cuts (see :class:`SceneCutDetector`).
         lookahead: frames of delay the smoothing may use to tell flicker from real changes.
         default_dt: seconds between frames when a frame has no time (1 / the stream's frame rate).
+        stills: every frame is a scene of its own (the unrelated pictures of an image folder):
+            nothing is carried from one to the next, neither by the smoothing nor, through the
+            cuts :meth:`scan` reports, by the model's exposure control and averages.
         **options: further :class:`GainSmoother` options (``follow``, ``estimate_response``, ``field``).
     """
 
@@ -619,9 +622,11 @@ class TemporalSmoother:
         detect_cuts: bool = True,
         lookahead: int = DEFAULT_LOOKAHEAD,
         default_dt: float = 1 / 30,
+        stills: bool = False,
         **options,
     ) -> None:
         self.enabled = enabled and time_constant > 0
+        self.stills = stills
         self.detector = SceneCutDetector() if detect_cuts else None
         self.smoother = GainSmoother(time_constant=time_constant, lookahead=lookahead, default_dt=default_dt, **options)
         # Frame indices where a cut reset the smoothing: the last 1024, so a camera that runs for
@@ -677,6 +682,8 @@ class TemporalSmoother:
         """Whether ``frame`` starts a new scene, and its block means (None when smoothing is
         off) for the smoother: the detector measures those rather than the frame when they
         are wide enough, so the frame is read once."""
+        if self.stills:
+            return True, blocks
         if self.detector is None:
             return False, blocks
         measured = blocks if blocks is not None and blocks.shape[1] >= self.detector.width else frame
