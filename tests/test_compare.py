@@ -68,6 +68,11 @@ def test_cli_compare_names_models_in_any_case_and_refuses_typos(tmp_path, page):
     assert typo.exit_code == 2 and "did you mean zero-dce" in typo.output
     model = CliRunner().invoke(main, ["compare", str(clip), "--models", "sci", "-m", "zero-dce"])
     assert model.exit_code == 2 and "--models NAME,NAME" in model.output
+    strength = CliRunner().invoke(main, ["compare", str(clip), "--strength", "1"])
+    assert strength.exit_code == 2 and "--strengths S,S" in strength.output
+    shown = CliRunner().invoke(main, ["compare", "--help"]).output
+    assert "--models" in shown and "--strengths" in shown  # and not the flags it refuses
+    assert "-m, --model" not in shown and "--strength " not in shown
 
 
 def test_a_model_without_its_weights_is_left_out_of_the_comparison(tmp_path, page):

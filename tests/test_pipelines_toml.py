@@ -35,6 +35,12 @@ def test_file_to_file_pipeline(tmp_path):
     with av.open(str(out)) as c:
         assert sum(1 for _ in c.decode(video=0)) == 6
         assert c.streams.audio
+    # Again into the same file: refused with the flag to pass, and that flag replaces it.
+    args = ["run", str(PIPELINES / "file-to-file.toml"), "--no-progress", "--set", f"source={clip.path}"]
+    again = CliRunner().invoke(main, [*args, "--set", f"sink={out}"])
+    assert again.exit_code == 1 and "pass -y/--overwrite" in again.output
+    replaced = CliRunner().invoke(main, [*args, "--set", f"sink={out}", "-y"])
+    assert replaced.exit_code == 0, replaced.output
 
 
 def test_pipeline_errors_are_one_line(tmp_path):

@@ -365,4 +365,4 @@ sink = "{tmp_path / "right"}/"
     with av.open(str(tmp_path / "left.mp4")) as c:
         assert sum(1 for _ in c.decode(video=0)) >= 20
     assert len(list((tmp_path / "right").glob("*.png"))) >= 30
-    assert "2 stream(s), 0 failed" in stderr
+    assert "2 stream(s) ended, 0 failed" in stderr

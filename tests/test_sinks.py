@@ -203,6 +203,10 @@ def test_a_photo_into_a_picture_file(tmp_path: Path) -> None:
     video = CliRunner().invoke(main, ["process", str(clip.path), str(tmp_path / "v.jpg"), "-m", "sci"])
     assert video.exit_code == 1 and "is one picture" in video.output
     assert not (tmp_path / "v.jpg").exists()
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not the rest of a picture" * 4)
+    bad = CliRunner().invoke(main, ["process", str(broken), str(tmp_path / "b.png"), "-m", "sci"])
+    assert bad.exit_code == 1 and "as a picture" in bad.output and not (tmp_path / "b.png").exists()
 
 
 def test_ctrl_c_inside_the_files_close_removes_it(tmp_path: Path) -> None:

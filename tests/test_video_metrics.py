@@ -395,7 +395,9 @@ def test_eval_compares_the_common_prefix(tmp_path: Path, clips, caplog: pytest.L
     assert result.exit_code == 0, result.output
     rows = _rows(result.output)
     assert rows["dark.mp4"][0] == rows["short.mp4"][0] == "5"
-    assert any("short.mp4 ended after 5 frames" in r.getMessage() for r in caplog.records), caplog.text
+    assert any("short.mp4 ended after 5 frames while dark.mp4 goes on" in r.getMessage() for r in caplog.records), (
+        caplog.text
+    )
 
 
 def test_eval_errors(tmp_path: Path, clips) -> None:

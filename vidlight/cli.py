@@ -69,9 +69,10 @@ def _model_option_pairs(ctx: click.Context, param: click.Parameter, values: tupl
     return values
 
 
-def settings_options(*groups: str, defaults: dict | None = None):
+def settings_options(*groups: str, defaults: dict | None = None, hidden: tuple[str, ...] = ()):
     """Click options for the settings fields of ``groups``, named, explained and defaulted as
-    :mod:`vidlight.settings` says (``defaults`` changes a default for this command)."""
+    :mod:`vidlight.settings` says (``defaults`` changes a default for this command; ``hidden``
+    fields are accepted but not shown in its help, for a command that takes them otherwise)."""
 
     def decorate(command: Callable) -> Callable:
         for f in reversed(list(fields(*groups))):
@@ -92,7 +93,7 @@ def settings_options(*groups: str, defaults: dict | None = None):
                 )
             if f.name == "model":
                 kwargs["help"] += " Models: " + ", ".join(list_models()) + "."
-            command = click.option(*f.flags, f.name, **kwargs)(command)
+            command = click.option(*f.flags, f.name, hidden=f.name in hidden, **kwargs)(command)
         return command
 
     return decorate
@@ -207,11 +208,15 @@ def _stop_on_sigterm():
     metavar="KEY=VALUE",
     help="Override a key of the definition, e.g. --set source=in.mp4 (repeatable).",
 )
+@click.option("-y", "--overwrite", is_flag=True, help="Replace an existing output (as --set overwrite=true).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def run(pipeline, overrides, no_progress):
+def run(pipeline, overrides, overwrite, no_progress):
     """Run a pipeline definition (TOML), e.g. pipelines/file-to-file.toml."""
     from vidlight.io.live import redact
     from vidlight.pipeline.config import load_pipeline, run_pipeline
+
+    if overwrite:
+        overrides = (*overrides, "overwrite=true")
 
     given = {o.partition("=")[0].strip() for o in overrides}
     try:
@@ -316,7 +321,7 @@ def serve(config, overrides, executor, workers):
     type=click.Path(dir_okay=False, path_type=Path),
     help="The HTML page to write. [default: VIDEO's name + -compare.html, here]",
 )
-@settings_options("engine", "temporal", defaults={"model": "sci"})
+@settings_options("engine", "temporal", defaults={"model": "sci"}, hidden=("model", "strength"))
 def compare(video, model_names, strengths, frames, samples, output, **options):
     """Compare models on VIDEO in one self-contained HTML page.
 
@@ -329,6 +334,8 @@ def compare(video, model_names, strengths, frames, samples, output, **options):
     ctx = click.get_current_context()
     if ctx.get_parameter_source("model") is not click.core.ParameterSource.DEFAULT:
         raise click.UsageError("compare takes its models as --models NAME,NAME (not -m/--model)")
+    if ctx.get_parameter_source("strength") is not click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("compare takes its strengths as --strengths S,S (not --strength)")
     names = [n.strip() for n in model_names.split(",") if n.strip()]
     for name in names:  # any case, "did you mean" on a typo
         try:

@@ -142,10 +142,11 @@ def _warn_unequal(paths: list[Path], frames: list, common: int) -> None:
     ended = [p.name for p, f in zip(paths, frames) if f is None]
     longer = [p.name for p, f in zip(paths, frames) if f is not None]
     log.warning(
-        "%s ended after %d frames while %s go on: compared the first %d frames",
+        "%s ended after %d frames while %s %s on: compared the first %d frames",
         ", ".join(ended),
         common,
         ", ".join(longer),
+        "goes" if len(longer) == 1 else "go",
         common,
     )
 

@@ -233,6 +233,8 @@ class FileSource:
         s = container.streams.video[0]
         cc = s.codec_context
         if not cc.width or not cc.height:
+            if self.path.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
+                raise MediaError(f"cannot read {self.path} as a picture (corrupt or not an image?)")
             raise MediaError(f"cannot read {self.path}: the video stream has no frame size (corrupt header?)")
         first = None
         try:

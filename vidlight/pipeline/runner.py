@@ -387,7 +387,7 @@ def _run(
         if isinstance(failure, av.error.FFmpegError):
             raise MediaError(redact(f"failed on {name} -> {output}: {failure}")) from failure
         raise failure
-    if source.corrupt_packets:
+    if source.corrupt_packets and not getattr(source, "stills", False):  # a folder names each picture it skips
         log.warning("%s: skipped %d corrupt packet(s)", name, source.corrupt_packets)
     if live:
         log.info("%s: %s", name, stats.summary())

@@ -132,7 +132,7 @@ class ServeReport:
 
     def summary(self) -> str:
         return (
-            f"{len(self.streams)} stream(s), {len(self.failures)} failed; {self.model_calls} model calls, "
+            f"{len(self.streams)} stream(s) ended, {len(self.failures)} failed; {self.model_calls} model calls, "
             f"{self.mean_batch:.1f} frames per call, {self.mixed_calls} with frames of several streams"
         )
 
