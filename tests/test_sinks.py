@@ -186,6 +186,45 @@ def test_process_into_a_used_image_folder_needs_overwrite(tmp_path: Path) -> Non
     assert len(list(out.iterdir())) == 2
 
 
+def test_a_folder_of_pictures_into_a_folder_keeps_their_names(tmp_path: Path) -> None:
+    """Photos keep their names (as PNG), whatever the order and an unreadable one among them;
+    each output is its own input enhanced. Names already there need -y; a pattern numbers the
+    frames instead, and so do inputs whose names would collide (a.jpg and a.png)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shots = {"b.jpg": 2, "a10.png": 9, "a2.png": 5}
+    for name, seed in shots.items():
+        cv2.imwrite(str(photos / name), cv2.cvtColor(gradient(64, 48, seed) // 3, cv2.COLOR_RGB2BGR))
+    (photos / "a5.png").write_bytes(b"not a picture")  # skipped, with a warning
+    out = tmp_path / "out"
+    args = ["process", str(photos), f"{out}/", "-m", "sci", "--strength", "1", "--no-progress"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a10.png", "a2.png", "b.png"]
+    for name in shots:
+        alone = tmp_path / f"alone_{name}"
+        alone.mkdir()
+        (alone / name).write_bytes((photos / name).read_bytes())
+        single = tmp_path / f"single_{name}"
+        assert (
+            CliRunner().invoke(main, ["process", str(alone), f"{single}/", "-m", "sci", "--strength", "1"]).exit_code
+            == 0
+        )
+        stem = Path(name).stem
+        np.testing.assert_array_equal(cv2.imread(str(out / f"{stem}.png")), cv2.imread(str(single / f"{stem}.png")))
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 1 and "already holds 3 of these pictures" in again.output
+    assert CliRunner().invoke(main, [*args, "-y"]).exit_code == 0
+    numbered = CliRunner().invoke(main, ["process", str(photos), f"{tmp_path}/n/{{index:03d}}.png", "-m", "sci"])
+    assert numbered.exit_code == 0 and sorted(p.name for p in (tmp_path / "n").iterdir()) == [
+        "000.png",
+        "001.png",
+        "002.png",
+    ]
+    cv2.imwrite(str(photos / "b.png"), gradient(64, 48, 1))
+    clash = CliRunner().invoke(main, ["process", str(photos), f"{tmp_path}/c/", "-m", "sci"])
+    assert clash.exit_code == 0 and len(list((tmp_path / "c").glob("frame_*.png"))) == 4
+
+
 def test_a_photo_into_a_picture_file(tmp_path: Path) -> None:
     """One picture in, one picture out (the suffix picks the format); a video into a picture
     name is refused before anything runs, and an existing picture needs -y."""

@@ -63,6 +63,19 @@ def _pattern_names(pattern: str) -> re.Pattern:
     return re.compile("".join(parts))
 
 
+def _make_folder(folder: Path) -> None:
+    """``folder``, created if missing (its parent must exist), and writable."""
+    if not folder.is_dir():
+        if not folder.parent.is_dir():
+            raise MediaError(f"cannot write images to {folder}: folder {folder.parent} does not exist")
+        try:
+            folder.mkdir()
+        except OSError as exc:
+            raise MediaError(f"cannot create {folder}: {exc.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise MediaError(f"cannot write images to {folder}: it is not writable")
+
+
 class ImageDirSink:
     """Writes each frame as an image file in a folder.
 
@@ -113,15 +126,7 @@ class ImageDirSink:
         if "/" in sample or os.sep in sample:
             raise VidlightError(f"image pattern {pattern!r} must be a file name, not a path")
         self._named = _pattern_names(pattern)
-        if not self.folder.is_dir():
-            if not self.folder.parent.is_dir():
-                raise MediaError(f"cannot write images to {self.folder}: folder {self.folder.parent} does not exist")
-            try:
-                self.folder.mkdir()
-            except OSError as exc:
-                raise MediaError(f"cannot create {self.folder}: {exc.strerror}") from None
-        if not os.access(self.folder, os.W_OK):
-            raise MediaError(f"cannot write images to {self.folder}: it is not writable")
+        _make_folder(self.folder)
         earlier = self._earlier_pictures()
         if earlier and not (overwrite or resume):
             raise VidlightError(
@@ -170,11 +175,15 @@ class ImageDirSink:
     def _path(self, index: int) -> Path:
         return self.folder / self.pattern.format(index=self.first_index + index)
 
+    def _target(self, pts: int | None) -> Path:
+        """Where the next frame (at ``pts``) goes."""
+        return self._path(self.frames_written)
+
     def write(self, rgb: np.ndarray, pts: int | None) -> None:
         cv2 = self._cv2
         if rgb.dtype == np.uint16 and self.suffix in (".jpg", ".jpeg", ".bmp"):
             rgb = (rgb >> 8).astype(np.uint8)  # these formats hold 8 bits
-        path = self._path(self.frames_written)
+        path = self._target(pts)
         tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # cv2 picks the format by suffix
         ok = cv2.imwrite(str(tmp), cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
         if not ok:
@@ -220,6 +229,45 @@ class PictureSink(ImageDirSink):
                 "pattern (out/{index:06d}.png)"
             )
         return self.target
+
+
+class SameNamesSink(ImageDirSink):
+    """Writes the pictures of an image folder under their own names, as PNG (``night.jpg`` ->
+    ``night.png``; the folder's picture ``i`` is the frame at pts ``i``). Pictures whose names
+    are already in the folder are refused without ``overwrite``; the folder's other files stay.
+
+    Args:
+        folder: created if missing (its parent must exist).
+        names: the input pictures' names without their suffix, in the folder's order.
+        info: the source's :class:`VideoInfo` (unused).
+        overwrite: replace pictures of these names.
+    """
+
+    def __init__(
+        self, folder: str | os.PathLike, names: list[str], info: VideoInfo | None = None, *, overwrite: bool = False
+    ) -> None:
+        import cv2
+
+        self._cv2 = cv2
+        self.folder = Path(folder)
+        self.output = f"{self.folder}{os.sep}"
+        self.names = list(names)
+        self.suffix = ".png"
+        self.frames_written = 0
+        _make_folder(self.folder)
+        taken = [self.folder / f"{n}{self.suffix}" for n in self.names if (self.folder / f"{n}{self.suffix}").exists()]
+        if taken and not overwrite:
+            raise VidlightError(
+                f"{self.folder} already holds {len(taken)} of these pictures (e.g. {taken[0].name}); "
+                "pass -y/--overwrite to replace them, or choose another folder"
+            )
+        for name in self.names:  # a writer that died while writing a picture leaves its temporary file
+            (self.folder / f".{name}.tmp{self.suffix}").unlink(missing_ok=True)
+
+    def _target(self, pts: int | None) -> Path:
+        if pts is None or not 0 <= pts < len(self.names):
+            raise MediaError(f"no picture name for frame {pts} of {len(self.names)}")
+        return self.folder / f"{self.names[pts]}{self.suffix}"
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(h|m|s)?\s*$", re.IGNORECASE)
@@ -528,6 +576,7 @@ def open_sink(
     transport: str = "tcp",
     live_source: bool = False,
     resume: bool = False,
+    names: list[str] | None = None,
 ):
     """The sink for what the user typed.
 
@@ -535,7 +584,9 @@ def open_sink(
     folder, a path ending with ``/`` or a pattern containing ``{index`` → :class:`ImageDirSink`;
     with ``segment_seconds`` → :class:`SegmentedFileSink`; anything else → :class:`FileSink`
     (whose encoder opens at the first frame for a ``live_source``: see its ``open_encoder``).
-    ``resume``: an image folder keeps the pictures it holds and goes on after them.
+    ``resume``: an image folder keeps the pictures it holds and goes on after them. ``names``:
+    the input pictures' names (an image folder's), which a folder output (not a pattern) gives
+    its pictures (:class:`SameNamesSink`) where they are all different.
     """
     text = str(spec)
     kind = classify_sink(text)
@@ -547,6 +598,8 @@ def open_sink(
         path = Path(text)
         return ImageDirSink(path.parent, info, pattern=path.name, overwrite=overwrite, resume=resume)
     if kind == "images":
+        if names and not resume and len({n.lower() for n in names}) == len(names):
+            return SameNamesSink(text, names, info, overwrite=overwrite)
         return ImageDirSink(text, info, overwrite=overwrite, resume=resume)
     if kind == "picture":
         return PictureSink(text, info, overwrite=overwrite)
@@ -576,6 +629,7 @@ def sink_with(
     copy_streams: list | tuple = (),
     live_source: bool = False,
     resume: bool = False,
+    names: list[str] | None = None,
 ):
     """:func:`open_sink` with a run's settings (encoder, segments, transport, overwrite)."""
     encoder = settings.encoder
@@ -591,4 +645,5 @@ def sink_with(
         transport=settings.source.transport,
         live_source=live_source,
         resume=resume,
+        names=names,
     )

@@ -31,7 +31,7 @@ import av
 from vidlight.errors import MediaError, VidlightError
 from vidlight.io import Sink, Source
 from vidlight.io.files import VideoInfo
-from vidlight.io.live import IMAGE_SUFFIXES, Reconnected, classify, redact, source_with
+from vidlight.io.live import IMAGE_SUFFIXES, ImageDirSource, Reconnected, classify, redact, source_with
 from vidlight.io.sinks import classify_sink, sink_with
 from vidlight.pipeline.batching import SmoothingThread, StreamIntake, run_model
 from vidlight.pipeline.enhancer import FrameEnhancer, load_engine_model, prepare_engine, single_threaded_ops
@@ -140,7 +140,9 @@ def enhance_video(
         if isinstance(output, Sink):  # a sink object (e.g. vidlight.pipeline.iterate.FrameQueueSink)
             output.open(info)  # type: ignore[attr-defined]
             return output
-        return sink_with(output, info, settings, copy_streams=source.copy_streams, live_source=source.live)
+        # A folder of pictures into a folder: each keeps its name (as PNG).
+        names = [f.stem for f in source.files] if isinstance(source, ImageDirSource) else None
+        return sink_with(output, info, settings, copy_streams=source.copy_streams, live_source=source.live, names=names)
 
     stats = run_source(source, make_sink, settings, stop_event=stop_event, on_frames=on_frames)
     declared = source.info.frames
