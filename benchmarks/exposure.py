@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import time
@@ -86,11 +87,17 @@ def write_rgb(path: Path, rgb: np.ndarray) -> None:
     cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]))
 
 
+def natural(path: Path) -> list:
+    """``path``'s name as text and numbers (``2.png`` before ``10.png``), as folders are read."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
 def enhance_images(folder: Path, out: Path, **options) -> list[np.ndarray]:
-    """Every image of ``folder`` through enhance_video as a folder; the outputs in order."""
+    """Every image of ``folder`` through enhance_video as a folder; the outputs in the folder's
+    order (each keeps its input's name)."""
     out.mkdir(parents=True, exist_ok=True)
     enhance_video(folder, str(out) + "/", progress=False, overwrite=True, **options)
-    return [read_rgb(p) for p in sorted(out.glob("*.png"))]
+    return [read_rgb(p) for p in sorted(out.glob("*.png"), key=natural)]
 
 
 def enhance_each(images: list[np.ndarray], work: Path, **options) -> list[np.ndarray]:
