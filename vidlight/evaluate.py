@@ -1,9 +1,9 @@
 """``vidlight eval``: flicker figures of a dark video and its enhanced versions, and a luma plot.
 
 A video is a file or a folder of images (in natural order, as ``vidlight process`` reads and
-writes them). Every video is decoded in step with the input (one frame of each in memory at a time); the
-optical flow is computed once per frame on the input and used for the warping error of every
-video, as Lai et al. do (see :mod:`vidlight.video_metrics`).
+writes them). Every video is decoded in step with the input (one frame of each in memory at a
+time); the optical flow is computed once per frame on the input and used for the warping error
+of every video, as Lai et al. do (see :mod:`vidlight.video_metrics`).
 """
 
 from __future__ import annotations
