@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -177,6 +178,20 @@ def test_a_failing_stream_does_not_stop_the_others(clips, tmp_path: Path) -> Non
     assert not (tmp_path / "missing.mp4").exists()
     with pytest.raises(VidlightError, match="no stream could run"):
         serve([Stream("x", str(tmp_path / "nope.mp4"), str(tmp_path / "x.mp4"))], model="sci", device="cpu")
+
+
+def test_a_camera_still_opening_when_stopped_is_named_in_the_summary(clips, tmp_path: Path) -> None:
+    """Stopped while a camera that nothing answers is still being retried: the report says it
+    never opened, rather than counting no stream at all."""
+    streams = [
+        Stream("file", str(clips["a"]), str(tmp_path / "a.mp4"), preset="ultrafast"),
+        Stream("cam", "rtsp://127.0.0.1:9/none", "null", open_timeout_seconds=0.5),
+    ]
+    stop = threading.Event()
+    threading.Timer(4.0, stop.set).start()
+    report = serve(streams, model="sci", device="cpu", stop_event=stop)
+    assert report.interrupted and report.not_started == ["cam"] and report.failures == {}
+    assert report.summary().startswith("1 stream(s) ended, 0 failed, 1 stopped before they opened;")
 
 
 def test_bad_weights_leave_nothing_behind(clips, tmp_path: Path) -> None:

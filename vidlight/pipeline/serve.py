@@ -122,6 +122,7 @@ class ServeReport:
     frames: int = 0  # frames through the model
     mixed_calls: int = 0  # model calls with frames of two or more streams
     interrupted: bool = False
+    not_started: list[str] = field(default_factory=list)  # streams still opening when the run was stopped
     _running: dict = field(default_factory=dict, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     _seen: dict = field(default_factory=dict, repr=False, compare=False)  # name -> (time, frames) of the last status
@@ -131,9 +132,10 @@ class ServeReport:
         return self.frames / self.model_calls if self.model_calls else 0.0
 
     def summary(self) -> str:
+        waiting = f", {len(self.not_started)} stopped before they opened" if self.not_started else ""
         return (
-            f"{len(self.streams)} stream(s) ended, {len(self.failures)} failed; {self.model_calls} model calls, "
-            f"{self.mean_batch:.1f} frames per call, {self.mixed_calls} with frames of several streams"
+            f"{len(self.streams)} stream(s) ended, {len(self.failures)} failed{waiting}; {self.model_calls} model "
+            f"calls, {self.mean_batch:.1f} frames per call, {self.mixed_calls} with frames of several streams"
         )
 
     def status(self) -> list[CameraStatus]:
@@ -523,6 +525,7 @@ def serve(
         threads.close()  # after the streams' threads: the thread settings are the process's
     if len(report.failures) == len(streams):
         raise VidlightError(f"no stream could run: {'; '.join(f'{n}: {e}' for n, e in report.failures.items())}")
+    report.not_started = [n for n in names if n not in report.streams and n not in report.failures]
     return report
 
 

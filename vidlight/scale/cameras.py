@@ -167,6 +167,7 @@ class CameraPool:
         server["ref"] = None
         report.streams.update(result.streams)
         report.failures.update(result.failures)
+        report.not_started += result.not_started
         report.model_calls += result.model_calls
         report.frames += result.frames
         report.mixed_calls += result.mixed_calls
