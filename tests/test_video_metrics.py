@@ -349,6 +349,25 @@ def test_eval_prints_figures_and_plots(tmp_path: Path, clips) -> None:
     assert len(np.unique(image.reshape(-1, 3), axis=0)) > 20
 
 
+def test_the_plot_legend_sits_where_the_lines_are_not(tmp_path: Path) -> None:
+    """Bright outputs run along the top of the chart, where the legend used to sit: the legend
+    goes to the corner the lines cross least, and covers none of them here."""
+    from vidlight.evaluate import plot_luma
+
+    rising = [20.0 + 8 * i for i in range(20)]  # from the bottom left to the top right
+    series = {"input": rising, "enhanced": [v + 10 for v in rising]}
+    png = tmp_path / "luma.png"
+    plot_luma(series, png)
+    image = cv2.imread(str(png))
+    ys, xs = np.nonzero(cv2.inRange(image, (160, 160, 160), (160, 160, 160)))  # the box's grey border
+    assert len(xs) and xs.max() < image.shape[1] / 2 and ys.max() < image.shape[0] / 2  # top left
+    # Drawn without the legend's corner, the lines leave that box white.
+    inside = image[ys.min() + 1 : ys.max(), xs.min() + 1 : xs.max()]
+    lines = cv2.inRange(inside, (0, 0, 0), (200, 200, 200))  # darker than the grid
+    text = cv2.inRange(inside, (0, 0, 0), (60, 60, 60))  # the labels' ink
+    assert np.count_nonzero(lines) - np.count_nonzero(text) < 0.1 * inside.shape[0] * inside.shape[1]
+
+
 def test_eval_input_alone_without_warp(clips) -> None:
     dark_clip, _ = clips
     result = invoke("eval", dark_clip.path, "--no-warp", "--max-frames", "5", "--no-progress")

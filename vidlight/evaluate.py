@@ -216,6 +216,15 @@ def check_plot_path(path: str | os.PathLike) -> None:
         raise MediaError(f"cannot write {path}: folder {path.parent} does not exist")
 
 
+def _quietest_corner(curves: np.ndarray, area: tuple[int, int, int, int], box: tuple[int, int]) -> tuple[int, int]:
+    """The top-left point of a ``box`` (w, h) in the corner of ``area`` (x0, y0, x1, y1) that
+    covers the fewest marked pixels of ``curves``; top right first on a tie."""
+    x0, y0, x1, y1 = area
+    w, h = box
+    corners = [(x1 - 10 - w, y0 + 10), (x0 + 10, y0 + 10), (x1 - 10 - w, y1 - 10 - h), (x0 + 10, y1 - 10 - h)]
+    return min(corners, key=lambda c: int(np.count_nonzero(curves[c[1] : c[1] + h, c[0] : c[0] + w])))
+
+
 def plot_luma(
     series: Mapping[str, Sequence[float]],
     path: str | os.PathLike,
@@ -274,21 +283,23 @@ def plot_luma(
     (tw, th), _ = cv2.getTextSize(title, _FONT, 0.65, 2)
     cv2.putText(image, title, ((width - tw) // 2, 24), _FONT, 0.65, ink, 2, cv2.LINE_AA)
 
+    curves = np.zeros((height, width), np.uint8)  # where the lines run, to keep the legend off them
     for k, values in enumerate(series.values()):
         colour = _COLOURS[k % len(_COLOURS)]
         points = np.array([(px(i), py(v)) for i, v in enumerate(values)], np.int32)
-        if len(points) == 1:
-            cv2.circle(image, tuple(int(c) for c in points[0]), 3, colour, -1, cv2.LINE_AA)
-        elif len(points):
-            cv2.polylines(image, [points.reshape(-1, 1, 2)], False, colour, 2, cv2.LINE_AA)
+        for canvas, ink_of in ((image, colour), (curves, 255)):
+            if len(points) == 1:
+                cv2.circle(canvas, tuple(int(c) for c in points[0]), 3, ink_of, -1, cv2.LINE_AA)
+            elif len(points):
+                cv2.polylines(canvas, [points.reshape(-1, 1, 2)], False, ink_of, 2, cv2.LINE_AA)
 
-    # Legend, top right inside the plot area, on a white box so lines do not run through it.
+    # Legend, in the corner of the plot area that the lines cross least, on a white box.
     labels = list(series)
     sizes = [cv2.getTextSize(label, _FONT, 0.45, 1)[0] for label in labels]
     row = max(s[1] for s in sizes) + 10
-    box_w = max(s[0] for s in sizes) + 45
-    bx1, by0 = x1 - 10, y0 + 10
-    bx0, by1 = bx1 - box_w, by0 + row * len(labels) + 8
+    box_w, box_h = max(s[0] for s in sizes) + 45, row * len(labels) + 8
+    bx0, by0 = _quietest_corner(curves, (x0, y0, x1, y1), (box_w, box_h))
+    bx1, by1 = bx0 + box_w, by0 + box_h
     cv2.rectangle(image, (bx0, by0), (bx1, by1), (255, 255, 255), -1)
     cv2.rectangle(image, (bx0, by0), (bx1, by1), (160, 160, 160), 1)
     for k, label in enumerate(labels):
