@@ -213,6 +213,8 @@ def test_a_folder_of_pictures_into_a_folder_keeps_their_names(tmp_path: Path) ->
         np.testing.assert_array_equal(cv2.imread(str(out / f"{stem}.png")), cv2.imread(str(single / f"{stem}.png")))
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 1 and "already holds 3 of these pictures" in again.output
+    assert CliRunner().invoke(main, [*args, "-y", "--max-frames", "1"]).exit_code == 0
+    assert [p.name for p in out.iterdir()] == ["a2.png"]  # not beside the earlier run's others
     assert CliRunner().invoke(main, [*args, "-y"]).exit_code == 0
     numbered = CliRunner().invoke(main, ["process", str(photos), f"{tmp_path}/n/{{index:03d}}.png", "-m", "sci"])
     assert numbered.exit_code == 0 and sorted(p.name for p in (tmp_path / "n").iterdir()) == [

@@ -359,13 +359,25 @@ def test_the_plot_legend_sits_where_the_lines_are_not(tmp_path: Path) -> None:
     png = tmp_path / "luma.png"
     plot_luma(series, png)
     image = cv2.imread(str(png))
-    ys, xs = np.nonzero(cv2.inRange(image, (160, 160, 160), (160, 160, 160)))  # the box's grey border
+    ys, xs = _legend_box(image)
     assert len(xs) and xs.max() < image.shape[1] / 2 and ys.max() < image.shape[0] / 2  # top left
     # Drawn without the legend's corner, the lines leave that box white.
     inside = image[ys.min() + 1 : ys.max(), xs.min() + 1 : xs.max()]
     lines = cv2.inRange(inside, (0, 0, 0), (200, 200, 200))  # darker than the grid
     text = cv2.inRange(inside, (0, 0, 0), (60, 60, 60))  # the labels' ink
     assert np.count_nonzero(lines) - np.count_nonzero(text) < 0.1 * inside.shape[0] * inside.shape[1]
+    # A legend taller than the plot stays on the image, from the plot's top.
+    plot_luma({f"run {k}": [float(k)] * 5 for k in range(30)}, tmp_path / "many.png")
+    ys, _ = _legend_box(cv2.imread(str(tmp_path / "many.png")))
+    assert ys.min() >= 50  # below the title, not over it
+
+
+def _legend_box(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows and columns of the legend box's grey border (long runs of it, not the grey
+    edge pixels of anti-aliased text)."""
+    grey = cv2.inRange(image, (160, 160, 160), (160, 160, 160)) > 0
+    rows, cols = np.nonzero(grey.sum(axis=1) > 40)[0], np.nonzero(grey.sum(axis=0) > 20)[0]
+    return rows, cols
 
 
 def test_eval_input_alone_without_warp(clips) -> None:

@@ -222,6 +222,8 @@ def _quietest_corner(curves: np.ndarray, area: tuple[int, int, int, int], box: t
     x0, y0, x1, y1 = area
     w, h = box
     corners = [(x1 - 10 - w, y0 + 10), (x0 + 10, y0 + 10), (x1 - 10 - w, y1 - 10 - h), (x0 + 10, y1 - 10 - h)]
+    # A box larger than the area stays inside the image, from the area's top left.
+    corners = [(max(x0 + 10, x), max(y0 + 10, y)) for x, y in corners]
     return min(corners, key=lambda c: int(np.count_nonzero(curves[c[1] : c[1] + h, c[0] : c[0] + w])))
 
 

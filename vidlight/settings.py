@@ -189,6 +189,15 @@ class SourceSettings:
         help="When enhancement falls behind, skip to the newest frame (counted as dropped).",
     )
     fps: float = setting(25.0, kind=float, above=0, help="Frame rate of a folder of images.")
+    sequence: bool = setting(
+        False,
+        kind=bool,
+        flags=("--sequence/--stills",),
+        help=(
+            "Read a folder of images as the frames of one video (smoothing, the exposure control "
+            "and clip models follow them over time), not as unrelated pictures each enhanced on its own."
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -551,19 +551,20 @@ class ImageDirSource:
     """Reads a folder of images (png, jpg, bmp, tif) in natural order as a video.
 
     Frame ``i`` has ``pts = i`` in a time base of ``1/fps``. 16-bit images stay 16-bit.
-    Unreadable images are skipped with a warning and counted in :attr:`corrupt_packets`. The
-    pictures are unrelated (:attr:`stills`): the pipeline treats each as a scene of its own.
+    Unreadable images are skipped with a warning and counted in :attr:`corrupt_packets`.
 
     Args:
         path: the folder.
         fps: the frame rate to give the sequence.
+        sequence: the pictures are the frames of one video. By default they are unrelated
+            (:attr:`stills`): the pipeline treats each as a scene of its own.
     """
 
     live = False
     reconnects = 0
-    stills = True  # each picture is its own scene: nothing carried over from the one before
 
-    def __init__(self, path: str | os.PathLike, *, fps: float = 25.0) -> None:
+    def __init__(self, path: str | os.PathLike, *, fps: float = 25.0, sequence: bool = False) -> None:
+        self.stills = not sequence  # each picture its own scene: nothing carried over from the one before
         import cv2  # only image folders need OpenCV
 
         self._cv2 = cv2
@@ -670,14 +671,14 @@ _LIVE_OPTIONS = {
     "options",
     "buffer_frames",
 }
-_IMAGE_OPTIONS = {"fps"}
+_IMAGE_OPTIONS = {"fps", "sequence"}
 _FILE_OPTIONS = {"threads"}
 
 
 def open_source(spec: str | os.PathLike, **options: Any):
     """Open a video file, a stream URL, a webcam or an image folder, as :func:`classify` decides.
 
-    ``options`` are those of :class:`LiveSource`, :class:`ImageDirSource` (``fps``) and
+    ``options`` are those of :class:`LiveSource`, :class:`ImageDirSource` (``fps``, ``sequence``) and
     :class:`~vidlight.io.files.FileSource` (``threads``); the ones that do not apply to the
     kind of source are ignored, so that a caller can pass all its settings.
 
@@ -709,5 +710,6 @@ def source_with(spec: str | os.PathLike, settings: SourceSettings, *, stop_event
         reconnect=settings.reconnect,
         max_reconnects=settings.max_reconnects,
         fps=settings.fps,
+        sequence=settings.sequence,
         stop_event=stop_event,
     )

@@ -261,6 +261,8 @@ class SameNamesSink(ImageDirSink):
                 f"{self.folder} already holds {len(taken)} of these pictures (e.g. {taken[0].name}); "
                 "pass -y/--overwrite to replace them, or choose another folder"
             )
+        for path in taken:  # all of them, so that a shorter run does not leave an earlier one's beside it
+            path.unlink(missing_ok=True)
         for name in self.names:  # a writer that died while writing a picture leaves its temporary file
             (self.folder / f".{name}.tmp{self.suffix}").unlink(missing_ok=True)
 
@@ -598,8 +600,10 @@ def open_sink(
         path = Path(text)
         return ImageDirSink(path.parent, info, pattern=path.name, overwrite=overwrite, resume=resume)
     if kind == "images":
-        if names and not resume and len({n.lower() for n in names}) == len(names):
-            return SameNamesSink(text, names, info, overwrite=overwrite)
+        if names and not resume:
+            if len({n.lower() for n in names}) == len(names):
+                return SameNamesSink(text, names, info, overwrite=overwrite)
+            log.info("two input pictures share a name (as a.jpg and a.png): numbering the output pictures instead")
         return ImageDirSink(text, info, overwrite=overwrite, resume=resume)
     if kind == "picture":
         return PictureSink(text, info, overwrite=overwrite)
