@@ -89,7 +89,7 @@ def write_rgb(path: Path, rgb: np.ndarray) -> None:
 
 def natural(path: Path) -> list:
     """``path``'s name as text and numbers (``2.png`` before ``10.png``), as folders are read."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
 
 
 def enhance_images(folder: Path, out: Path, **options) -> list[np.ndarray]:
