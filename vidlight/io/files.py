@@ -87,6 +87,9 @@ def output_color_range(tag: int) -> int:
 TO_RGB = Interpolation.POINT | Interpolation.ACCURATE_RND
 
 
+# The picture files vidlight reads and writes (image folders, photos).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
 # Software encoders that take x264's --crf and --preset as they are.
 CRF_ENCODERS = ("libx264", "libx265", "libvpx-vp9", "libaom-av1", "libsvtav1")
 PRESET_ENCODERS = ("libx264", "libx265", "libsvtav1")
@@ -233,7 +236,7 @@ class FileSource:
         s = container.streams.video[0]
         cc = s.codec_context
         if not cc.width or not cc.height:
-            if self.path.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
+            if self.path.suffix.lower() in IMAGE_SUFFIXES:
                 raise MediaError(f"cannot read {self.path} as a picture (corrupt or not an image?)")
             raise MediaError(f"cannot read {self.path}: the video stream has no frame size (corrupt header?)")
         first = None

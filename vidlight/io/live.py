@@ -35,6 +35,7 @@ from av.video.reformatter import ColorRange, Colorspace
 from vidlight.errors import MediaError, VidlightError
 from vidlight.io.files import (
     _MATRIX_OF_TAG,
+    IMAGE_SUFFIXES,
     FileSource,
     Frame,
     VideoInfo,
@@ -47,7 +48,6 @@ from vidlight.settings import SourceSettings, check
 log = logging.getLogger("vidlight")
 
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "srt")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 LIVE_TIME_BASE = Fraction(1, 90000)
 
 # scheme://userinfo@ : userinfo runs to the last '@' before the path, so an unescaped '@'

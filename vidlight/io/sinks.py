@@ -172,12 +172,9 @@ class ImageDirSink:
                 stale.append(path)
         return stale
 
-    def _path(self, index: int) -> Path:
-        return self.folder / self.pattern.format(index=self.first_index + index)
-
     def _target(self, pts: int | None) -> Path:
         """Where the next frame (at ``pts``) goes."""
-        return self._path(self.frames_written)
+        return self.folder / self.pattern.format(index=self.first_index + self.frames_written)
 
     def write(self, rgb: np.ndarray, pts: int | None) -> None:
         cv2 = self._cv2
@@ -222,8 +219,8 @@ class PictureSink(ImageDirSink):
         if self.target.exists() and not overwrite:
             raise VidlightError(f"{self.target} already exists; pass -y/--overwrite to replace it")
 
-    def _path(self, index: int) -> Path:
-        if index:
+    def _target(self, pts: int | None) -> Path:
+        if self.frames_written:
             raise VidlightError(
                 f"{self.target} holds one picture; write a video's frames to a folder (out/) or a "
                 "pattern (out/{index:06d}.png)"
@@ -255,7 +252,7 @@ class SameNamesSink(ImageDirSink):
         self.suffix = ".png"
         self.frames_written = 0
         _make_folder(self.folder)
-        taken = [self.folder / f"{n}{self.suffix}" for n in self.names if (self.folder / f"{n}{self.suffix}").exists()]
+        taken = [path for path in map(self._named_path, self.names) if path.exists()]
         if taken and not overwrite:
             raise VidlightError(
                 f"{self.folder} already holds {len(taken)} of these pictures (e.g. {taken[0].name}); "
@@ -266,10 +263,13 @@ class SameNamesSink(ImageDirSink):
         for name in self.names:  # a writer that died while writing a picture leaves its temporary file
             (self.folder / f".{name}.tmp{self.suffix}").unlink(missing_ok=True)
 
+    def _named_path(self, name: str) -> Path:
+        return self.folder / f"{name}{self.suffix}"
+
     def _target(self, pts: int | None) -> Path:
         if pts is None or not 0 <= pts < len(self.names):
             raise MediaError(f"no picture name for frame {pts} of {len(self.names)}")
-        return self.folder / f"{self.names[pts]}{self.suffix}"
+        return self._named_path(self.names[pts])
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(h|m|s)?\s*$", re.IGNORECASE)
