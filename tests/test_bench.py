@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import av
+import torch
 from click.testing import CliRunner
 
 from vidlight.cli import main
@@ -16,13 +17,39 @@ SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "dark_street.mp4"
 def test_bench_reports_all_figures():
     result = CliRunner().invoke(main, ["bench", str(SAMPLE), "--height", "72", "--frames", "8", "--repeat", "2"])
     assert result.exit_code == 0, result.output
-    for name in ("I/O floor", "naive per-frame loop", "vidlight end to end", "model alone", "model forward"):
+    figures = ("I/O floor", "naive per-frame loop", "naive loop on vidlight's I/O", "vidlight end to end")
+    figures += ("model alone",)
+    for name in (*figures, "model forward"):
         assert name in result.output
-    assert "vidlight / naive loop" in result.output and "128x72, 8 frames" in result.output
-    # Every figure of the rounds, the naive loop's included, is a median with its range.
-    for name in ("I/O floor", "naive per-frame loop", "vidlight end to end", "model alone"):
+    assert "vidlight / naive loop = " in result.output and "vidlight / naive loop on vidlight's I/O = " in result.output
+    assert "128x72, 8 frames" in result.output
+    # Every figure of the rounds, the naive loops' included, is a median with its range.
+    for name in figures:
         line = next(line for line in result.output.splitlines() if name in line)
         assert ", range " in line, line
+
+
+def test_naive_loop_is_pyav_alone(monkeypatch, tmp_path):
+    """The naive loop is the one a user writes with PyAV: it neither reads nor writes through
+    vidlight's FileSource and FileSink, and it runs the model on every frame."""
+    from vidlight import bench
+    from vidlight.models import load_model
+
+    clip = bench.make_clip(SAMPLE, tmp_path / "clip.mp4", 72, 6)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the naive loop went through vidlight's I/O")
+
+    monkeypatch.setattr(bench, "FileSource", refuse)
+    monkeypatch.setattr(bench, "FileSink", refuse)
+    model = load_model("sci", device="cpu")
+    figure = bench._naive(clip, tmp_path / "naive.mp4", model, torch.device("cpu"), "libx264", 18, "veryfast")
+    assert figure.frames == 6
+    with av.open(str(clip)) as c:
+        before = [f.to_ndarray(format="rgb24").mean() for f in c.decode(video=0)]
+    with av.open(str(tmp_path / "naive.mp4")) as c:
+        after = [f.to_ndarray(format="rgb24").mean() for f in c.decode(video=0)]
+    assert len(after) == 6 and all(b > a + 10 for a, b in zip(before, after)), (before, after)
 
 
 def test_bench_times_the_pipeline_as_process_runs_it(monkeypatch):
