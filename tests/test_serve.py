@@ -111,6 +111,18 @@ def test_each_stream_comes_out_as_if_enhanced_alone(clips, tmp_path: Path, model
             assert diff.max() <= 1 and (diff > 0).mean() < 0.001, (name, t, diff.max(), (diff > 0).mean())
 
 
+def test_a_folder_of_pictures_keeps_their_names(tmp_path: Path) -> None:
+    """As in process: each picture of an image-folder stream comes out under its own name."""
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    names = ["night", "dusk", "alley"]
+    for n, name in enumerate(names):
+        cv2.imwrite(str(pictures / f"{name}.jpg"), (gradient(64, 48, n) * 0.2).astype(np.uint8))
+    report = serve([Stream("pics", str(pictures), str(tmp_path / "out") + "/")], model="sci", device="cpu")
+    assert report.failures == {} and report.streams["pics"].frames == 3
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(f"{name}.png" for name in names)
+
+
 def test_the_comparison_catches_state_shared_between_streams(clips, tmp_path: Path, monkeypatch) -> None:
     """The check above has teeth: with one smoothing state for both streams, b's frames differ."""
     import vidlight.pipeline.serve as served
