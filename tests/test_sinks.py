@@ -227,6 +227,27 @@ def test_a_folder_of_pictures_into_a_folder_keeps_their_names(tmp_path: Path) ->
     assert clash.exit_code == 0 and len(list((tmp_path / "c").glob("frame_*.png"))) == 4
 
 
+def test_names_near_the_file_systems_limit(tmp_path: Path) -> None:
+    """A picture or a video whose name is a few bytes short of 255 is written, though its
+    temporary name would be too long; nothing temporary is left behind."""
+    long = "n" * 250  # 254 bytes with its suffix
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / f"{long}.png"), gradient(64, 48, 3) // 3)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["process", str(photos), f"{out}/", "-m", "sci", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in out.iterdir()] == [f"{long}.png"]
+    assert cv2.imread(str(out / f"{long}.png")).mean() > cv2.imread(str(photos / f"{long}.png")).mean()
+    clip = simple_clip(tmp_path / "clip.mp4", n=5).path
+    video = tmp_path / f"{long}.mp4"
+    assert len(partial_path(video).name.encode()) <= 255
+    result = CliRunner().invoke(main, ["process", str(clip), str(video), "-m", "sci", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", f"{long}.mp4", "out", "photos"]
+    assert len(read_video(video).frames) == 5
+
+
 def test_a_photo_into_a_picture_file(tmp_path: Path) -> None:
     """One picture in, one picture out (the suffix picks the format); a video into a picture
     name is refused before anything runs, and an existing picture needs -y."""

@@ -9,6 +9,7 @@ remuxes those packets, writes to a temporary file and renames it only when compl
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 from collections.abc import Iterator
@@ -301,9 +302,22 @@ class FileSource:
         self.container.close()
 
 
+# The longest file name most file systems take, in bytes.
+NAME_MAX = 255
+
+
+def hidden_path(path: Path, tag: str) -> Path:
+    """``.name.tag.suffix`` beside ``path``: where it is written until it is complete. A name
+    that would be too long for the file system is shortened to a digest of ``path``'s name."""
+    hidden = f".{path.stem}.{tag}{path.suffix}"
+    if len(os.fsencode(hidden)) > NAME_MAX:
+        hidden = f".{hashlib.sha1(os.fsencode(path.name)).hexdigest()[:20]}.{tag}{path.suffix}"
+    return path.with_name(hidden)
+
+
 def partial_path(output: Path) -> Path:
     """Where an output is written until it is complete (same folder, same suffix)."""
-    return output.with_name(f".{output.stem}.partial{output.suffix}")
+    return hidden_path(output, "partial")
 
 
 class FileSink:

@@ -20,7 +20,7 @@ import av
 import numpy as np
 
 from vidlight.errors import MediaError, VidlightError
-from vidlight.io.files import NVENC, FileSink, VideoInfo
+from vidlight.io.files import NVENC, FileSink, VideoInfo, hidden_path
 from vidlight.io.live import IMAGE_SUFFIXES, redact
 from vidlight.settings import EncoderSettings, Settings
 
@@ -181,7 +181,7 @@ class ImageDirSink:
         if rgb.dtype == np.uint16 and self.suffix in (".jpg", ".jpeg", ".bmp"):
             rgb = (rgb >> 8).astype(np.uint8)  # these formats hold 8 bits
         path = self._target(pts)
-        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # cv2 picks the format by suffix
+        tmp = hidden_path(path, "tmp")  # the same suffix: cv2 picks the format by it
         ok = cv2.imwrite(str(tmp), cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
         if not ok:
             tmp.unlink(missing_ok=True)
@@ -261,7 +261,7 @@ class SameNamesSink(ImageDirSink):
         for path in taken:  # all of them, so that a shorter run does not leave an earlier one's beside it
             path.unlink(missing_ok=True)
         for name in self.names:  # a writer that died while writing a picture leaves its temporary file
-            (self.folder / f".{name}.tmp{self.suffix}").unlink(missing_ok=True)
+            hidden_path(self._named_path(name), "tmp").unlink(missing_ok=True)
 
     def _named_path(self, name: str) -> Path:
         return self.folder / f"{name}{self.suffix}"
