@@ -11,8 +11,7 @@ import numpy as np
 import torch
 
 from vidlight.errors import VidlightError
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+from vidlight.io.files import IMAGE_SUFFIXES
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
