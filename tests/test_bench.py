@@ -11,6 +11,8 @@ from click.testing import CliRunner
 from vidlight.cli import main
 from vidlight.pipeline import runner
 
+from media import gradient, write_video
+
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "dark_street.mp4"
 
 
@@ -50,6 +52,23 @@ def test_naive_loop_is_pyav_alone(monkeypatch, tmp_path):
     with av.open(str(tmp_path / "naive.mp4")) as c:
         after = [f.to_ndarray(format="rgb24").mean() for f in c.decode(video=0)]
     assert len(after) == 6 and all(b > a + 10 for a, b in zip(before, after)), (before, after)
+
+
+def test_naive_loop_keeps_uneven_timestamps_and_takes_other_encoders(tmp_path):
+    """A clip of uneven frame times comes out with the same times; an encoder of RGB samples
+    gets a format it takes."""
+    from vidlight import bench
+    from vidlight.models import load_model
+
+    pts = [0, 3000, 4000, 9000, 9500]
+    clip = write_video(tmp_path / "vfr.mp4", [gradient(64, 48, i) // 4 for i in range(5)], pts=pts)
+    clip = clip.path
+    model = load_model("sci", device="cpu")
+    for codec in ("libx264", "libx264rgb"):
+        out = tmp_path / f"{codec}.mp4"
+        assert bench._naive(clip, out, model, torch.device("cpu"), codec, 18, "veryfast").frames == 5
+        with av.open(str(clip)) as a, av.open(str(out)) as b:
+            assert [f.pts * f.time_base for f in a.decode(video=0)] == [f.pts * f.time_base for f in b.decode(video=0)]
 
 
 def test_bench_times_the_pipeline_as_process_runs_it(monkeypatch):
