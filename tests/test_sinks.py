@@ -19,7 +19,15 @@ from click.testing import CliRunner
 
 from vidlight.cli import main
 from vidlight.errors import MediaError, VidlightError
-from vidlight.io.files import FileSink, FileSource, VideoInfo, encoder_options, partial_path, pixel_format
+from vidlight.io.files import (
+    FileSink,
+    FileSource,
+    VideoInfo,
+    encoder_options,
+    hidden_path,
+    partial_path,
+    pixel_format,
+)
 from vidlight.io.sinks import ImageDirSink, NullSink, RtspSink, SegmentedFileSink, open_sink, parse_duration
 
 from media import gradient, mean_abs_diff, read_video, simple_clip
@@ -246,6 +254,27 @@ def test_names_near_the_file_systems_limit(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", f"{long}.mp4", "out", "photos"]
     assert len(read_video(video).frames) == 5
+
+
+def test_hidden_names_fit_the_file_system(tmp_path: Path) -> None:
+    """Short names keep their readable hidden names; long ones get a digest, distinct per name,
+    and a writer that died while writing a long-named picture leaves nothing on the next open."""
+    assert hidden_path(tmp_path / "a.mp4", "partial").name == ".a.partial.mp4"
+    assert hidden_path(tmp_path / "out.mp4", "parts", keep_suffix=False).name == ".out.mp4.parts"
+    names = [hidden_path(tmp_path / f"{c * 250}.png", "tmp").name for c in "ab"]
+    assert names[0] != names[1] and all(len(n.encode()) <= 255 and n.endswith(".tmp.png") for n in names)
+    pattern = "x" * 245 + "{index:03d}.png"  # 251-byte names
+    first = ImageDirSink(tmp_path / "cam", make_info(), pattern=pattern)
+    first.write(gradient(64, 48, 0), pts_of(0))
+    stale = hidden_path(tmp_path / "cam" / ("x" * 245 + "005.png"), "tmp")  # not written again
+    stale.write_bytes(b"half a picture")
+    (tmp_path / "cam" / "notes.txt").write_text("mine")
+    again = ImageDirSink(tmp_path / "cam", make_info(), pattern=pattern, resume=True)
+    again.write(gradient(64, 48, 1), pts_of(0))
+    assert sorted(p.name for p in (tmp_path / "cam").iterdir()) == [
+        "notes.txt",
+        *(pattern.format(index=i) for i in (0, 1)),
+    ]
 
 
 def test_a_photo_into_a_picture_file(tmp_path: Path) -> None:

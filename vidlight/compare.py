@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from vidlight.errors import VidlightError, WeightsError
-from vidlight.io.files import FileSource, Frame
+from vidlight.io.files import FileSource, Frame, hidden_path
 from vidlight.settings import Settings
 from vidlight.video_metrics import flicker_index, mean_luma
 
@@ -116,7 +116,7 @@ def compare(
         variants.append(variant)
     if len(variants) == 1:  # no model could run
         raise next(iter(unavailable.values()))
-    tmp = output.with_name(f".{output.name}.partial")
+    tmp = hidden_path(output, "partial", keep_suffix=False)
     tmp.write_text(render_page(Path(input).name, variants))
     os.replace(tmp, output)
     log(f"wrote {output}")

@@ -306,12 +306,17 @@ class FileSource:
 NAME_MAX = 255
 
 
-def hidden_path(path: Path, tag: str) -> Path:
-    """``.name.tag.suffix`` beside ``path``: where it is written until it is complete. A name
-    that would be too long for the file system is shortened to a digest of ``path``'s name."""
-    hidden = f".{path.stem}.{tag}{path.suffix}"
+DIGEST_CHARS = 20  # hex digits of a shortened hidden name
+
+
+def hidden_path(path: Path, tag: str, *, keep_suffix: bool = True) -> Path:
+    """A hidden name beside ``path`` for what is made before it is complete: ``.stem.tag.suffix``
+    (``.name.tag`` without ``keep_suffix``). A name that would be too long for the file system
+    is shortened to a digest of ``path``'s name (``.digest.tag.suffix``)."""
+    suffix = path.suffix if keep_suffix else ""
+    hidden = f".{path.stem if keep_suffix else path.name}.{tag}{suffix}"
     if len(os.fsencode(hidden)) > NAME_MAX:
-        hidden = f".{hashlib.sha1(os.fsencode(path.name)).hexdigest()[:20]}.{tag}{path.suffix}"
+        hidden = f".{hashlib.sha1(os.fsencode(path.name)).hexdigest()[:DIGEST_CHARS]}.{tag}{suffix}"
     return path.with_name(hidden)
 
 

@@ -20,7 +20,7 @@ import av
 import numpy as np
 
 from vidlight.errors import MediaError, VidlightError
-from vidlight.io.files import NVENC, FileSink, VideoInfo, hidden_path
+from vidlight.io.files import DIGEST_CHARS, NVENC, FileSink, VideoInfo, hidden_path
 from vidlight.io.live import IMAGE_SUFFIXES, redact
 from vidlight.settings import EncoderSettings, Settings
 
@@ -159,17 +159,16 @@ class ImageDirSink:
         return sorted(found)
 
     def _unfinished(self) -> list[Path]:
-        """The temporary files :meth:`write` makes (``.name.tmp.suffix``) that the folder holds."""
+        """The temporary files :meth:`write` makes (``.name.tmp.suffix``, or for a name too long
+        for that ``.digest.tmp.suffix``) that the folder holds."""
         stale = []
+        digest = re.compile(rf"\.[0-9a-f]{{{DIGEST_CHARS}}}\.tmp{re.escape(self.suffix)}", re.IGNORECASE)
         for path in self.folder.iterdir():
             name = path.name
             stem, suffix = os.path.splitext(name[1:])
-            if (
-                name.startswith(".")
-                and stem.endswith(".tmp")
-                and self._index_of(stem[: -len(".tmp")] + suffix) is not None
-            ):
-                stale.append(path)
+            if name.startswith(".") and stem.endswith(".tmp"):
+                if self._index_of(stem[: -len(".tmp")] + suffix) is not None or digest.fullmatch(name):
+                    stale.append(path)
         return stale
 
     def _target(self, pts: int | None) -> Path:

@@ -31,7 +31,7 @@ from typing import Any
 import av
 
 from vidlight.errors import MediaError, VidlightError
-from vidlight.io.files import FileSink, FileSource, Frame, VideoInfo, open_input, partial_path
+from vidlight.io.files import FileSink, FileSource, Frame, VideoInfo, hidden_path, open_input, partial_path
 from vidlight.pipeline.report import RunStats
 from vidlight.pipeline.temporal import DEFAULT_LOOKAHEAD
 from vidlight.settings import Settings
@@ -216,7 +216,7 @@ class Workspace:
     finished parts. A folder made for another input or other settings is started afresh."""
 
     def __init__(self, input: Path, output: Path, settings: Settings, split_seconds: float) -> None:
-        self.folder = output.with_name(f".{output.name}.parts")
+        self.folder = hidden_path(output, "parts", keep_suffix=False)
         stat = input.stat()
         options = {
             k: v for k, v in settings.options().items() if k not in ("progress", "overwrite", "executor", "workers")
