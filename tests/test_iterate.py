@@ -65,3 +65,43 @@ def test_errors_reach_the_consumer(tmp_path: Path) -> None:
         list(vidlight.enhanced_frames(str(tmp_path / "missing.mp4"), model=Half()))
     with pytest.raises(vidlight.VidlightError, match="format"):
         list(vidlight.enhanced_frames(str(tmp_path / "x.mp4"), format="pil"))
+
+
+def test_closing_a_held_iterator_stops_the_pipeline(tmp_path: Path) -> None:
+    """A loop left with break while the iterator is still held: close() (or the end of a with
+    block) stops the pipeline at once, before the iterator is dropped."""
+    path = write_video(tmp_path / "long.mp4", [gradient(64, 48, i) for i in range(200)]).path
+    before = threading.active_count()
+    with vidlight.enhanced_frames(str(path), model=Half()) as frames:
+        for frame in frames:
+            if frame.index == 5:
+                break
+        assert threading.active_count() > before  # held: the pipeline waits, its queues full
+    assert threading.active_count() <= before  # closed: reader, writer and pipeline threads are gone
+    held = vidlight.enhanced_frames(str(path), model=Half())
+    assert next(held).index == 0
+    held.close()
+    assert threading.active_count() <= before
+    with pytest.raises(StopIteration):
+        next(held)
+
+
+def test_bad_arguments_fail_at_the_call(tmp_path: Path) -> None:
+    """Before anything runs, and with no frame asked for."""
+    path = str(clip(tmp_path, 3))
+    for options, message in (
+        ({"model": "scii"}, "scii"),
+        ({"maxframes": 2}, "maxframes"),
+        ({"format": "bgr"}, "format"),
+        ({"queue_frames": 0}, "queue_frames"),
+        ({"queue_frames": -1}, "queue_frames"),
+    ):
+        with pytest.raises(vidlight.VidlightError, match=message):
+            vidlight.enhanced_frames(path, **options)
+
+
+def test_frames_carry_the_display_rotation(tmp_path: Path) -> None:
+    path = write_video(tmp_path / "phone.mp4", [gradient(64, 48, i) for i in range(3)], rotation=90).path
+    frames = list(vidlight.enhanced_frames(str(path), model=Half(), smooth=False))
+    assert [f.rotation for f in frames] == [90, 90, 90] and frames[0].image.shape == (48, 64, 3)
+    assert all(f.rotation == 0 for f in vidlight.enhanced_frames(str(clip(tmp_path, 2)), model=Half()))

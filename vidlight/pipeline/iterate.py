@@ -6,8 +6,15 @@
 
 The pipeline (decode, batch, enhance, smooth) runs in a background thread and hands frames
 over through a small bounded queue: a slow consumer slows the pipeline down (a file) or makes
-it skip to the newest frame (a live source), so memory stays bounded either way. Leaving the
-loop early stops the pipeline and releases the source.
+it skip to the newest frame (a live source), so memory stays bounded either way. ``close()``,
+or the end of a ``with`` block, stops the pipeline and releases the source at once; a loop
+left early stops it when the iterator is dropped (until then the pipeline waits, its bounded
+queues full).
+
+    >>> with vidlight.enhanced_frames("dark.mp4") as frames:
+    ...     for frame in frames:
+    ...         if found(frame.image):
+    ...             break                          # the pipeline stops here
 """
 
 from __future__ import annotations
@@ -32,11 +39,26 @@ _END = object()
 
 @dataclass
 class EnhancedFrame:
-    """One enhanced picture and when it was taken."""
+    """One enhanced picture and when it was taken.
 
-    image: np.ndarray | torch.Tensor  # H x W x 3 RGB, uint8 (uint16 for >8-bit input)
-    pts_seconds: float | None  # from the source's start (live sources: re-based to 0)
-    index: int  # 0, 1, 2, ... in the order delivered
+    Attributes:
+        image: H x W x 3 RGB, uint8; uint16 (full 16-bit scale) for a source of more than 8
+            bits, such as 10-bit HEVC. As stored: a file's display rotation is not applied
+            (see ``rotation``).
+        pts_seconds: the frame's presentation time in seconds, as the file gives it (which
+            need not start at 0); live sources are re-timed from 0; an image folder's
+            pictures are ``index / fps``.
+        index: 0, 1, 2, ... in the order delivered (an image folder's pictures in natural
+            order of their names: 1, 2, 10).
+        rotation: the degrees by which to turn ``image`` counterclockwise to show it upright
+            (a phone video's display rotation, as PyAV's ``VideoFrame.rotation`` gives it; 0
+            for most sources): ``np.rot90(frame.image, frame.rotation // 90)``.
+    """
+
+    image: np.ndarray | torch.Tensor
+    pts_seconds: float | None
+    index: int
+    rotation: int = 0
 
 
 class FrameQueueSink:
@@ -49,13 +71,15 @@ class FrameQueueSink:
         self.cancelled = threading.Event()
         self.frames_written = 0
         self.time_base: Fraction | None = None
+        self.rotation = 0
 
     def open(self, info: VideoInfo) -> None:
         self.time_base = info.time_base
+        self.rotation = info.rotation
 
     def write(self, rgb: np.ndarray, pts: int | None) -> None:
         seconds = None if pts is None or self.time_base is None else float(pts * self.time_base)
-        self._put(EnhancedFrame(rgb, seconds, self.frames_written))
+        self._put(EnhancedFrame(rgb, seconds, self.frames_written, self.rotation))
         self.frames_written += 1
 
     def _put(self, item: object) -> None:
@@ -76,39 +100,79 @@ class FrameQueueSink:
         self._put(_END)
 
 
+class EnhancedFrames(Iterator[EnhancedFrame]):
+    """The iterator :func:`enhanced_frames` returns; ``close()`` (or leaving its ``with`` block)
+    stops the pipeline and releases the source."""
+
+    def __init__(self, frames: Iterator[EnhancedFrame]) -> None:
+        self._frames = frames
+
+    def __next__(self) -> EnhancedFrame:
+        return next(self._frames)
+
+    def close(self) -> None:
+        """Stop the pipeline and release the source (waits for its threads to end)."""
+        close = getattr(self._frames, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> EnhancedFrames:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def enhanced_frames(
     source: str,
     *,
     format: Literal["numpy", "torch"] = "numpy",
     queue_frames: int = 4,
     **options: Any,
-) -> Iterator[EnhancedFrame]:
+) -> EnhancedFrames:
     """Enhance ``source`` (file, stream URL, webcam, image folder) and yield its frames.
+
+    The arguments are checked here, at the call; the pipeline starts at the first frame asked
+    for.
 
     Args:
         source: as for :func:`vidlight.enhance_video`.
         format: ``"numpy"`` (H x W x 3 arrays) or ``"torch"`` (the same as tensors, no copy).
-        queue_frames: frames handed over ahead of the consumer.
-        **options: any other :func:`vidlight.enhance_video` argument (``model``, ``device``,
-            ``strength``, ``smooth``, ``duration_seconds``, ``reconnect``, ...).
+        queue_frames: frames handed over ahead of the consumer (at least 1).
+        **options: any other :func:`vidlight.enhance_video` argument (``settings``, ``model``,
+            ``device``, ``strength``, ``smooth``, ``duration_seconds``, ``reconnect``, ...).
+
+    Returns:
+        An iterator of :class:`EnhancedFrame`, in the source's order, that can be closed
+        (:class:`EnhancedFrames`).
 
     Raises:
-        VidlightError: as :func:`vidlight.enhance_video` does, when the pipeline fails.
+        VidlightError: a bad argument (at the call); as :func:`vidlight.enhance_video` does,
+            when the pipeline fails (from the iteration).
     """
-    from vidlight.pipeline.runner import Interrupted, enhance_video
+    from vidlight.settings import Settings
 
     if format not in ("numpy", "torch"):
         raise VidlightError(f"invalid format {format!r}; valid: numpy, torch")
+    if not isinstance(queue_frames, int) or isinstance(queue_frames, bool) or queue_frames < 1:
+        raise VidlightError(f"invalid queue_frames {queue_frames!r}; it must be a whole number of at least 1")
     for reserved in ("output", "progress", "stop_event"):
         if reserved in options:
             raise VidlightError(f"enhanced_frames does not take {reserved!r}")
+    settings = (options.pop("settings", None) or Settings()).replace(**options)  # a bad option fails here
+    return EnhancedFrames(_frames(source, settings, format, queue_frames))
+
+
+def _frames(source: str, settings, format: str, queue_frames: int) -> Iterator[EnhancedFrame]:
+    from vidlight.pipeline.runner import Interrupted, enhance_video
+
     sink = FrameQueueSink(maxsize=queue_frames)
     stop = threading.Event()
     outcome: dict[str, BaseException] = {}
 
     def work() -> None:
         try:
-            enhance_video(source, sink, progress=False, stop_event=stop, **options)
+            enhance_video(source, sink, settings, progress=False, stop_event=stop)
         except Interrupted:
             pass  # the consumer left the loop
         except BaseException as exc:  # handed to the consumer
