@@ -105,3 +105,10 @@ def test_frames_carry_the_display_rotation(tmp_path: Path) -> None:
     frames = list(vidlight.enhanced_frames(str(path), model=Half(), smooth=False))
     assert [f.rotation for f in frames] == [90, 90, 90] and frames[0].image.shape == (48, 64, 3)
     assert all(f.rotation == 0 for f in vidlight.enhanced_frames(str(clip(tmp_path, 2)), model=Half()))
+
+
+def test_the_runs_figures_once_the_source_has_ended(tmp_path: Path) -> None:
+    frames = vidlight.enhanced_frames(str(clip(tmp_path, 5)), model=Half())
+    assert frames.stats is None
+    assert len(list(frames)) == 5
+    assert frames.stats is not None and frames.stats.frames == 5 and frames.stats.corrupt_packets == 0

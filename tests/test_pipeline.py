@@ -1251,6 +1251,24 @@ def test_sink_scales_frames_whose_size_changed_mid_stream(tmp_path: Path, caplog
     assert "size changed" in caplog.text
 
 
+def test_a_frame_of_another_shape_keeps_its_shape(tmp_path: Path) -> None:
+    """A portrait picture after a landscape one (a folder of mixed photos into a video) is
+    fitted into the frame with black borders, not stretched: its bright square stays square."""
+    clip = simple_clip(tmp_path / "in.mp4", width=64, height=48, n=2)
+    sink = FileSink(tmp_path / "out.mp4", FileSource(clip.path).info)
+    portrait = np.zeros((96, 48, 3), np.uint8)
+    portrait[24:48, 12:36] = 200  # a 24 x 24 square
+    sink.write(np.full((48, 64, 3), 60, np.uint8), 0)
+    sink.write(portrait, 1)
+    sink.close()
+    frame = read_video(tmp_path / "out.mp4").frames[1].mean(axis=2)
+    rows, cols = np.flatnonzero(frame.max(axis=1) > 100), np.flatnonzero(frame.max(axis=0) > 100)
+    # Scaled by a half into the middle 24 columns (20..43): a 12 x 12 square at rows 12..23.
+    assert abs(len(rows) - 12) <= 2 and abs(len(cols) - 12) <= 2, (rows, cols)
+    assert abs(cols.mean() - (20 + 6 + 12 / 2 - 0.5)) <= 1.5 and abs(rows.mean() - 17.5) <= 1.5
+    assert frame[:, :18].max() < 30 and frame[:, 46:].max() < 30  # the borders are black
+
+
 def test_fp16_on_cpu_warns_and_runs_fp32(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     clip = simple_clip(tmp_path / "in.mp4", n=2)
     with caplog.at_level(logging.WARNING, logger="vidlight"):

@@ -320,6 +320,18 @@ def hidden_path(path: Path, tag: str, *, keep_suffix: bool = True) -> Path:
     return path.with_name(hidden)
 
 
+def fit_into(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``rgb`` scaled to fit ``width`` x ``height`` with its shape kept, centred on black."""
+    h, w = rgb.shape[:2]
+    scale = min(width / w, height / h)
+    fw, fh = max(1, min(width, round(w * scale))), max(1, min(height, round(h * scale)))
+    scaled = cv2.resize(rgb, (fw, fh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    out = np.zeros((height, width, *rgb.shape[2:]), rgb.dtype)
+    y, x = (height - fh) // 2, (width - fw) // 2
+    out[y : y + fh, x : x + fw] = scaled.reshape(fh, fw, *rgb.shape[2:])
+    return out
+
+
 def partial_path(output: Path) -> Path:
     """Where an output is written until it is complete (same folder, same suffix)."""
     return hidden_path(output, "partial")
@@ -447,18 +459,22 @@ class FileSink:
     def write(self, rgb: np.ndarray, pts: int | None) -> None:
         """Encode one RGB frame (uint8, or uint16 for >8-bit) at ``pts`` (input time base)."""
         h, w = rgb.shape[:2]
-        size = None
         if (h, w) == (self.info.height, self.info.width) and (h, w) != (self.height, self.width):
             rgb = np.pad(rgb, ((0, self.height - h), (0, self.width - w), (0, 0)), mode="edge")
         elif (h, w) != (self.height, self.width):
             if not self._warned_resize:
-                log.warning("frame size changed mid-stream to %dx%d: scaling to %dx%d", w, h, self.width, self.height)
+                log.warning(
+                    "frame size changed mid-stream to %dx%d: fitting it into %dx%d (its shape kept, black borders)",
+                    w,
+                    h,
+                    self.width,
+                    self.height,
+                )
                 self._warned_resize = True
-            size = {"width": self.width, "height": self.height}
+            rgb = fit_into(rgb, self.width, self.height)
         with timed(CONVERT_OUT):
             frame = self._to_frame(rgb)
             frame = frame.reformat(
-                **(size or {}),
                 format=self.pix_fmt,
                 src_color_range=ColorRange.JPEG,
                 dst_colorspace=self.info.matrix,

@@ -34,6 +34,8 @@ from vidlight.io.files import VideoInfo
 if TYPE_CHECKING:
     import torch
 
+    from vidlight.pipeline.report import RunStats
+
 _END = object()
 
 
@@ -102,10 +104,21 @@ class FrameQueueSink:
 
 class EnhancedFrames(Iterator[EnhancedFrame]):
     """The iterator :func:`enhanced_frames` returns; ``close()`` (or leaving its ``with`` block)
-    stops the pipeline and releases the source."""
+    stops the pipeline and releases the source.
 
-    def __init__(self, frames: Iterator[EnhancedFrame]) -> None:
+    Attributes:
+        stats: the run's :class:`~vidlight.pipeline.report.RunStats` once the source has
+            ended (frames delivered, corrupt packets skipped, drops, reconnects, latencies);
+            None until then, and when the run failed or was closed before the end.
+    """
+
+    def __init__(self, frames: Iterator[EnhancedFrame], outcome: dict[str, Any]) -> None:
         self._frames = frames
+        self._outcome = outcome
+
+    @property
+    def stats(self) -> RunStats | None:
+        return self._outcome.get("stats")
 
     def __next__(self) -> EnhancedFrame:
         return next(self._frames)
@@ -160,19 +173,19 @@ def enhanced_frames(
         if reserved in options:
             raise VidlightError(f"enhanced_frames does not take {reserved!r}")
     settings = (options.pop("settings", None) or Settings()).replace(**options)  # a bad option fails here
-    return EnhancedFrames(_frames(source, settings, format, queue_frames))
+    outcome: dict[str, Any] = {}
+    return EnhancedFrames(_frames(source, settings, format, queue_frames, outcome), outcome)
 
 
-def _frames(source: str, settings, format: str, queue_frames: int) -> Iterator[EnhancedFrame]:
+def _frames(source: str, settings, format: str, queue_frames: int, outcome: dict[str, Any]) -> Iterator[EnhancedFrame]:
     from vidlight.pipeline.runner import Interrupted, enhance_video
 
     sink = FrameQueueSink(maxsize=queue_frames)
     stop = threading.Event()
-    outcome: dict[str, BaseException] = {}
 
     def work() -> None:
         try:
-            enhance_video(source, sink, settings, progress=False, stop_event=stop)
+            outcome["stats"] = enhance_video(source, sink, settings, progress=False, stop_event=stop)
         except Interrupted:
             pass  # the consumer left the loop
         except BaseException as exc:  # handed to the consumer
