@@ -112,3 +112,17 @@ def test_the_runs_figures_once_the_source_has_ended(tmp_path: Path) -> None:
     assert frames.stats is None
     assert len(list(frames)) == 5
     assert frames.stats is not None and frames.stats.frames == 5 and frames.stats.corrupt_packets == 0
+
+
+def test_a_folders_frames_name_their_pictures(tmp_path: Path) -> None:
+    """In the folder's natural order, an unreadable picture skipped; other sources have no name."""
+    import cv2
+
+    for name, seed in (("b.png", 1), ("a10.jpg", 2), ("a2.png", 3)):
+        cv2.imwrite(str(tmp_path / name), gradient(64, 48, seed))
+    (tmp_path / "a5.png").write_bytes(b"not a picture")
+    frames = list(vidlight.enhanced_frames(str(tmp_path), model=Half()))
+    assert [f.name for f in frames] == ["a2.png", "a10.jpg", "b.png"]
+    assert [f.index for f in frames] == [0, 1, 2]
+    (tmp_path / "v").mkdir()
+    assert all(f.name is None for f in vidlight.enhanced_frames(str(clip(tmp_path / "v", 2)), model=Half()))

@@ -55,12 +55,14 @@ class EnhancedFrame:
         rotation: the degrees by which to turn ``image`` counterclockwise to show it upright
             (a phone video's display rotation, as PyAV's ``VideoFrame.rotation`` gives it; 0
             for most sources): ``np.rot90(frame.image, frame.rotation // 90)``.
+        name: the picture's file name, for a folder of pictures (None for other sources).
     """
 
     image: np.ndarray | torch.Tensor
     pts_seconds: float | None
     index: int
     rotation: int = 0
+    name: str | None = None
 
 
 class FrameQueueSink:
@@ -74,6 +76,7 @@ class FrameQueueSink:
         self.frames_written = 0
         self.time_base: Fraction | None = None
         self.rotation = 0
+        self.picture_names: list[str] | None = None  # a folder's, by pts (set by the runner)
 
     def open(self, info: VideoInfo) -> None:
         self.time_base = info.time_base
@@ -81,7 +84,9 @@ class FrameQueueSink:
 
     def write(self, rgb: np.ndarray, pts: int | None) -> None:
         seconds = None if pts is None or self.time_base is None else float(pts * self.time_base)
-        self._put(EnhancedFrame(rgb, seconds, self.frames_written, self.rotation))
+        names = self.picture_names
+        name = names[pts] if names is not None and pts is not None and 0 <= pts < len(names) else None
+        self._put(EnhancedFrame(rgb, seconds, self.frames_written, self.rotation, name))
         self.frames_written += 1
 
     def _put(self, item: object) -> None:

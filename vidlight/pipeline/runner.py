@@ -139,6 +139,8 @@ def enhance_video(
     def make_sink(info: VideoInfo) -> Sink:
         if isinstance(output, Sink):  # a sink object (e.g. vidlight.pipeline.iterate.FrameQueueSink)
             output.open(info)  # type: ignore[attr-defined]
+            if isinstance(source, ImageDirSource) and hasattr(output, "picture_names"):
+                output.picture_names = [f.name for f in source.files]  # the frame iterator's
             return output
         # A folder of pictures into a folder: each keeps its name (as PNG).
         names = [f.stem for f in source.files] if isinstance(source, ImageDirSource) else None
