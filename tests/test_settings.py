@@ -126,3 +126,14 @@ def test_a_bad_flag_value_is_a_usage_error_naming_the_flag():
     assert result.exit_code == 2 and "--model" in result.output and "did you mean sci" in result.output
     result = CliRunner().invoke(main, ["process", "in.mp4", "out.mp4", "--no-smooth", "--denoise"])
     assert result.exit_code == 2 and "--denoise" in result.output
+
+
+def test_a_field_by_its_cli_and_toml_key() -> None:
+    """`duration=` as `--duration` and the TOML key say it, for `duration_seconds`."""
+    settings = Settings().replace(duration=5, read_timeout=2.5, segment="10")
+    assert settings.run.duration_seconds == 5.0 and settings.source.read_timeout_seconds == 2.5
+    assert settings.encoder.segment_seconds == 10.0
+    with pytest.raises(SettingError, match="the same setting"):
+        Settings().replace(duration=5, duration_seconds=6)
+    with pytest.raises(SettingError, match="did you mean 'duration'"):
+        Settings().replace(duratoin=5)

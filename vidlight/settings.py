@@ -443,12 +443,18 @@ class Settings:
             raise SettingError(exc.name, f"{where}{exc}") from None
 
     def replace(self, **options: Any) -> Settings:
-        """A copy with the named fields changed; :class:`SettingError` for an unknown name or a bad value."""
+        """A copy with the named fields changed (by field name, or by the CLI's and TOML's key
+        where that differs: ``duration`` for ``duration_seconds``); :class:`SettingError` for an
+        unknown name, a field named twice or a bad value."""
         groups: dict[str, dict] = {}
         known = {f.name: f.group for f in fields()}
-        for name, value in options.items():
+        keys = {f.key: f.name for f in fields() if f.key != f.name}
+        for given, value in options.items():
+            name = keys.get(given, given)
             if name not in known:
-                raise SettingError(name, f"unknown setting {name!r}{_did_you_mean(name, known)}")
+                raise SettingError(given, f"unknown setting {given!r}{_did_you_mean(given, {**known, **keys})}")
+            if name in groups.get(known[name], {}):
+                raise SettingError(name, f"{given!r} and {name!r} are the same setting; give one of them")
             groups.setdefault(known[name], {})[name] = check(name, value)
         return dataclasses.replace(
             self, **{group: dataclasses.replace(getattr(self, group), **changes) for group, changes in groups.items()}

@@ -83,7 +83,8 @@ def enhance_video(
         stop_event: set it to end the run cleanly from another thread (as Ctrl-C does).
         on_frames: called with the number of frames just written, from the writer thread (a
             progress display of one's own; the Ray workers report through it).
-        **options: settings by field name, over ``settings``: ``model``, ``weights``, ``device``,
+        **options: settings by field name (or the flag's name with ``_``: ``duration`` for
+            ``duration_seconds``), over ``settings``: ``model``, ``weights``, ``device``,
             ``batch_size``, ``fp16``, ``tile``, ``strength``, ``smooth``, ``crf``,
             ``max_frames``, ``overwrite``, ``progress``, ... (every field of
             :mod:`vidlight.settings`, where each is explained).
