@@ -67,23 +67,54 @@ def test_errors_reach_the_consumer(tmp_path: Path) -> None:
         list(vidlight.enhanced_frames(str(tmp_path / "x.mp4"), format="pil"))
 
 
+def pipeline_threads() -> set[str]:
+    return {t.name for t in threading.enumerate() if t.name.startswith("vidlight-")}
+
+
 def test_closing_a_held_iterator_stops_the_pipeline(tmp_path: Path) -> None:
     """A loop left with break while the iterator is still held: close() (or the end of a with
-    block) stops the pipeline at once, before the iterator is dropped."""
+    block) stops the pipeline at once, before the iterator is dropped; a file's run closed
+    early has no figures."""
     path = write_video(tmp_path / "long.mp4", [gradient(64, 48, i) for i in range(200)]).path
-    before = threading.active_count()
+    before = pipeline_threads()
     with vidlight.enhanced_frames(str(path), model=Half()) as frames:
         for frame in frames:
             if frame.index == 5:
                 break
-        assert threading.active_count() > before  # held: the pipeline waits, its queues full
-    assert threading.active_count() <= before  # closed: reader, writer and pipeline threads are gone
+        assert pipeline_threads() > before  # held: the pipeline waits, its queues full
+    assert pipeline_threads() <= before  # closed: reader, writer and pipeline threads are gone
+    assert frames.stats is None
     held = vidlight.enhanced_frames(str(path), model=Half())
     assert next(held).index == 0
     held.close()
-    assert threading.active_count() <= before
+    assert pipeline_threads() <= before
     with pytest.raises(StopIteration):
         next(held)
+    vidlight.enhanced_frames(str(path), model=Half()).close()  # never started: nothing to stop
+
+
+def test_close_from_another_thread_ends_a_waiting_loop(tmp_path: Path) -> None:
+    """A watchdog stops a consumer that waits for a frame (here: a pipeline held up by a slow
+    model): the loop ends, the threads are gone, nothing is raised."""
+
+    class Slow(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            time.sleep(0.5)
+            return x
+
+    path = write_video(tmp_path / "long.mp4", [gradient(64, 48, i) for i in range(50)]).path
+    before = pipeline_threads()
+    frames = vidlight.enhanced_frames(str(path), model=Slow(), batch_size=1, smooth=False)
+    threading.Timer(0.3, frames.close).start()  # while the first frame is still being made
+    start = time.monotonic()
+    assert list(frames) == [] and time.monotonic() - start < 5
+    assert pipeline_threads() <= before
+
+
+def test_on_frames_reaches_the_run(tmp_path: Path) -> None:
+    counts: list[int] = []
+    frames = list(vidlight.enhanced_frames(str(clip(tmp_path, 5)), model=Half(), on_frames=counts.append))
+    assert len(frames) == 5 and sum(counts) == 5
 
 
 def test_bad_arguments_fail_at_the_call(tmp_path: Path) -> None:

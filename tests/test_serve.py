@@ -393,3 +393,13 @@ sink = "{tmp_path / "right"}/"
         assert sum(1 for _ in c.decode(video=0)) >= 20
     assert len(list((tmp_path / "right").glob("*.png"))) >= 30
     assert "2 stream(s) ended, 0 failed" in stderr
+
+
+def test_shared_and_own_settings_are_told_apart_by_either_name(tmp_path: Path) -> None:
+    """A setting given by its TOML key is the same setting as by its field name."""
+    for option in ({"options": {"scale_factor": 12}}, {"model_options": {"scale_factor": 12}}):
+        with pytest.raises(VidlightError, match="every stream shares"):
+            Stream("a", "in.mp4", str(tmp_path / "a.mp4"), **option)
+    for option in ({"duration": 5}, {"duration_seconds": 5}):
+        with pytest.raises(VidlightError, match="a stream's own"):
+            serve([Stream("a", "in.mp4", str(tmp_path / "a.mp4"))], **option)

@@ -448,13 +448,14 @@ class Settings:
         unknown name, a field named twice or a bad value."""
         groups: dict[str, dict] = {}
         known = {f.name: f.group for f in fields()}
-        keys = {f.key: f.name for f in fields() if f.key != f.name}
+        given_as: dict[str, str] = {}  # field name -> the name it was given by
         for given, value in options.items():
-            name = keys.get(given, given)
+            name = field_name(given)
             if name not in known:
-                raise SettingError(given, f"unknown setting {given!r}{_did_you_mean(given, {**known, **keys})}")
-            if name in groups.get(known[name], {}):
-                raise SettingError(name, f"{given!r} and {name!r} are the same setting; give one of them")
+                raise SettingError(given, f"unknown setting {given!r}{_did_you_mean(given, [*known, *_KEYS])}")
+            if name in given_as:
+                raise SettingError(name, f"{given_as[name]!r} and {given!r} are the same setting; give one of them")
+            given_as[name] = given
             groups.setdefault(known[name], {})[name] = check(name, value)
         return dataclasses.replace(
             self, **{group: dataclasses.replace(getattr(self, group), **changes) for group, changes in groups.items()}
@@ -534,6 +535,15 @@ def check(name: str, value: Any) -> Any:
     if meta["choices"] and value not in meta["choices"]:
         raise SettingError(name, f"invalid {label} {value!r}; valid: {', '.join(meta['choices'])}")
     return value
+
+
+_KEYS = {f.key: f.name for f in fields() if f.key != f.name}  # TOML keys (the flags' names) that differ
+
+
+def field_name(name: str) -> str:
+    """The settings field ``name`` stands for: itself, or the field whose TOML key (and long
+    flag's name, with ``_``) it is (``duration`` -> ``duration_seconds``)."""
+    return _KEYS.get(name, name)
 
 
 def _did_you_mean(name: str, valid) -> str:

@@ -48,13 +48,15 @@ class EnhancedFrame:
             bits, such as 10-bit HEVC. As stored: a file's display rotation is not applied
             (see ``rotation``).
         pts_seconds: the frame's presentation time in seconds, as the file gives it (which
-            need not start at 0); live sources are re-timed from 0; an image folder's
-            pictures are ``index / fps``.
+            need not start at 0); live sources are re-timed from 0; an image folder's picture
+            is its place among the folder's files over ``fps`` (which counts a skipped,
+            unreadable picture, as ``index`` does not).
         index: 0, 1, 2, ... in the order delivered (an image folder's pictures in natural
             order of their names: 1, 2, 10).
         rotation: the degrees by which to turn ``image`` counterclockwise to show it upright
-            (a phone video's display rotation, as PyAV's ``VideoFrame.rotation`` gives it; 0
-            for most sources): ``np.rot90(frame.image, frame.rotation // 90)``.
+            (a phone video's display rotation, as PyAV's ``VideoFrame.rotation`` gives it,
+            -180..180: a phone held upright usually says -90; 0 for most sources):
+            ``np.rot90(frame.image, frame.rotation // 90)``.
         name: the picture's file name, for a folder of pictures (None for other sources).
     """
 
@@ -86,16 +88,18 @@ class FrameQueueSink:
         seconds = None if pts is None or self.time_base is None else float(pts * self.time_base)
         names = self.picture_names
         name = names[pts] if names is not None and pts is not None and 0 <= pts < len(names) else None
-        self._put(EnhancedFrame(rgb, seconds, self.frames_written, self.rotation, name))
-        self.frames_written += 1
+        if self._put(EnhancedFrame(rgb, seconds, self.frames_written, self.rotation, name)):
+            self.frames_written += 1  # handed over: what the run's figures count
 
-    def _put(self, item: object) -> None:
+    def _put(self, item: object) -> bool:
+        """Queue ``item`` once there is room; False if the consumer left first."""
         while not self.cancelled.is_set():
             try:
                 self.queue.put(item, timeout=0.1)
-                return
+                return True
             except queue.Full:
                 continue
+        return False
 
     def mux_packet(self, packet) -> None:
         pass  # audio has nowhere to go
@@ -108,37 +112,99 @@ class FrameQueueSink:
 
 
 class EnhancedFrames(Iterator[EnhancedFrame]):
-    """The iterator :func:`enhanced_frames` returns; ``close()`` (or leaving its ``with`` block)
-    stops the pipeline and releases the source.
+    """The iterator :func:`enhanced_frames` returns. The pipeline starts at the first frame
+    asked for; ``close()`` (from any thread) or leaving its ``with`` block stops it and
+    releases the source, and so does dropping the iterator.
 
     Attributes:
-        stats: the run's :class:`~vidlight.pipeline.report.RunStats` once the source has
-            ended (frames delivered, corrupt packets skipped, drops, reconnects, latencies);
-            None until then, and when the run failed or was closed before the end.
+        stats: the run's :class:`~vidlight.pipeline.report.RunStats` once it has ended
+            (frames handed over, corrupt packets skipped, drops, reconnects, latencies):
+            for a file at its end, for a live source also when closed (which is how a live
+            run ends); None before, and when the run failed or a file's was closed early.
     """
 
-    def __init__(self, frames: Iterator[EnhancedFrame], outcome: dict[str, Any]) -> None:
-        self._frames = frames
-        self._outcome = outcome
+    def __init__(self, source: str, settings, format: str, queue_frames: int, on_frames=None) -> None:
+        self._source, self._settings, self._format, self._on_frames = source, settings, format, on_frames
+        self._sink = FrameQueueSink(maxsize=queue_frames)
+        self._stop = threading.Event()
+        self._outcome: dict[str, Any] = {}
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._ended = False
 
     @property
     def stats(self) -> RunStats | None:
         return self._outcome.get("stats")
 
     def __next__(self) -> EnhancedFrame:
-        return next(self._frames)
+        with self._lock:
+            if self._thread is None and not self._ended:
+                # The thread holds the run's parts, not this object, so that dropping the
+                # iterator reaches __del__.
+                self._thread = threading.Thread(
+                    target=_run,
+                    args=(self._source, self._settings, self._sink, self._stop, self._outcome, self._on_frames),
+                    daemon=True,
+                    name="vidlight-frames",
+                )
+                self._thread.start()
+        while not self._ended:
+            try:
+                item = self._sink.queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():  # closed from another thread
+                    self._end()
+                    break
+                continue
+            if item is _END:
+                self._end()
+                error = self._outcome.pop("error", None)
+                if error is not None:
+                    raise error
+                break
+            if self._format == "torch":
+                import torch
+
+                item.image = torch.from_numpy(item.image)
+            return item
+        raise StopIteration
+
+    def _end(self) -> None:
+        self._stop.set()
+        self._sink.cancelled.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        self._ended = True
 
     def close(self) -> None:
-        """Stop the pipeline and release the source (waits for its threads to end)."""
-        close = getattr(self._frames, "close", None)
-        if close is not None:
-            close()
+        """Stop the pipeline and release the source; waits for its threads to end."""
+        self._end()
 
     def __enter__(self) -> EnhancedFrames:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __del__(self) -> None:
+        # Dropped (a loop left with break): stop the pipeline; its threads end on their own.
+        self._stop.set()
+        self._sink.cancelled.set()
+
+
+def _run(source: str, settings, sink: FrameQueueSink, stop: threading.Event, outcome: dict, on_frames) -> None:
+    """The pipeline into ``sink``, its RunStats or its error into ``outcome``."""
+    from vidlight.pipeline.runner import Interrupted, enhance_video
+
+    try:
+        outcome["stats"] = enhance_video(source, sink, settings, progress=False, stop_event=stop, on_frames=on_frames)
+    except Interrupted:
+        pass  # the consumer left the loop
+    except BaseException as exc:  # handed to the consumer
+        outcome["error"] = exc
+    finally:
+        sink.finish()
 
 
 def enhanced_frames(
@@ -157,8 +223,9 @@ def enhanced_frames(
         source: as for :func:`vidlight.enhance_video`.
         format: ``"numpy"`` (H x W x 3 arrays) or ``"torch"`` (the same as tensors, no copy).
         queue_frames: frames handed over ahead of the consumer (at least 1).
-        **options: any other :func:`vidlight.enhance_video` argument (``settings``, ``model``,
-            ``device``, ``strength``, ``smooth``, ``duration_seconds``, ``reconnect``, ...).
+        **options: any other :func:`vidlight.enhance_video` argument (``settings``,
+            ``on_frames``, ``model``, ``device``, ``strength``, ``smooth``, ``duration``,
+            ``reconnect``, ...).
 
     Returns:
         An iterator of :class:`EnhancedFrame`, in the source's order, that can be closed
@@ -177,42 +244,6 @@ def enhanced_frames(
     for reserved in ("output", "progress", "stop_event"):
         if reserved in options:
             raise VidlightError(f"enhanced_frames does not take {reserved!r}")
+    on_frames = options.pop("on_frames", None)
     settings = (options.pop("settings", None) or Settings()).replace(**options)  # a bad option fails here
-    outcome: dict[str, Any] = {}
-    return EnhancedFrames(_frames(source, settings, format, queue_frames, outcome), outcome)
-
-
-def _frames(source: str, settings, format: str, queue_frames: int, outcome: dict[str, Any]) -> Iterator[EnhancedFrame]:
-    from vidlight.pipeline.runner import Interrupted, enhance_video
-
-    sink = FrameQueueSink(maxsize=queue_frames)
-    stop = threading.Event()
-
-    def work() -> None:
-        try:
-            outcome["stats"] = enhance_video(source, sink, settings, progress=False, stop_event=stop)
-        except Interrupted:
-            pass  # the consumer left the loop
-        except BaseException as exc:  # handed to the consumer
-            outcome["error"] = exc
-        finally:
-            sink.finish()
-
-    thread = threading.Thread(target=work, daemon=True, name="vidlight-frames")
-    thread.start()
-    try:
-        while True:
-            item = sink.queue.get()
-            if item is _END:
-                break
-            if format == "torch":
-                import torch
-
-                item.image = torch.from_numpy(item.image)
-            yield item
-    finally:
-        stop.set()
-        sink.cancelled.set()
-        thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
+    return EnhancedFrames(source, settings, format, queue_frames, on_frames)

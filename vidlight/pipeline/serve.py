@@ -38,7 +38,7 @@ from vidlight.pipeline.queues import FrameQueue, LatestFrameQueue
 from vidlight.pipeline.report import Latencies, LiveReport, RunStats
 from vidlight.pipeline.temporal import StatisticsSmoother, TemporalSmoother
 from vidlight.pipeline.workers import read_source, write_sink
-from vidlight.settings import Settings, fields
+from vidlight.settings import Settings, field_name, fields
 
 log = logging.getLogger("vidlight")
 
@@ -73,7 +73,7 @@ class Stream:
     def __init__(self, name: str, source: str, sink: str, settings: Settings | None = None, **options: Any) -> None:
         shared = {f.name for f in fields(*SHARED_GROUPS)} | {"executor", "workers"}
         for option in options:
-            if option in shared:
+            if field_name(option) in shared:
                 raise VidlightError(
                     f"stream {name!r} sets {option!r}, which every stream shares (one model on "
                     f"one device); set it for serve as a whole"
@@ -385,7 +385,7 @@ def serve(
             raise VidlightError(f"stream {s.name!r} sets split, which cuts video files into parts; drop it")
         if classify_sink(s.sink) == "file" and Path(s.sink).exists() and not s.settings.run.overwrite:
             raise VidlightError(f"{s.sink} (stream {s.name!r}) already exists; set overwrite = true to replace it")
-    unshared = sorted(set(options) - {f.name for f in fields(*SHARED_GROUPS)})
+    unshared = sorted(o for o in options if field_name(o) not in {f.name for f in fields(*SHARED_GROUPS)})
     if unshared:
         raise VidlightError(
             f"serve takes the settings every stream shares; {unshared[0]!r} is a stream's own: set it on each Stream"
