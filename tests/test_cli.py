@@ -360,6 +360,26 @@ def test_an_x265_run_prints_no_encoder_banner(tmp_path: Path) -> None:
     assert len(read_video(out).frames) == 6
 
 
+def test_a_warning_during_a_run_is_not_written_onto_the_progress_bar(tmp_path: Path) -> None:
+    """A log line in the middle of a run (here: a picture of another shape) starts a line of
+    its own; the bar is cleared and drawn again below it."""
+    import subprocess
+    import sys
+
+    import cv2
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.full((48, 64, 3), 40, np.uint8))
+    cv2.imwrite(str(folder / "b.png"), np.full((64, 48, 3), 40, np.uint8))
+    cmd = [sys.executable, "-m", "vidlight", "process", str(folder), str(tmp_path / "out.mp4")]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    at = result.stderr.index("vidlight: frame size changed")
+    assert "frame" in result.stderr[:at]  # the bar was drawn before it
+    assert at == 0 or result.stderr[at - 1] in "\r\n", repr(result.stderr[max(0, at - 40) : at + 10])
+
+
 # --- slips a newcomer makes ------------------------------------------------------------------------
 
 

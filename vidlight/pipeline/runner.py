@@ -307,6 +307,11 @@ def _run(
     threads = contextlib.ExitStack()
     if enhancer.workers > 1:
         threads.enter_context(single_threaded_ops())
+    if progress:
+        # Log lines during the run go above the bar rather than onto its line.
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        threads.enter_context(logging_redirect_tqdm(loggers=[logging.getLogger()], tqdm_class=tqdm))
     start = time.perf_counter()
     reader.start()
     writer.start()
