@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import av
@@ -117,6 +118,18 @@ def test_every_ready_pipeline_loads_with_its_required_keys(tmp_path):
             continue
         definition = load_pipeline(path, ["source=in.mp4", "sink=out.mp4"])
         assert definition.source == "in.mp4" and definition.sink == "out.mp4"
+        # Tried on a recording first, a camera pipeline enhances every frame of it.
+        assert definition.settings.source.latest_frame is None, path.name
+
+
+def test_latest_frame_on_a_file_warns_that_it_drops_frames(tmp_path, caplog):
+    clip = simple_clip(tmp_path / "in.mp4", n=4)
+    args = ["process", str(clip.path), str(tmp_path / "out.mp4"), "--no-progress", "-m", "sci"]
+    with caplog.at_level(logging.WARNING, logger="vidlight"):
+        assert CliRunner().invoke(main, args).exit_code == 0
+        assert "drops every frame" not in caplog.text
+        assert CliRunner().invoke(main, [*args, "-y", "--latest-frame"]).exit_code == 0
+    assert "is a file, read as fast as it is enhanced" in caplog.text
 
 
 def test_folder_of_videos_to_folder(tmp_path):

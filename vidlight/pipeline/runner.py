@@ -193,6 +193,12 @@ def run_source(
         stills=getattr(source, "stills", False),
     )
     latest = source.live if settings.source.latest_frame is None else settings.source.latest_frame
+    if latest and not source.live:
+        log.warning(
+            "%s is a file, read as fast as it is enhanced: --latest-frame drops every frame the model "
+            "cannot keep up with; leave it out to enhance them all",
+            source.name,
+        )
     try:
         model, fp16 = model or load_engine_model(settings.engine, dev)
         enhancer = FrameEnhancer(

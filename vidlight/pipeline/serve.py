@@ -210,6 +210,12 @@ class _Live(StreamIntake):
         self.spec, self.source, self.sink, self.name = spec, source, sink, spec.name
         self.live = source.live
         latest = self.live if spec.settings.source.latest_frame is None else spec.settings.source.latest_frame
+        if latest and not self.live:
+            log.warning(
+                "%s: its source is a file, read as fast as it is enhanced: latest_frame drops every frame "
+                "the model cannot keep up with; leave it unset to enhance them all",
+                spec.name,
+            )
         self.decoded: FrameQueue | LatestFrameQueue = (
             LatestFrameQueue(2 * share) if latest else FrameQueue(maxsize=2 * share)
         )
