@@ -439,6 +439,12 @@ def test_the_summary_names_what_was_written(tmp_path: Path, caplog: pytest.LogCa
     assert done.exit_code == 0, done.output
     assert any(r.getMessage().startswith(f"wrote {seg.parent / 'part_*.mp4'}: 4 frames") for r in caplog.records)
     assert (seg.parent / "part_00000.mp4").exists()
+    pipeline = Path(__file__).resolve().parents[1] / "pipelines" / "file-to-file.toml"
+    sets = ["--set", f"source={clip.path}", "--set", f"sink={seg}", "--set", 'segment="10s"', "--no-progress"]
+    ran = CliRunner().invoke(main, ["run", str(pipeline), *sets])
+    assert ran.exit_code == 0, ran.output
+    assert any(r.getMessage().startswith(f"wrote {seg.parent / 'part_*.mp4'}: 4 frames") for r in caplog.records[-3:])
+    assert (seg.parent / "part_00001.mp4").exists()  # the second run goes on after the first's
     out = tmp_path / "out"
     assert CliRunner().invoke(main, ["process", str(tmp_path / "in"), str(out), "-m", "sci"]).exit_code == 0
     caplog.clear()

@@ -432,8 +432,26 @@ def test_segment_close_incomplete_removes_only_the_current_one(tmp_path: Path) -
     assert [p.name for p in sink.segments] == ["cam_00000.mkv", "cam_00001.mkv"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cam_00000.mkv", "cam_00001.mkv"]
     assert [len(read_video(p).frames) for p in sink.segments] == [25, 25]
-    with pytest.raises(VidlightError, match="already exists"):
-        SegmentedFileSink(tmp_path / "cam.mkv", make_info(), segment_seconds=1)
+
+
+def test_a_recorder_started_again_goes_on_after_its_segments(tmp_path: Path) -> None:
+    """After a reboot or a crash the same recording goes on at the next number, the earlier
+    segments untouched; -y numbers from 0 again, replacing them."""
+    first = SegmentedFileSink(tmp_path / "cam.mkv", make_info(), segment_seconds=1, preset="ultrafast")
+    _record(first, 30)
+    first.close()
+    before = {p.name: p.read_bytes() for p in first.segments}
+    (tmp_path / "cam_notes.mkv").write_text("not a segment")
+    again = SegmentedFileSink(tmp_path / "cam.mkv", make_info(), segment_seconds=1, preset="ultrafast")
+    _record(again, 30)
+    again.close()
+    assert [p.name for p in again.segments] == ["cam_00002.mkv", "cam_00003.mkv"]
+    assert all((tmp_path / name).read_bytes() == data for name, data in before.items())
+    assert [len(read_video(p).frames) for p in again.segments] == [25, 5]
+    fresh = SegmentedFileSink(tmp_path / "cam.mkv", make_info(), segment_seconds=1, preset="ultrafast", overwrite=True)
+    _record(fresh, 10)
+    fresh.close()
+    assert [p.name for p in fresh.segments] == ["cam_00000.mkv"] and len(read_video(fresh.segments[0]).frames) == 10
 
 
 def test_segment_names_from_wall_clock(tmp_path: Path) -> None:
@@ -554,3 +572,24 @@ def test_open_sink_picks_the_sink(tmp_path: Path) -> None:
         open_sink(f"rtsp://u:pw12345@127.0.0.1:{closed_port()}/x", info)
     with pytest.raises(VidlightError, match="outputs are files"):
         open_sink("http://127.0.0.1/x", info)
+
+
+def test_an_interrupted_segmented_run_names_its_segments(tmp_path: Path) -> None:
+    """Not the name pattern, which no file has."""
+    from vidlight.pipeline.runner import Interrupted, enhance_video
+
+    clip = simple_clip(tmp_path / "in.mp4", n=90)  # 3 s at 30 fps
+    stop = threading.Event()
+    seen = []
+
+    def count(n: int) -> None:
+        seen.append(n)
+        if sum(seen) >= 45:
+            stop.set()
+
+    with pytest.raises(Interrupted) as caught:
+        out = tmp_path / "rec.mp4"
+        enhance_video(clip.path, out, model="sci", segment=1, stop_event=stop, on_frames=count, progress=False)
+    names = sorted(p.name for p in tmp_path.glob("rec_*.mp4"))
+    assert len(names) >= 2 and not (tmp_path / "rec.mp4").exists()
+    assert f"rec_00000.mp4 .. {names[-1]} hold them" in str(caught.value), str(caught.value)

@@ -170,14 +170,20 @@ def process(source, sink, **options):
     run = enhance_folder if videos_in(source) else enhance_video  # a folder of videos -> a folder
     with _stop_on_sigterm():
         stats = run(source, sink, settings)
+
+    if stats.frames or run is not enhance_folder:  # a batch with nothing left to do said so
+        logging.getLogger("vidlight").info("wrote %s: %s", _written_to(sink, settings), stats.summary())
+
+
+def _written_to(sink: str, settings: Settings) -> str:
+    """The output for the closing line: a segmented one's segment names."""
     from vidlight.io.live import redact
 
     target = redact(str(sink))
     if settings.encoder.segment_seconds is not None and "%" not in target:
         named = Path(target)
-        target = str(named.with_name(f"{named.stem}_*{named.suffix}"))  # the segments' names
-    if stats.frames or run is not enhance_folder:  # a batch with nothing left to do said so
-        logging.getLogger("vidlight").info("wrote %s: %s", target, stats.summary())
+        target = str(named.with_name(f"{named.stem}_*{named.suffix}"))
+    return target
 
 
 @contextlib.contextmanager
@@ -212,7 +218,6 @@ def _stop_on_sigterm():
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def run(pipeline, overrides, overwrite, no_progress):
     """Run a pipeline definition (TOML), e.g. pipelines/file-to-file.toml."""
-    from vidlight.io.live import redact
     from vidlight.pipeline.config import load_pipeline, run_pipeline
 
     if overwrite:
@@ -228,7 +233,9 @@ def run(pipeline, overrides, overwrite, no_progress):
         raise
     with _stop_on_sigterm():
         stats = run_pipeline(definition, **({"progress": False} if no_progress or _quiet() else {}))
-    logging.getLogger("vidlight").info("wrote %s: %s", redact(definition.sink), stats.summary())
+    logging.getLogger("vidlight").info(
+        "wrote %s: %s", _written_to(definition.sink, definition.settings), stats.summary()
+    )
 
 
 @main.command()

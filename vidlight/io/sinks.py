@@ -274,6 +274,14 @@ class SameNamesSink(ImageDirSink):
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(h|m|s)?\s*$", re.IGNORECASE)
 
 
+def written(sink) -> str:
+    """What ``sink`` wrote, for a message: its output, or a segmented one's segment names."""
+    segments = getattr(sink, "segments", None)
+    if segments:
+        return str(segments[0]) if len(segments) == 1 else f"{segments[0]} .. {segments[-1].name}"
+    return str(sink.output)
+
+
 def parse_duration(text: str | float | int) -> float:
     """Seconds in ``"10m"``, ``"90s"``, ``"1h"``, ``"1.5h"`` or a plain number of seconds (``"30"``).
 
@@ -307,8 +315,9 @@ class SegmentedFileSink:
         segment_seconds: length of a segment (a number, or text for :func:`parse_duration`).
         copy_streams, codec, crf, preset, options: as for :class:`FileSink`; copied packets
             are shifted by each segment's start.
-        overwrite: replace existing segment files (otherwise an existing first segment name
-            is an error, and a clash between wall-clock names gets a ``-1``, ``-2`` suffix).
+        overwrite: number the segments from 0 again, replacing those of the same names
+            (otherwise numbered segments go on after the highest number already in the
+            folder, and a clash between wall-clock names gets a ``-1``, ``-2`` suffix).
 
     Attributes:
         segments: paths of the finished segments, in order.
@@ -345,8 +354,18 @@ class SegmentedFileSink:
         self._current_path: Path | None = None
         self._start_pts: int | None = None  # first pts of the current segment (source time base)
         self._index = 0
-        if not self.timestamped and not overwrite and self._numbered(0).exists():
-            raise VidlightError(f"{self._numbered(0)} already exists; pass -y/--overwrite to replace it")
+        if not self.timestamped and not overwrite:
+            # A recorder started again (after a reboot or a crash) goes on after the segments
+            # of the same name it finds; -y starts again at 0, replacing them.
+            pattern = re.compile(rf"{re.escape(path.stem)}_(\d{{5,}}){re.escape(path.suffix)}")
+            found = [int(m.group(1)) for p in path.parent.iterdir() if (m := pattern.fullmatch(p.name))]
+            if found:
+                self._index = max(found) + 1
+                log.info(
+                    "%s already holds segments up to %s: going on after them",
+                    path.parent,
+                    self._numbered(max(found)).name,
+                )
 
     def _numbered(self, n: int) -> Path:
         path = Path(self.output)

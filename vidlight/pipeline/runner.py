@@ -32,7 +32,7 @@ from vidlight.errors import MediaError, VidlightError
 from vidlight.io import Sink, Source
 from vidlight.io.files import VideoInfo
 from vidlight.io.live import IMAGE_SUFFIXES, ImageDirSource, Reconnected, classify, redact, source_with
-from vidlight.io.sinks import classify_sink, sink_with
+from vidlight.io.sinks import classify_sink, sink_with, written
 from vidlight.pipeline.batching import SmoothingThread, StreamIntake, run_model
 from vidlight.pipeline.enhancer import FrameEnhancer, load_engine_model, prepare_engine, single_threaded_ops
 from vidlight.pipeline.queues import FrameQueue, LatestFrameQueue
@@ -412,7 +412,8 @@ def _run(
     if interrupted and not live:
         if stats.frames == 0:
             raise Interrupted(0, "nothing was written")
-        raise Interrupted(stats.frames, f"{output} holds them, complete and playable")
+        many = len(getattr(sink, "segments", ())) > 1
+        raise Interrupted(stats.frames, f"{written(sink)} {'hold' if many else 'holds'} them, complete and playable")
     if stats.frames == 0:
         raise MediaError(f"no frame of {name} could be decoded")
     return stats
