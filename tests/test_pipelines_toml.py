@@ -161,3 +161,7 @@ def test_folder_of_videos_to_folder(tmp_path):
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0, again.output
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes
+    # A name like a video's for the whole folder is refused, and nothing is made.
+    wrong = CliRunner().invoke(main, ["process", str(src), str(tmp_path / "all.mp4"), "--no-progress"])
+    assert wrong.exit_code == 1 and "goes into a folder" in wrong.output and len(wrong.output.splitlines()) == 1
+    assert not (tmp_path / "all.mp4").exists()

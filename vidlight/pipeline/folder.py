@@ -35,6 +35,11 @@ def plan_folder(input: str | Path, output: str | Path, overwrite: bool) -> list[
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise VidlightError(f"{output} is a file; the output of a folder of videos is a folder")
+    if not output.exists() and output.suffix.lower() in VIDEO_SUFFIXES:
+        raise VidlightError(
+            f"{output} is named like a video, but a folder of videos goes into a folder (one output per "
+            f"video, same names); give a folder, e.g. {output.with_suffix('')}/"
+        )
     output.mkdir(parents=True, exist_ok=True)
     todo = []
     for video in videos:
