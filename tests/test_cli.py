@@ -378,6 +378,13 @@ def test_a_warning_during_a_run_is_not_written_onto_the_progress_bar(tmp_path: P
     at = result.stderr.index("vidlight: frame size changed")
     assert "frame" in result.stderr[:at]  # the bar was drawn before it
     assert at == 0 or result.stderr[at - 1] in "\r\n", repr(result.stderr[max(0, at - 40) : at + 10])
+    # The same for the other commands' bars: eval's, when one video ends before the others.
+    long, short = simple_clip(tmp_path / "long.mp4", n=12).path, simple_clip(tmp_path / "short.mp4", n=5).path
+    cmd = [sys.executable, "-m", "vidlight", "eval", str(long), str(long), str(short)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    at = result.stderr.index("vidlight: short.mp4 ended after 5 frames")
+    assert "frame" in result.stderr[:at] and result.stderr[at - 1] in "\r\n", repr(result.stderr[: at + 10])
 
 
 # --- slips a newcomer makes ------------------------------------------------------------------------

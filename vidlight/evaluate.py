@@ -20,6 +20,7 @@ import numpy as np
 from vidlight.errors import MediaError, VidlightError
 from vidlight.io.files import FileSource, Frame
 from vidlight.io.live import ImageDirSource
+from vidlight.pipeline.report import logs_above_bar
 from vidlight.video_metrics import InputFlow, VideoStats
 
 log = logging.getLogger("vidlight")
@@ -112,7 +113,8 @@ def evaluate_videos(
         flow = InputFlow(downscale=downscale) if warping else None
         streams = [_pictures(s) for s in sources]
         total = min(filter(None, (sources[0].info.frames, max_frames)), default=None)
-        with tqdm(total=total, unit="frame", desc=paths[0].name, disable=not progress, dynamic_ncols=True) as bar:
+        bar = tqdm(total=total, unit="frame", desc=paths[0].name, disable=not progress, dynamic_ncols=True)
+        with bar, logs_above_bar(progress):
             while max_frames is None or stats[0].frames < max_frames:
                 pictures = [next(stream, None) for stream in streams]
                 frames = [f for f in pictures if f is not None]

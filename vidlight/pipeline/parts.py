@@ -32,7 +32,7 @@ import av
 
 from vidlight.errors import MediaError, VidlightError
 from vidlight.io.files import FileSink, FileSource, Frame, VideoInfo, hidden_path, open_input, partial_path
-from vidlight.pipeline.report import RunStats
+from vidlight.pipeline.report import RunStats, logs_above_bar
 from vidlight.pipeline.temporal import DEFAULT_LOOKAHEAD
 from vidlight.settings import Settings
 
@@ -310,17 +310,20 @@ def enhance_in_parts(
             on_frames(n)
 
     try:
-        if settings.run.executor == "ray":
-            from vidlight.scale.batch import run_parts_on_ray
+        with logs_above_bar(settings.run.progress):
+            if settings.run.executor == "ray":
+                from vidlight.scale.batch import run_parts_on_ray
 
-            run_parts_on_ray(input, [(p, workspace.path(p)) for p in todo], settings, bar)
-        else:
-            stop = stop_event or threading.Event()
-            from vidlight.pipeline.enhancer import load_engine_model, prepare_engine
+                run_parts_on_ray(input, [(p, workspace.path(p)) for p in todo], settings, bar)
+            else:
+                stop = stop_event or threading.Event()
+                from vidlight.pipeline.enhancer import load_engine_model, prepare_engine
 
-            model = load_engine_model(settings.engine, prepare_engine(settings.engine)[0]) if todo else None
-            for part in todo:
-                enhance_part(input, part, workspace.path(part), settings, model=model, stop_event=stop, on_frames=count)
+                model = load_engine_model(settings.engine, prepare_engine(settings.engine)[0]) if todo else None
+                for part in todo:
+                    enhance_part(
+                        input, part, workspace.path(part), settings, model=model, stop_event=stop, on_frames=count
+                    )
     except (KeyboardInterrupt, Interrupted):
         bar.close()
         finished = sum(1 for p in parts if workspace.done(p))

@@ -3,6 +3,7 @@ log line of a live run."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -67,6 +68,16 @@ class Latencies:
             rank = max(1, math.ceil(q * self.count))
             index = int(np.searchsorted(np.cumsum(self._counts), rank))
         return self.LOWEST * self.RESOLUTION**index
+
+
+def logs_above_bar(shown: bool) -> contextlib.AbstractContextManager:
+    """While a progress bar is ``shown``, console log lines go above it (tqdm clears the bar,
+    writes the line and draws the bar again) rather than onto its line."""
+    if not shown:
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm(loggers=[logging.getLogger()])
 
 
 @dataclass

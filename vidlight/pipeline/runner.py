@@ -36,7 +36,7 @@ from vidlight.io.sinks import classify_sink, sink_with, written
 from vidlight.pipeline.batching import SmoothingThread, StreamIntake, run_model
 from vidlight.pipeline.enhancer import FrameEnhancer, load_engine_model, prepare_engine, single_threaded_ops
 from vidlight.pipeline.queues import FrameQueue, LatestFrameQueue
-from vidlight.pipeline.report import Latencies, LiveReport, RunStats
+from vidlight.pipeline.report import Latencies, LiveReport, RunStats, logs_above_bar
 from vidlight.pipeline.temporal import TemporalSmoother
 from vidlight.pipeline.workers import read_source, write_sink
 from vidlight.settings import Settings
@@ -313,11 +313,7 @@ def _run(
     threads = contextlib.ExitStack()
     if enhancer.workers > 1:
         threads.enter_context(single_threaded_ops())
-    if progress:
-        # Log lines during the run go above the bar rather than onto its line.
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        threads.enter_context(logging_redirect_tqdm(loggers=[logging.getLogger()], tqdm_class=tqdm))
+    threads.enter_context(logs_above_bar(progress))
     start = time.perf_counter()
     reader.start()
     writer.start()

@@ -20,7 +20,7 @@ from typing import Any
 from vidlight.errors import VidlightError
 from vidlight.io.files import open_input, partial_path
 from vidlight.pipeline.folder import plan_folder, videos_in
-from vidlight.pipeline.report import RunStats
+from vidlight.pipeline.report import RunStats, logs_above_bar
 from vidlight.settings import Settings
 
 log = logging.getLogger("vidlight")
@@ -238,7 +238,8 @@ def enhance_folder_on_ray(
     jobs = [Job(video.name, "enhance", (str(video), str(target)), target) for video, target in todo]
     start = time.perf_counter()
     try:
-        results = run_jobs(jobs, settings, bar, what="video")
+        with logs_above_bar(settings.run.progress):
+            results = run_jobs(jobs, settings, bar, what="video")
     except KeyboardInterrupt:
         done = sum(1 for _, target in todo if target.exists())
         raise Interrupted(
