@@ -54,6 +54,26 @@ def test_the_page_holds_what_was_measured(page):
     assert text.count("<svg") == 2 and f"{np.mean(variants[2].lumas):.1f}" in text
 
 
+def test_a_model_is_loaded_once_and_warmed_up_before_its_clock(tmp_path, page, monkeypatch):
+    """Its strengths share one loaded model, and each variant's timed pass follows an untimed
+    frame, so loading and first-call costs do not fall on whichever variant came first."""
+    import vidlight.pipeline.enhancer as enhancer
+    import vidlight.pipeline.iterate as iterate
+
+    clip = page[0]
+    loads, passes = [], []
+    real_load, real_frames = enhancer.load_engine_model, iterate.enhanced_frames
+    monkeypatch.setattr(enhancer, "load_engine_model", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+
+    def frames(source, **options):
+        passes.append(options["settings"].run.max_frames)
+        return real_frames(source, **options)
+
+    monkeypatch.setattr(iterate, "enhanced_frames", frames)
+    compare(clip, tmp_path / "p.html", ["sci"], strengths=["auto", 1.0], frames=N, samples=2, log=lambda _: None)
+    assert len(loads) == 1 and passes == [1, N, 1, N]
+
+
 def test_cli_compare_names_models_in_any_case_and_refuses_typos(tmp_path, page):
     clip, _, _ = page
     result = CliRunner().invoke(

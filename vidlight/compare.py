@@ -65,6 +65,7 @@ def compare(
 
     ``settings`` are the rest of the run's settings (device, batch size, smoothing, ...).
     """
+    from vidlight.pipeline.enhancer import load_engine_model, prepare_engine
     from vidlight.pipeline.iterate import enhanced_frames
 
     settings = settings or Settings()
@@ -89,15 +90,25 @@ def compare(
     original.samples = {index: rgb for index, rgb in _input_frames(input, frames) if index in wanted}
     variants = [original]
     unavailable: dict[str, WeightsError] = {}
+    loaded: dict[str, tuple] = {}  # model name -> (module, fp16), loaded once for all its strengths
     for model, strength in variants_wanted:
         if model in unavailable:
             continue
         label = model if len(strengths) == 1 else f"{model}, strength {strength}"
         variant = Variant(label)
         log(f"{label}: enhancing {len(original.lumas)} frames")
-        start = time.perf_counter()
         run = settings.replace(model=model, strength=strength, max_frames=len(original.lumas), progress=False)
         try:
+            if model not in loaded:
+                loaded[model] = load_engine_model(run.engine, prepare_engine(run.engine)[0])
+            module, fp16 = loaded[model]
+            run = run.replace(model=module, fp16=fp16)
+            # A first frame untimed: loading, compiling and first-call costs are not the
+            # model's speed, and would fall on whichever variant came first.
+            with enhanced_frames(str(input), settings=run.replace(max_frames=1)) as warm_up:
+                for _ in warm_up:
+                    pass
+            start = time.perf_counter()
             for index, frame in enumerate(enhanced_frames(str(input), settings=run)):
                 image = np.asarray(frame.image)  # numpy frames (the iterator's default format)
                 variant.lumas.append(mean_luma(image))
