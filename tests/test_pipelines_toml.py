@@ -6,9 +6,11 @@ import logging
 from pathlib import Path
 
 import av
+import pytest
 from click.testing import CliRunner
 
 from vidlight.cli import main
+from vidlight.errors import VidlightError
 
 from media import simple_clip
 
@@ -132,7 +134,7 @@ def test_latest_frame_on_a_file_warns_that_it_drops_frames(tmp_path, caplog):
     assert "is a file, read as fast as it is enhanced" in caplog.text
 
 
-def test_folder_of_videos_to_folder(tmp_path):
+def test_folder_of_videos_to_folder(tmp_path, caplog):
     src = tmp_path / "night"
     src.mkdir()
     for name, n in (("a.mp4", 4), ("b.mkv", 5)):
@@ -158,10 +160,29 @@ def test_folder_of_videos_to_folder(tmp_path):
             assert sum(1 for _ in c.decode(video=0)) == n
     # Run again: both exist, both are skipped (nothing rewritten).
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    again = CliRunner().invoke(main, args)
+    with caplog.at_level(logging.INFO, logger="vidlight"):
+        again = CliRunner().invoke(main, args)
     assert again.exit_code == 0, again.output
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes
+    assert "already" in caplog.text and "0 frames" not in caplog.text  # it says so, not "wrote 0 frames"
     # A name like a video's for the whole folder is refused, and nothing is made.
     wrong = CliRunner().invoke(main, ["process", str(src), str(tmp_path / "all.mp4"), "--no-progress"])
     assert wrong.exit_code == 1 and "goes into a folder" in wrong.output and len(wrong.output.splitlines()) == 1
     assert not (tmp_path / "all.mp4").exists()
+
+
+def test_a_mistyped_key_gets_a_suggestion_among_all_valid_keys(tmp_path):
+    """source and sink included, at the top level, with --set and in a stream's table."""
+    from vidlight.pipeline.config import load_serve_config
+
+    result = CliRunner().invoke(
+        main, ["run", str(PIPELINES / "file-to-file.toml"), "--set", "sourc=a.mp4", "--set", "sink=b.mp4"]
+    )
+    assert result.exit_code == 2 and "(did you mean 'source'?); valid keys: source, sink, " in result.output
+    definition = tmp_path / "serve.toml"
+    definition.write_text('model = "sci"\n[[streams]]\nname = "a"\nsource = "a.mp4"\nsinc = "b.mp4"\n')
+    with pytest.raises(VidlightError, match="unknown key 'sinc' \\(did you mean 'sink'\\?\\)"):
+        load_serve_config(definition)
+    definition.write_text('modle = "sci"\n[[streams]]\nsource = "a.mp4"\nsink = "b.mp4"\n')
+    with pytest.raises(VidlightError, match="unknown key 'modle' \\(did you mean 'model'\\?\\)"):
+        load_serve_config(definition)

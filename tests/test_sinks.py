@@ -28,7 +28,15 @@ from vidlight.io.files import (
     partial_path,
     pixel_format,
 )
-from vidlight.io.sinks import ImageDirSink, NullSink, RtspSink, SegmentedFileSink, open_sink, parse_duration
+from vidlight.io.sinks import (
+    ImageDirSink,
+    NullSink,
+    RtspSink,
+    SegmentedFileSink,
+    classify_sink,
+    open_sink,
+    parse_duration,
+)
 
 from media import gradient, mean_abs_diff, read_video, simple_clip
 from rtsp import closed_port
@@ -549,6 +557,12 @@ def test_rtsp_sink_refused_is_one_redacted_line() -> None:
 
 
 # --- open_sink ------------------------------------------------------------------------------------------
+
+
+def test_a_picture_pattern_without_index_is_refused_with_the_right_field(tmp_path: Path) -> None:
+    with pytest.raises(VidlightError, match=r"numbers the frames with \{index\}, e\.g\. .*\{index:06d\}\.png"):
+        classify_sink(tmp_path / "frames" / "{idx}.png")
+    assert classify_sink(tmp_path / "frames" / "{index:04d}.png") == "pattern"
 
 
 def test_open_sink_picks_the_sink(tmp_path: Path) -> None:

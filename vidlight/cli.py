@@ -219,6 +219,7 @@ def _stop_on_sigterm():
 def run(pipeline, overrides, overwrite, no_progress):
     """Run a pipeline definition (TOML), e.g. pipelines/file-to-file.toml."""
     from vidlight.pipeline.config import load_pipeline, run_pipeline
+    from vidlight.pipeline.folder import videos_in
 
     if overwrite:
         overrides = (*overrides, "overwrite=true")
@@ -233,9 +234,10 @@ def run(pipeline, overrides, overwrite, no_progress):
         raise
     with _stop_on_sigterm():
         stats = run_pipeline(definition, **({"progress": False} if no_progress or _quiet() else {}))
-    logging.getLogger("vidlight").info(
-        "wrote %s: %s", _written_to(definition.sink, definition.settings), stats.summary()
-    )
+    if stats.frames or not videos_in(definition.source):  # a batch with nothing left to do said so
+        logging.getLogger("vidlight").info(
+            "wrote %s: %s", _written_to(definition.sink, definition.settings), stats.summary()
+        )
 
 
 @main.command()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -264,7 +264,7 @@ class EngineSettings:
         if unknown:
             raise SettingError(
                 "model_options",
-                f"{self.model} has no option {unknown[0]!r}{_did_you_mean(unknown[0], known)}; "
+                f"{self.model} has no option {unknown[0]!r}{did_you_mean(unknown[0], known)}; "
                 f"its options: {', '.join(known) or 'none'} (see `vidlight models`)",
             )
 
@@ -345,7 +345,7 @@ class EncoderSettings:
         if not video:
             raise SettingError(
                 "codec",
-                f"{self.codec!r} is not a video encoder here{_did_you_mean(self.codec, COMMON_ENCODERS)}; "
+                f"{self.codec!r} is not a video encoder here{did_you_mean(self.codec, COMMON_ENCODERS)}; "
                 f"common ones: {', '.join(COMMON_ENCODERS)}",
             )
         preset = (self.preset or "").lower()
@@ -353,7 +353,7 @@ class EncoderSettings:
         if self.codec in ("libx264", "libx265") and preset and preset not in X264_PRESETS and not numbered:
             raise SettingError(
                 "preset",
-                f"{self.codec} has no preset {self.preset!r}{_did_you_mean(preset, X264_PRESETS)}; "
+                f"{self.codec} has no preset {self.preset!r}{did_you_mean(preset, X264_PRESETS)}; "
                 f"its presets: {', '.join(X264_PRESETS)} (any case), or 0-9",
             )
 
@@ -427,14 +427,16 @@ class Settings:
         return cls().replace(**options)
 
     @classmethod
-    def from_keys(cls, keys: dict, *, where: str = "") -> Settings:
-        """Settings from TOML keys (``duration``, ``options``, ...)."""
+    def from_keys(cls, keys: dict, *, where: str = "", also: Sequence[str] = ()) -> Settings:
+        """Settings from TOML keys (``duration``, ``options``, ...); ``also``: the file's other
+        valid keys (``source``, ``sink``), named in the message for an unknown key."""
         by_key = {f.key: f.name for f in fields()}
         options = {}
         for key, value in keys.items():
             if key not in by_key:
+                valid = [*also, *by_key]
                 raise SettingError(
-                    key, f"{where}unknown key {key!r}{_did_you_mean(key, by_key)}; valid keys: {', '.join(by_key)}"
+                    key, f"{where}unknown key {key!r}{did_you_mean(key, valid)}; valid keys: {', '.join(valid)}"
                 )
             options[by_key[key]] = value
         try:
@@ -452,7 +454,7 @@ class Settings:
         for given, value in options.items():
             name = field_name(given)
             if name not in known:
-                raise SettingError(given, f"unknown setting {given!r}{_did_you_mean(given, [*known, *_KEYS])}")
+                raise SettingError(given, f"unknown setting {given!r}{did_you_mean(given, [*known, *_KEYS])}")
             if name in given_as:
                 raise SettingError(name, f"{given_as[name]!r} and {given!r} are the same setting; give one of them")
             given_as[name] = given
@@ -546,6 +548,7 @@ def field_name(name: str) -> str:
     return _KEYS.get(name, name)
 
 
-def _did_you_mean(name: str, valid) -> str:
+def did_you_mean(name: str, valid) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``valid`` to a mistyped ``name``, or ""."""
     close = difflib.get_close_matches(name, list(valid), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""

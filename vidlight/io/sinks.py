@@ -576,6 +576,12 @@ def classify_sink(spec: str | os.PathLike) -> str:
         raise VidlightError(f"cannot write to {redact(text)}: outputs are files, folders, rtsp:// URLs or null")
     if "{index" in text:
         return "pattern"
+    name = Path(text).name
+    if re.search(r"\{[^{}]*\}", name) and Path(name).suffix.lower() in IMAGE_SUFFIXES and not Path(text).exists():
+        raise VidlightError(
+            f"{text}: an image name pattern numbers the frames with {{index}}, e.g. "
+            f"{Path(text).with_name('{index:06d}' + Path(name).suffix)}"
+        )
     if text.endswith(("/", os.sep)) or Path(text).is_dir():
         return "images"
     if Path(text).suffix.lower() in IMAGE_SUFFIXES:

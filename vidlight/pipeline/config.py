@@ -13,7 +13,7 @@ from vidlight.errors import VidlightError
 from vidlight.pipeline.folder import enhance_folder, videos_in
 from vidlight.pipeline.report import RunStats
 from vidlight.pipeline.runner import enhance_video
-from vidlight.settings import Settings, fields, parse_pairs
+from vidlight.settings import Settings, did_you_mean, fields, parse_pairs
 
 # TOML key -> settings field (``source`` and ``sink`` are the pipeline's ends).
 KEYS = {"source": "source", "sink": "sink", **{f.key: f.name for f in fields()}}
@@ -52,7 +52,9 @@ def _override(config: dict, overrides: list[str]) -> None:
 
 
 def _settings(config: dict, where: str) -> Settings:
-    return Settings.from_keys({k: v for k, v in config.items() if k not in ("source", "sink")}, where=where)
+    return Settings.from_keys(
+        {k: v for k, v in config.items() if k not in ("source", "sink")}, where=where, also=("source", "sink")
+    )
 
 
 def load_pipeline(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Pipeline:
@@ -93,7 +95,8 @@ def load_serve_config(path: str | os.PathLike, overrides: Sequence[str] = ()) ->
         raise VidlightError(f"{path}: no streams; add a [[streams]] table with a source and a sink for each camera")
     unknown = sorted(set(config) - set(KEYS))
     if unknown:
-        raise VidlightError(f"{path}: unknown key {unknown[0]!r}; valid keys: {', '.join(KEYS)}, streams")
+        hint = did_you_mean(unknown[0], [*KEYS, "streams"])
+        raise VidlightError(f"{path}: unknown key {unknown[0]!r}{hint}; valid keys: {', '.join(KEYS)}, streams")
     defaults = {k: v for k, v in config.items() if k in STREAM_KEYS}
     streams = []
     for n, table in enumerate(tables, 1):
@@ -105,8 +108,9 @@ def load_serve_config(path: str | os.PathLike, overrides: Sequence[str] = ()) ->
                     f"on one device); set it at the top level"
                 )
             if key not in STREAM_KEYS and key != "name":
+                hint = did_you_mean(key, ["name", *STREAM_KEYS])
                 raise VidlightError(
-                    f"{path}: stream {name!r}: unknown key {key!r}; valid keys: name, {', '.join(STREAM_KEYS)}"
+                    f"{path}: stream {name!r}: unknown key {key!r}{hint}; valid keys: name, {', '.join(STREAM_KEYS)}"
                 )
         merged = {**defaults, **{k: v for k, v in table.items() if k != "name"}}
         for required in ("source", "sink"):
