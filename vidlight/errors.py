@@ -14,3 +14,7 @@ class WeightsError(VidlightError):
 
 class MediaError(VidlightError):
     """A video that cannot be opened, decoded or written."""
+
+
+# How to allow replacing an output, for the command line and for Python alike.
+OVERWRITE = "pass -y/--overwrite (overwrite=True from Python)"

@@ -19,7 +19,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from vidlight.errors import MediaError, VidlightError
+from vidlight.errors import OVERWRITE, MediaError, VidlightError
 from vidlight.io.files import DIGEST_CHARS, NVENC, FileSink, VideoInfo, hidden_path
 from vidlight.io.live import IMAGE_SUFFIXES, redact
 from vidlight.settings import EncoderSettings, Settings
@@ -131,7 +131,7 @@ class ImageDirSink:
         if earlier and not (overwrite or resume):
             raise VidlightError(
                 f"{self.folder} already holds {len(earlier)} picture(s) named like {sample}; "
-                "pass -y/--overwrite to replace them, or choose another folder"
+                f"{OVERWRITE} to replace them, or choose another folder"
             )
         for stale in self._unfinished():  # a writer that died while writing a picture leaves its temporary file
             stale.unlink(missing_ok=True)
@@ -216,7 +216,7 @@ class PictureSink(ImageDirSink):
         if not self.folder.is_dir():
             raise MediaError(f"cannot write {self.target}: folder {self.folder} does not exist")
         if self.target.exists() and not overwrite:
-            raise VidlightError(f"{self.target} already exists; pass -y/--overwrite to replace it")
+            raise VidlightError(f"{self.target} already exists; {OVERWRITE} to replace it")
 
     def _target(self, pts: int | None) -> Path:
         if self.frames_written:
@@ -255,7 +255,7 @@ class SameNamesSink(ImageDirSink):
         if taken and not overwrite:
             raise VidlightError(
                 f"{self.folder} already holds {len(taken)} of these pictures (e.g. {taken[0].name}); "
-                "pass -y/--overwrite to replace them, or choose another folder"
+                f"{OVERWRITE} to replace them, or choose another folder"
             )
         for path in taken:  # all of them, so that a shorter run does not leave an earlier one's beside it
             path.unlink(missing_ok=True)
@@ -643,7 +643,7 @@ def open_sink(
             overwrite=overwrite,
         )
     if Path(text).exists() and not overwrite:
-        raise VidlightError(f"{text} already exists; pass -y/--overwrite to replace it")
+        raise VidlightError(f"{text} already exists; {OVERWRITE} to replace it")
     return FileSink(
         text, info, copy_streams=copy_streams, codec=codec, crf=crf, preset=preset, open_encoder=not live_source
     )

@@ -131,10 +131,10 @@ def resolve_device(device: str | torch.device) -> torch.device:
         raise VidlightError(f"unknown device {str(device)!r}: use auto, cpu, cuda or cuda:N")
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
-            raise VidlightError("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
+            raise VidlightError(f"device {str(device)!r} was asked for, but PyTorch sees no CUDA GPU; use cpu or auto")
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
             raise VidlightError(
-                f"--device {parsed}: PyTorch sees {torch.cuda.device_count()} CUDA GPU(s), numbered from 0"
+                f"device {str(device)!r}: PyTorch sees {torch.cuda.device_count()} CUDA GPU(s), numbered from 0"
             )
         exact_fp32()
     return parsed

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from vidlight.errors import VidlightError
+from vidlight.errors import OVERWRITE, VidlightError
 from vidlight.pipeline.report import RunStats
 from vidlight.settings import Settings
 
@@ -45,7 +45,7 @@ def plan_folder(input: str | Path, output: str | Path, overwrite: bool) -> list[
     for video in videos:
         target = output / video.name
         if target.exists() and not overwrite:
-            log.info("%s exists: skipped (pass -y/--overwrite to redo it)", target)
+            log.info("%s exists: skipped (%s to redo it)", target, OVERWRITE)
             continue
         todo.append((video, target))
     return todo
@@ -73,7 +73,7 @@ def enhance_folder(input: str | Path, output: str | Path, settings: Settings | N
     todo = plan_folder(input, output, settings.run.overwrite)
     total = RunStats(0, 0.0, 0)
     if not todo:
-        log.info("every video in %s has its output in %s already; pass -y/--overwrite to redo them", input, output)
+        log.info("every video in %s has its output in %s already; %s to redo them", input, output, OVERWRITE)
     failed = []
     for done, (video, target) in enumerate(todo):
         try:

@@ -28,7 +28,7 @@ from typing import Any
 
 import av
 
-from vidlight.errors import MediaError, VidlightError
+from vidlight.errors import OVERWRITE, MediaError, VidlightError
 from vidlight.io import Sink, Source
 from vidlight.io.files import VideoInfo
 from vidlight.io.live import IMAGE_SUFFIXES, ImageDirSource, Reconnected, classify, redact, source_with
@@ -111,7 +111,7 @@ def enhance_video(
     file_to_file = source_kind == "file" and sink_kind == "file"
     if file_to_file:
         if Path(str(output)).exists() and not settings.run.overwrite:
-            raise VidlightError(f"{output} already exists; pass -y/--overwrite to replace it")
+            raise VidlightError(f"{output} already exists; {OVERWRITE} to replace it")
         if Path(input).resolve() == Path(str(output)).resolve():
             raise VidlightError("the output must be a different file from the input")
     if sink_kind == "picture" and (source_kind != "file" or Path(str(input)).suffix.lower() not in IMAGE_SUFFIXES):
