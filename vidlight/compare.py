@@ -13,7 +13,7 @@ import base64
 import html
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,7 +128,7 @@ def compare(
     if len(variants) == 1:  # no model could run
         raise next(iter(unavailable.values()))
     tmp = hidden_path(output, "partial", keep_suffix=False)
-    tmp.write_text(render_page(Path(input).name, variants))
+    tmp.write_text(render_page(Path(input).name, variants, unavailable))
     os.replace(tmp, output)
     log(f"wrote {output}")
     return variants
@@ -223,6 +223,7 @@ the right: drag it. Flicker index: mean |change of mean luma| between frames / m
 <table><tr><th>video</th><th>seconds</th><th>fps</th><th>mean luma</th><th>flicker index</th></tr>
 {rows}
 </table>
+{left_out}
 {luma_plot}
 {flicker_plot}
 {sections}
@@ -238,7 +239,9 @@ for (const slider of document.querySelectorAll(".slider")) {{
 """
 
 
-def render_page(name: str, variants: list[Variant]) -> str:
+def render_page(name: str, variants: list[Variant], left_out: Mapping[str, Exception] | None = None) -> str:
+    """The page: the table, the plots and the sampled frames; ``left_out``: the models that could
+    not run, and why."""
     original, models = variants[0], variants[1:]
     rows = []
     for v in variants:
@@ -275,4 +278,8 @@ def render_page(name: str, variants: list[Variant]) -> str:
         sections="\n".join(sections),
         luma_plot=line_plot(series, "Mean luma over time", "mean luma (0-255)"),
         flicker_plot=line_plot(changes, "Flicker: change of mean luma from the previous frame", "|change|"),
+        left_out="".join(
+            f'<p class="left-out">{html.escape(model)}: left out: {html.escape(str(exc))}</p>'
+            for model, exc in (left_out or {}).items()
+        ),
     )
