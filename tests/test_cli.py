@@ -460,3 +460,12 @@ def test_the_summary_names_what_was_written(tmp_path: Path, caplog: pytest.LogCa
     messages = [r.getMessage() for r in caplog.records]
     assert any("has its output in" in m and "pass -y/--overwrite" in m for m in messages), messages
     assert not any(m.startswith("wrote") for m in messages), messages
+
+
+def test_set_takes_key_value_pairs_and_serve_refuses_a_streams_own_keys() -> None:
+    """Both are usage errors (exit 2), said before anything is read or opened."""
+    pipelines = REPO / "pipelines"
+    bare = invoke("run", pipelines / "file-to-file.toml", "--set", "source")
+    assert bare.exit_code == 2 and "'source' is not KEY=VALUE" in bare.output
+    own = invoke("serve", pipelines / "multi-camera.toml", "--set", "source=/x.mp4")
+    assert own.exit_code == 2 and "source is each stream's own" in own.output

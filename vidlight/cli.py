@@ -116,6 +116,15 @@ def _log_level(ctx: click.Context, level: int) -> None:
     ctx.call_on_close(lambda: root.setLevel(previous))
 
 
+def _key_values(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """--set's values, each KEY=VALUE (a usage error otherwise)."""
+    for pair in value:
+        key, sep, _ = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE, e.g. --set crf=20")
+    return value
+
+
 def _set_quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if value:
         ctx.meta["vidlight.quiet"] = True
@@ -212,6 +221,7 @@ def _stop_on_sigterm():
     "overrides",
     multiple=True,
     metavar="KEY=VALUE",
+    callback=_key_values,
     help="Override a key of the definition, e.g. --set source=in.mp4 (repeatable).",
 )
 @click.option("-y", "--overwrite", is_flag=True, help="Replace an existing output (as --set overwrite=true).")
@@ -249,6 +259,7 @@ def run(pipeline, overrides, overwrite, no_progress):
     "overrides",
     multiple=True,
     metavar="KEY=VALUE",
+    callback=_key_values,
     help="Override a top-level key (shared, or every stream's default), e.g. --set device=cuda.",
 )
 @click.option(
@@ -275,6 +286,12 @@ def serve(config, overrides, executor, workers):
     from vidlight.pipeline.config import load_serve_config
     from vidlight.pipeline.serve import serve as serve_streams
 
+    for pair in overrides:
+        if pair.partition("=")[0].strip() in ("source", "sink", "streams"):
+            raise click.BadParameter(
+                f"{pair.partition('=')[0].strip()} is each stream's own: set it in the stream's [[streams]] table",
+                param_hint="--set",
+            )
     shared, streams = load_serve_config(config, list(overrides))
     shared = shared.replace(**{k: v for k, v in (("executor", executor), ("workers", workers)) if v is not None})
     with _stop_on_sigterm():
