@@ -152,10 +152,24 @@ def _naive(
     codec: str,
     crf: int | None,
     preset: str | None,
+    *,
+    our_io: bool = False,
 ) -> Figure:
     """The loop as a user writes it with PyAV alone: its default decoder threading, its own
-    colour conversions, the encoder's settings and nothing else."""
+    colour conversions, the encoder's settings and nothing else. ``our_io``: the same loop,
+    reading and writing through vidlight's FileSource and FileSink instead."""
     n = 0
+    if our_io:
+        source = FileSource(clip)
+        sink = FileSink(out, source.info, codec=codec, crf=crf, preset=preset)
+        start, cpu = time.perf_counter(), time.process_time()
+        for item in source:
+            if isinstance(item, Frame):
+                sink.write(_to_rgb(model(_to_batch(item.rgb, device))), item.pts)
+                n += 1
+        sink.close()
+        source.close()
+        return Figure("", n, time.perf_counter() - start, time.process_time() - cpu)
     with av.open(str(clip)) as reader, av.open(str(out), "w") as writer:
         video = reader.streams.video[0]
         stream = cast(VideoStream, writer.add_stream(codec, rate=video.average_rate))
@@ -171,30 +185,6 @@ def _naive(
             writer.mux(stream.encode(result))
             n += 1
         writer.mux(stream.encode(None))
-    return Figure("", n, time.perf_counter() - start, time.process_time() - cpu)
-
-
-@torch.inference_mode()
-def _naive_on_our_io(
-    clip: Path,
-    out: Path,
-    model: torch.nn.Module,
-    device: torch.device,
-    codec: str,
-    crf: int | None,
-    preset: str | None,
-) -> Figure:
-    """The same loop, reading and writing through vidlight's FileSource and FileSink."""
-    source = FileSource(clip)
-    sink = FileSink(out, source.info, codec=codec, crf=crf, preset=preset)
-    start, cpu = time.perf_counter(), time.process_time()
-    n = 0
-    for item in source:
-        if isinstance(item, Frame):
-            sink.write(_to_rgb(model(_to_batch(item.rgb, device))), item.pts)
-            n += 1
-    sink.close()
-    source.close()
     return Figure("", n, time.perf_counter() - start, time.process_time() - cpu)
 
 
@@ -281,7 +271,7 @@ def run_bench(
             runs.setdefault(ALONE, []).append(measure_model_alone())
             runs.setdefault(NAIVE, []).append(_naive(clip, tmp / "naive.mp4", naive_model, dev, codec, crf, preset))
             runs.setdefault(NAIVE_IO, []).append(
-                _naive_on_our_io(clip, tmp / "naive-io.mp4", naive_model, dev, codec, crf, preset)
+                _naive(clip, tmp / "naive-io.mp4", naive_model, dev, codec, crf, preset, our_io=True)
             )
 
         x = torch.rand(batch_size, 3, info.height, info.width, device=dev, dtype=enhancer.dtype)
