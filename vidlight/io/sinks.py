@@ -21,7 +21,7 @@ import numpy as np
 
 from vidlight.errors import OVERWRITE, MediaError, VidlightError
 from vidlight.io.files import DIGEST_CHARS, NVENC, FileSink, VideoInfo, hidden_path
-from vidlight.io.live import IMAGE_SUFFIXES, redact
+from vidlight.io.live import IMAGE_SUFFIXES, ImageDirSource, redact
 from vidlight.settings import EncoderSettings, Settings
 
 log = logging.getLogger("vidlight")
@@ -272,6 +272,12 @@ class SameNamesSink(ImageDirSink):
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(h|m|s)?\s*$", re.IGNORECASE)
+
+
+def picture_stems(source) -> list[str] | None:
+    """An image folder's picture names without their suffixes, in its order (what a folder
+    output names its pictures after: ``names`` of :func:`open_sink`); None for other sources."""
+    return [f.stem for f in source.files] if isinstance(source, ImageDirSource) else None
 
 
 def written(sink) -> str:

@@ -32,7 +32,7 @@ from vidlight.errors import OVERWRITE, MediaError, VidlightError
 from vidlight.io import Sink, Source
 from vidlight.io.files import VideoInfo
 from vidlight.io.live import IMAGE_SUFFIXES, ImageDirSource, Reconnected, classify, redact, source_with
-from vidlight.io.sinks import classify_sink, sink_with, written
+from vidlight.io.sinks import classify_sink, picture_stems, sink_with, written
 from vidlight.pipeline.batching import SmoothingThread, StreamIntake, run_model
 from vidlight.pipeline.enhancer import FrameEnhancer, load_engine_model, prepare_engine, single_threaded_ops
 from vidlight.pipeline.queues import FrameQueue, LatestFrameQueue
@@ -144,8 +144,14 @@ def enhance_video(
                 output.picture_names = [f.name for f in source.files]  # the frame iterator's
             return output
         # A folder of pictures into a folder: each keeps its name (as PNG).
-        names = [f.stem for f in source.files] if isinstance(source, ImageDirSource) else None
-        return sink_with(output, info, settings, copy_streams=source.copy_streams, live_source=source.live, names=names)
+        return sink_with(
+            output,
+            info,
+            settings,
+            copy_streams=source.copy_streams,
+            live_source=source.live,
+            names=picture_stems(source),
+        )
 
     stats = run_source(source, make_sink, settings, stop_event=stop_event, on_frames=on_frames)
     declared = source.info.frames

@@ -29,8 +29,8 @@ from typing import Any
 
 from vidlight.errors import VidlightError
 from vidlight.io import Sink, Source
-from vidlight.io.live import ImageDirSource, Reconnected, classify, redact, source_with
-from vidlight.io.sinks import classify_sink, sink_with
+from vidlight.io.live import Reconnected, classify, redact, source_with
+from vidlight.io.sinks import classify_sink, picture_stems, sink_with
 from vidlight.pipeline.batching import SmoothingThread, StreamIntake, run_model
 from vidlight.pipeline.enhancer import FrameEnhancer, load_engine_model, prepare_engine, single_threaded_ops
 from vidlight.pipeline.exposure import ExposureControl
@@ -586,7 +586,7 @@ def _start(spec: Stream, stop: threading.Event, started: queue.Queue) -> None:
             live_source=source.live,
             resume=spec.resume,
             # A folder of pictures into a folder: each keeps its name (as PNG), as in process.
-            names=[f.stem for f in source.files] if isinstance(source, ImageDirSource) else None,
+            names=picture_stems(source),
         )
     except BaseException as exc:
         source.close()
